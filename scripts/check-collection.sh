@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Build the collection tarball, install it into an empty path and check that
+# ansible-doc renders every plugin from the installed copy; lint the changelog.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="$root/.cache/build"
+rm -rf "$out" && mkdir -p "$out/collections"
+cd "$root"
+antsibull-changelog lint
+ansible-galaxy collection build --force --output-path "$out" . >/dev/null
+tarball="$(ls "$out"/p2pvps-fleet-*.tar.gz)"
+echo "built $(basename "$tarball") ($(du -k "$tarball" | cut -f1) KiB)"
+ansible-galaxy collection install --force -p "$out/collections" "$tarball" >/dev/null
+export ANSIBLE_COLLECTIONS_PATH="$out/collections"
+for type in module inventory; do
+    dir=plugins/${type}s
+    [ "$type" = module ] && dir=plugins/modules
+    for file in "$dir"/*.py; do
+        [ -e "$file" ] || continue
+        name="$(basename "$file" .py)"
+        case "$name" in __init__|_*) continue ;; esac
+        ansible-doc -t "$type" "p2pvps.fleet.$name" >/dev/null
+        echo "ansible-doc -t $type p2pvps.fleet.$name: ok"
+    done
+done
+for role in roles/*/; do
+    [ -d "$role" ] || continue
+    name="$(basename "$role")"
+    ansible-doc -t role "p2pvps.fleet.$name" >/dev/null
+    echo "ansible-doc -t role p2pvps.fleet.$name: ok"
+done

@@ -1,0 +1,15 @@
+#!/bin/sh
+set -eu
+rm -f /etc/ssh/ssh_host_*
+install -d -m 0755 /etc/ssh/authorized_keys /run/sshd
+cat > /etc/ssh/sshd_config.d/10-renter.conf <<'CONF'
+# Renter VPS: keys only, keys kept where the renter cannot rewrite them.
+Port 2222
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AuthorizedKeysFile /etc/ssh/authorized_keys/%u
+UseDNS no
+PrintMotd no
+CONF
+chmod 0755 /usr/local/sbin/p2pvps-renter-init
