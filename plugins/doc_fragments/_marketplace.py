@@ -1,0 +1,90 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, p2pvps.fleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this doc fragment is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+from __future__ import annotations
+
+
+class ModuleDocFragment(object):
+
+    # Options of the marketplace API client (module_utils/_api.py, MARKETPLACE_COMMON_ARGS).
+    DOCUMENTATION = r"""
+options:
+  marketplace_url:
+    description:
+      - Base URL of the P2P VPS marketplace API, for example V(https://market.example.org).
+      - Must be C(https://) or C(http://), without credentials, query string or fragment.
+      - If not set, the value of the E(P2PVPS_MARKETPLACE_URL) environment variable is used.
+        One of them is required.
+    type: str
+  device_id:
+    description:
+      - Id of this device at the marketplace (returned when the operator created the device).
+      - If not set, the value of the E(P2PVPS_DEVICE_ID) environment variable is used.
+        One of them is required.
+    type: str
+  device_token:
+    description:
+      - The device's bearer token (issued once, when the operator created the device).
+      - If not set, the value of the E(P2PVPS_DEVICE_TOKEN) environment variable is used.
+      - Prefer O(device_token_file); O(device_token_file) wins when both are set.
+      - The token is never logged, and never part of an error message or of the diff.
+    type: str
+  device_token_file:
+    description:
+      - Path of a file on the managed host holding the device token (surrounding white space
+        is ignored). The file must exist; it should be mode C(0600), a warning says when
+        every user can read it.
+      - Takes precedence over O(device_token).
+    type: path
+  validate_certs:
+    description:
+      - Whether to verify the marketplace's TLS certificate.
+      - Only set to V(false) for a test marketplace with a self-signed certificate.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Overall deadline of each API call in seconds, covering connecting, all retries and the
+        waits between them, and reading the whole answer. A server that answers very slowly
+        cannot hold the task longer than this.
+      - Connection errors and HTTP 502, 503 and 504 are retried with exponential backoff
+        (C(Retry-After) is honoured up to 10 seconds) while the deadline allows.
+    type: int
+    default: 30
+requirements:
+  - requests (Python library on the managed host)
+notes:
+  - Redirects are never followed, so the token is never sent elsewhere; point O(marketplace_url)
+    at the final URL.
+  - Answers larger than 1 MiB, compressed answers and answers that are not JSON objects are refused.
+"""
+
+    # Descriptions of the standard attributes (modules state support and details).
+    ATTRIBUTES = r"""
+options: {}
+attributes:
+  check_mode:
+    description: Can run in C(check_mode) and return changed status prediction without modifying target.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in C(check_mode)), when in diff mode.
+  idempotent:
+    description:
+      - When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
+      - This assumes that the system controlled/queried by the module has not changed in a relevant way.
+"""
+
+    # Membership of the p2pvps.fleet.marketplace action group (meta/runtime.yml).
+    ACTIONGROUP = r"""
+options: {}
+attributes:
+  action_group:
+    description: Use C(group/p2pvps.fleet.marketplace) in O(ignore:module_defaults) to set defaults for this module.
+    support: full
+    membership:
+      - p2pvps.fleet.marketplace
+"""

@@ -1,0 +1,224 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, p2pvps.fleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: marketplace
+short_description: Devices of a P2P VPS marketplace as an inventory
+version_added: 0.1.0
+description:
+  - Lists the devices known to a P2P VPS marketplace (the C(/api/v1/devices) endpoint),
+    one API call per page of devices, never one call per device.
+  - Every device becomes a host with its marketplace data in host variables; all strings
+    that come from the API are marked unsafe, so a device named C({{ 7*7 }}) stays a name.
+  - Groups can be built with O(keyed_groups), O(groups) and O(compose), for example by
+    architecture, by rented or free, by online or offline.
+  - The configuration file must end in C(marketplace.yml) or C(marketplace.yaml).
+extends_documentation_fragment:
+  - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
+options:
+  plugin:
+    description: Marks this file as a configuration of this plugin.
+    type: str
+    required: true
+    choices: [p2pvps.fleet.marketplace]
+  url:
+    description: Base URL of the marketplace API, for example V(https://market.example.org).
+    type: str
+    required: true
+    env:
+      - name: P2PVPS_MARKETPLACE_URL
+  token:
+    description:
+      - Operator token of the marketplace. Prefer O(token_file) or the environment variable;
+        the token is never printed.
+    type: str
+    env:
+      - name: P2PVPS_OPERATOR_TOKEN
+  token_file:
+    description: File holding the operator token (used when O(token) is not set).
+    type: path
+    env:
+      - name: P2PVPS_OPERATOR_TOKEN_FILE
+  validate_certs:
+    description: Verify the server's TLS certificate.
+    type: bool
+    default: true
+  timeout:
+    description: Overall deadline in seconds for each API call (connect and whole answer).
+    type: float
+    default: 30
+  page_size:
+    description: Devices asked for per API call.
+    type: int
+    default: 200
+  status:
+    description: Only devices in this state (filtered by the server).
+    type: str
+    choices: [new, online, offline]
+  owner:
+    description: Only devices of this owner (filtered by the server).
+    type: str
+  architecture:
+    description: Only devices of this CPU architecture, as reported in their facts (filtered by the server).
+    type: str
+  query:
+    description:
+      - A JMESPath expression evaluated on each device's data; only devices for which it is
+        true (not empty, not false, not null) are kept. Evaluated on the control node.
+      - 'Example: V(facts.memory_mb > `1024`).'
+    type: str
+  hostname:
+    description: Which device field names the host.
+    type: str
+    default: name
+    choices: [name, id]
+  host_vars_prefix:
+    description: Prefix of the host variables set from the device data.
+    type: str
+    default: p2pvps_
+requirements:
+  - requests
+  - jmespath (only when O(query) is used)
+"""
+
+EXAMPLES = r"""
+# inventory/marketplace.yml
+plugin: p2pvps.fleet.marketplace
+url: https://market.example.org
+token_file: ~/.config/p2pvps/operator_token
+status: online
+keyed_groups:
+  - key: p2pvps_architecture
+    prefix: arch
+  - key: p2pvps_rented | ternary('rented', 'free')
+    prefix: ""
+    separator: ""
+groups:
+  big_memory: p2pvps_device.facts.memory_mb | default(0) > 2048
+compose:
+  ansible_host: p2pvps_device.facts.address | default(omit)
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/p2pvps-inventory
+cache_timeout: 300
+"""
+
+import os
+
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.text.converters import to_native
+from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
+from ansible.utils.unsafe_proxy import wrap_var
+
+from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
+    MarketplaceClient,
+    MarketplaceError,
+)
+
+try:
+    import jmespath
+    HAS_JMESPATH = True
+except ImportError:
+    HAS_JMESPATH = False
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
+    NAME = "p2pvps.fleet.marketplace"
+
+    def verify_file(self, path):
+        return super().verify_file(path) and path.endswith(("marketplace.yml", "marketplace.yaml"))
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        cache_key = self.get_cache_key(path)
+        use_cache = cache and self.get_option("cache")
+        devices = None
+        if use_cache:
+            try:
+                devices = self._cache[cache_key]
+            except KeyError:
+                devices = None
+        if devices is None:
+            devices = self._fetch_devices()
+            if self.get_option("cache"):
+                self._cache[cache_key] = devices
+        self._populate(self._select(devices))
+
+    def _client(self):
+        token = self.get_option("token")
+        if not token and self.get_option("token_file"):
+            token_file = os.path.expanduser(self.get_option("token_file"))
+            try:
+                with open(token_file, encoding="utf-8") as handle:
+                    token = handle.read().strip()
+            except OSError as exc:
+                raise AnsibleError(f"cannot read the marketplace token file {token_file}: "
+                                   f"{exc.strerror}") from None
+        if not token:
+            raise AnsibleError("no marketplace operator token: set token, token_file or "
+                               "P2PVPS_OPERATOR_TOKEN")
+        return MarketplaceClient(self.get_option("url"), token,
+                                 validate_certs=self.get_option("validate_certs"),
+                                 timeout=self.get_option("timeout"))
+
+    def _fetch_devices(self):
+        filters = {name: self.get_option(name) for name in ("status", "owner", "architecture")
+                   if self.get_option(name)}
+        devices = []
+        try:
+            for page in self._client().iter_devices(page_size=self.get_option("page_size"),
+                                                    **filters):
+                devices.extend(page)
+        except MarketplaceError as exc:
+            raise AnsibleError(f"marketplace inventory: {to_native(exc)}") from None
+        return devices
+
+    def _select(self, devices):
+        query = self.get_option("query")
+        if not query:
+            return devices
+        if not HAS_JMESPATH:
+            raise AnsibleError("the query option needs the jmespath Python library")
+        try:
+            expression = jmespath.compile(query)
+        except jmespath.exceptions.JMESPathError as exc:
+            raise AnsibleError(f"invalid query {query!r}: {exc}") from None
+        return [device for device in devices if expression.search(device)]
+
+    def _populate(self, devices):
+        prefix = self.get_option("host_vars_prefix")
+        strict = self.get_option("strict")
+        for device in devices:
+            device = wrap_var(device)
+            host = self.inventory.add_host(str(device[self.get_option("hostname")]))
+            for name, value in self._host_vars(device).items():
+                self.inventory.set_variable(host, prefix + name, value)
+            host_vars = self.inventory.get_host(host).get_vars()
+            self._set_composite_vars(self.get_option("compose"), host_vars, host, strict=strict)
+            self._add_host_to_composed_groups(self.get_option("groups"), host_vars, host,
+                                              strict=strict)
+            self._add_host_to_keyed_groups(self.get_option("keyed_groups"), host_vars, host,
+                                           strict=strict)
+
+    @staticmethod
+    def _host_vars(device):
+        facts = device.get("facts") or {}
+        tunnel = device.get("tunnel") or {}
+        lease = device.get("lease")
+        return {
+            "device": device,
+            "device_id": device.get("id"),
+            "status": device.get("status"),
+            "online": device.get("status") == "online",
+            "rented": lease is not None,
+            "lease": lease,
+            "architecture": facts.get("architecture"),
+            "owner": device.get("owner"),
+            "tunnel_remote_port": tunnel.get("remote_port"),
+        }

@@ -1,0 +1,953 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, p2pvps.fleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""The one client of the P2P VPS marketplace API (contract v1).
+
+Robustness, as DESIGN.md asks of it:
+
+* one overall deadline per call (``timeout`` seconds) that covers connecting, every retry,
+  the waits between them, the headers and the whole body. A watchdog timer shuts the call's
+  sockets down when the deadline passes, so a server that drips one byte a second (in the
+  headers, in the TLS handshake or in the body) cannot hold a call longer than that;
+* retries (urllib3 ``Retry``) with exponential backoff on connection errors and on HTTP
+  502/503/504 (503 only for calls that are not idempotent), honouring ``Retry-After`` up to
+  a cap, and never retrying when the wait would not fit before the deadline;
+* answers bigger than ``max_body`` bytes are refused, compressed answers are refused;
+* redirects are never followed (a 3xx is an error), so the bearer token goes nowhere else;
+* typed errors: `MarketplaceUnreachable` (connection errors, timeouts, 5xx),
+  `MarketplaceRejected` (4xx and 3xx; status, error code and detail), `MarketplaceMalformed`
+  (not JSON, NaN, wrong shape, too big). Tokens never appear in messages or reprs; URLs in
+  messages carry neither credentials nor query strings.
+
+The client is not thread-safe: use one per thread.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+import stat
+import threading
+import time
+import traceback
+import warnings
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from ansible.module_utils.basic import env_fallback, missing_required_lib
+
+REQUESTS_IMPORT_ERROR = None
+try:
+    import requests
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+    from urllib3.exceptions import HTTPError as Urllib3Error
+    from urllib3.exceptions import InsecureRequestWarning, MaxRetryError, ResponseError
+    from urllib3.util.retry import Retry
+    from urllib3.util.timeout import Timeout
+except ImportError:
+    REQUESTS_IMPORT_ERROR = traceback.format_exc()
+    HAS_REQUESTS = False
+
+    # Stand-ins so that this file loads; client_from_module() fails with missing_required_lib.
+    class HTTPAdapter(object):  # type: ignore[no-redef]
+        pass
+
+    class HTTPConnection(object):  # type: ignore[no-redef]
+        pass
+
+    class HTTPSConnection(object):  # type: ignore[no-redef]
+        pass
+
+    class HTTPConnectionPool(object):  # type: ignore[no-redef]
+        pass
+
+    class HTTPSConnectionPool(object):  # type: ignore[no-redef]
+        pass
+
+    class Retry(object):  # type: ignore[no-redef]
+        def __init__(self, *args, **kwargs):
+            pass
+
+    class Timeout(object):  # type: ignore[no-redef]
+        def __init__(self, *args, **kwargs):
+            pass
+
+    class InsecureRequestWarning(Warning):  # type: ignore[no-redef]
+        pass
+
+    class Urllib3Error(Exception):  # type: ignore[no-redef]
+        pass
+
+    class MaxRetryError(Exception):  # type: ignore[no-redef]
+        pass
+
+    class ResponseError(Exception):  # type: ignore[no-redef]
+        pass
+else:
+    HAS_REQUESTS = True
+
+API_PREFIX = '/api/v1'
+USER_AGENT = 'p2pvps.fleet/0.1.0'
+
+#: Biggest answer accepted, in bytes (the largest legitimate one is a 500-device page).
+MAX_BODY = 1024 * 1024
+#: Longest wait honoured from a ``Retry-After`` header, in seconds.
+MAX_RETRY_AFTER = 10.0
+#: Longest exponential backoff between two attempts, in seconds.
+MAX_BACKOFF = 5.0
+#: A retry is only made when at least this much time is left for it after the wait.
+MIN_ATTEMPT_TIME = 0.5
+#: Longest error detail quoted from the server.
+MAX_DETAIL = 300
+
+_TOKEN_RE = re.compile(r'^[\x21-\x7e]{1,4096}$')
+_CONTROL_RE = re.compile(r'[\x00-\x1f\x7f]+')
+_OBJECT_REPR_RE = re.compile(r'(<[^<>]* object at 0x[0-9a-fA-F]+>|\w+\(host=[^()]*\)):?\s*')
+
+
+# ---------------------------------------------------------------- errors
+
+class MarketplaceError(Exception):
+    """Base of every error of the marketplace client. The message never holds a token."""
+
+    def __init__(self, message, method=None, url=None, status=None):
+        super(MarketplaceError, self).__init__(message)
+        self.message = message
+        self.method = method
+        self.url = url
+        self.status = status
+
+    def __str__(self):
+        return self.message
+
+
+class MarketplaceUnreachable(MarketplaceError):
+    """No usable answer: connection error, timeout or deadline, HTTP 5xx (after retries)."""
+
+
+class MarketplaceRejected(MarketplaceError):
+    """The marketplace refused the call: HTTP 4xx (or a 3xx, which is never followed)."""
+
+    def __init__(self, message, method=None, url=None, status=None, error=None, detail=None):
+        super(MarketplaceRejected, self).__init__(message, method=method, url=url, status=status)
+        self.error = error
+        self.detail = detail
+
+
+class MarketplaceMalformed(MarketplaceError):
+    """The answer is not what the contract says: not JSON, wrong shape, too big."""
+
+
+# ---------------------------------------------------------------- small pure helpers
+
+def display_url(url):
+    """`url` as it may be shown: without user info, query string or fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ''
+        if ':' in host:
+            host = '[%s]' % host
+        if parts.port:
+            host = '%s:%d' % (host, parts.port)
+        return urlunsplit((parts.scheme, host, parts.path, '', ''))
+    except ValueError:
+        return '<invalid URL>'
+
+
+def truncate(text, limit=MAX_DETAIL):
+    """One line of at most `limit` characters (control characters become spaces)."""
+    text = _CONTROL_RE.sub(' ', text).strip()
+    if len(text) > limit:
+        text = text[:limit - 3].rstrip() + '...'
+    return text
+
+
+def scrub(text, secrets):
+    """`text` with every secret in `secrets` replaced by ********."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, '********')
+    return text
+
+
+def normalize_base_url(url):
+    """The base URL without a trailing slash; ValueError with a clear message when unusable."""
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError('the marketplace URL is empty')
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        raise ValueError('the marketplace URL %s is not a valid URL' % display_url(url))
+    if parts.scheme not in ('http', 'https'):
+        raise ValueError('the marketplace URL %s must start with https:// (or http://)' % display_url(url))
+    if not parts.hostname:
+        raise ValueError('the marketplace URL %s has no host' % display_url(url))
+    if parts.username is not None or parts.password is not None:
+        raise ValueError('the marketplace URL %s must not contain credentials; use the token options'
+                         % display_url(url))
+    if parts.query or parts.fragment:
+        raise ValueError('the marketplace URL %s must not have a query string or fragment' % display_url(url))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip('/'), '', ''))
+
+
+def path_segment(value, what='id'):
+    """One URL path segment from an id, percent-encoded (no way to leave the path)."""
+    if not isinstance(value, str) or not value or len(value) > 200 or value in ('.', '..'):
+        raise ValueError('invalid %s %r' % (what, value if isinstance(value, str) else type(value).__name__))
+    return quote(value, safe='')
+
+
+def describe_json(value):
+    """A short name of a JSON value's type, for messages."""
+    if value is None:
+        return 'null'
+    if isinstance(value, bool):
+        return 'a boolean'
+    if isinstance(value, (int, float)):
+        return 'a number'
+    if isinstance(value, str):
+        return 'a string'
+    if isinstance(value, list):
+        return 'a list'
+    if isinstance(value, dict):
+        return 'an object'
+    return type(value).__name__
+
+
+def _reject_constant(name):
+    raise ValueError('%s is not valid JSON' % name)
+
+
+def parse_json(body):
+    """Parse an answer body; ValueError when it is not strict JSON (NaN and Infinity included)."""
+    try:
+        text = body.decode('utf-8')
+    except UnicodeDecodeError:
+        raise ValueError('not UTF-8')
+    return json.loads(text, parse_constant=_reject_constant)
+
+
+def error_fields(body):
+    """(error code, detail) from an error answer body (bytes), whatever shape it has."""
+    try:
+        data = parse_json(body)
+    except ValueError:
+        text = body[:MAX_DETAIL * 2].decode('utf-8', 'replace')
+        return None, truncate(text) or None
+    if not isinstance(data, dict):
+        return None, truncate(json.dumps(data, separators=(',', ':')))
+    code = data.get('error')
+    code = truncate(code, 64) if isinstance(code, str) else None
+    detail = data.get('detail')
+    if detail is None:
+        detail = data.get('message')
+    if detail is not None and not isinstance(detail, str):
+        detail = json.dumps(detail, separators=(',', ':'), default=str)
+    return code, truncate(detail) if detail else None
+
+
+def check_object(data, keys, what):
+    """`data` must be a JSON object holding `keys`; the problem as a string, or None."""
+    if not isinstance(data, dict):
+        return 'expected a JSON object (%s), got %s' % (what, describe_json(data))
+    missing = [key for key in keys if key not in data]
+    if missing:
+        return '%s has no %s' % (what, ', '.join('"%s"' % key for key in missing))
+    return None
+
+
+def retry_statuses(idempotent):
+    """HTTP statuses retried: 502/503/504 for idempotent calls, only 503 otherwise (a 502/504
+    from a gateway may come after the server did the work)."""
+    return (502, 503, 504) if idempotent else (503,)
+
+
+# ---------------------------------------------------------------- deadline machinery
+
+_local = threading.local()
+
+
+def _shutdown_socket(sock):
+    """Shut a socket down through a duplicate of its descriptor (safe for SSL sockets too)."""
+    try:
+        fd = sock.fileno()
+    except (OSError, ValueError, AttributeError):
+        return
+    if fd is None or fd < 0:
+        return
+    try:
+        dup = socket.fromfd(fd, sock.family, sock.type)
+    except (OSError, ValueError, AttributeError):
+        return
+    try:
+        dup.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        dup.close()
+
+
+class _Watchdog(object):
+    """Shuts down every socket of the current call when the call's deadline passes."""
+
+    def __init__(self, deadline):
+        self.deadline = deadline
+        self.fired = False
+        self.connects = 0
+        self._sockets = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+        self._timer.daemon = True
+
+    def watch(self, sock):
+        if sock is None:
+            return
+        with self._lock:
+            if not any(known is sock for known in self._sockets):
+                self._sockets.append(sock)
+            fired = self.fired
+        if fired:
+            _shutdown_socket(sock)
+
+    def _fire(self):
+        with self._lock:
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown_socket(sock)
+
+    def __enter__(self):
+        _local.watchdog = self
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._timer.cancel()
+        _local.watchdog = None
+        return False
+
+
+def _watch(sock):
+    watchdog = getattr(_local, 'watchdog', None)
+    if watchdog is not None:
+        watchdog.watch(sock)
+
+
+class _WatchedConnectionMixin(object):
+    """Registers the connection's socket with the current call's watchdog."""
+
+    def _new_conn(self):
+        watchdog = getattr(_local, 'watchdog', None)
+        if watchdog is not None:
+            watchdog.connects += 1
+        sock = super(_WatchedConnectionMixin, self)._new_conn()
+        _watch(sock)
+        return sock
+
+    def request(self, *args, **kwargs):
+        _watch(getattr(self, 'sock', None))
+        return super(_WatchedConnectionMixin, self).request(*args, **kwargs)
+
+    def getresponse(self, *args, **kwargs):
+        _watch(getattr(self, 'sock', None))
+        return super(_WatchedConnectionMixin, self).getresponse(*args, **kwargs)
+
+
+class _WatchedHTTPConnection(_WatchedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _WatchedHTTPSConnection(_WatchedConnectionMixin, HTTPSConnection):
+    pass
+
+
+class _WatchedHTTPConnectionPool(HTTPConnectionPool):
+    ConnectionCls = _WatchedHTTPConnection
+
+
+class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
+    ConnectionCls = _WatchedHTTPSConnection
+
+
+_POOL_CLASSES = {'http': _WatchedHTTPConnectionPool, 'https': _WatchedHTTPSConnectionPool}
+
+
+class _Adapter(HTTPAdapter):
+    """requests adapter whose connections are watched by the call's deadline."""
+
+    def init_poolmanager(self, *args, **kwargs):
+        super(_Adapter, self).init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = dict(_POOL_CLASSES)
+
+    def proxy_manager_for(self, proxy, **proxy_kwargs):
+        manager = super(_Adapter, self).proxy_manager_for(proxy, **proxy_kwargs)
+        if hasattr(manager, 'pool_classes_by_scheme'):
+            manager.pool_classes_by_scheme = dict(_POOL_CLASSES)
+        return manager
+
+
+class _DeadlineTimeout(Timeout):
+    """Connect and read timeouts that never reach past the call's deadline."""
+
+    def __init__(self, deadline, connect=None, read=None, total=None):
+        super(_DeadlineTimeout, self).__init__(connect=connect, read=read, total=total)
+        self.deadline = deadline
+
+    def clone(self):
+        return _DeadlineTimeout(self.deadline, connect=self._connect, read=self._read, total=self.total)
+
+    def _left(self):
+        return max(0.01, self.deadline - time.monotonic())
+
+    @property
+    def connect_timeout(self):
+        return min(self._connect, self._left())
+
+    @property
+    def read_timeout(self):
+        return min(self._read, self._left())
+
+
+class _DeadlineRetry(Retry):
+    """urllib3 Retry that caps Retry-After and backoff and gives up when the next attempt
+    would not fit before the call's deadline."""
+
+    deadline = None
+    max_retry_after = MAX_RETRY_AFTER
+    max_backoff = MAX_BACKOFF
+    max_body = MAX_BODY
+
+    def new(self, **kwargs):
+        retry = super(_DeadlineRetry, self).new(**kwargs)
+        retry.deadline = self.deadline
+        retry.max_retry_after = self.max_retry_after
+        retry.max_backoff = self.max_backoff
+        retry.max_body = self.max_body
+        return retry
+
+    def get_retry_after(self, response):
+        try:
+            seconds = super(_DeadlineRetry, self).get_retry_after(response)
+        except Exception:  # an unparsable Retry-After counts as absent
+            return None
+        if seconds is None:
+            return None
+        return max(0.0, min(float(seconds), self.max_retry_after))
+
+    def get_backoff_time(self):
+        return max(0.0, min(super(_DeadlineRetry, self).get_backoff_time(), self.max_backoff))
+
+    def wait_time(self, response=None):
+        """How long `sleep(response)` waits."""
+        if self.respect_retry_after_header and response is not None:
+            seconds = self.get_retry_after(response)
+            if seconds:
+                return seconds
+        return self.get_backoff_time()
+
+    def sleep(self, response=None):
+        seconds = self.wait_time(response)
+        if self.deadline is not None:
+            seconds = min(seconds, max(0.0, self.deadline - time.monotonic()))
+        if seconds > 0:
+            time.sleep(seconds)
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        retry = super(_DeadlineRetry, self).increment(method=method, url=url, response=response, error=error,
+                                                      _pool=_pool, _stacktrace=_stacktrace)
+        if response is not None:
+            # urllib3 reads (drains) the body of a response it retries: only small ones.
+            length = response.headers.get('Content-Length')
+            if length is None or not length.strip().isdigit() or int(length) > self.max_body:
+                raise MaxRetryError(_pool, url, ResponseError('answer not retried (no or big Content-Length)'))
+        if self.deadline is not None:
+            if time.monotonic() + retry.wait_time(response) + MIN_ATTEMPT_TIME > self.deadline:
+                raise MaxRetryError(_pool, url, error or ResponseError('no time left for a retry'))
+        return retry
+
+
+class _BearerAuth(object):
+    """Sets the bearer token (as requests auth, so .netrc and URL credentials never replace it)."""
+
+    def __init__(self, token):
+        self._token = token
+
+    def __call__(self, request):
+        request.headers['Authorization'] = 'Bearer %s' % self._token
+        return request
+
+    def __repr__(self):
+        return '<bearer token>'
+
+
+class _DeadlinePassed(Exception):
+    pass
+
+
+class _Incomplete(Exception):
+    pass
+
+
+def _new_session():
+    """A requests Session that never handles redirects (requests would even read the whole body
+    of a redirect it does not follow, with no size limit)."""
+
+    class _NoRedirectSession(requests.Session):
+        def get_redirect_target(self, resp):
+            return None
+
+    return _NoRedirectSession()
+
+
+# ---------------------------------------------------------------- the client
+
+class MarketplaceClient(object):
+    """Client of the marketplace API v1 for one token (a device's or the operator's).
+
+    `timeout` is the overall deadline of each call in seconds: connecting, retries with their
+    waits, and reading the whole answer. `retries` is how many times a call is retried after
+    a connection error or HTTP 502/503/504; `backoff` is the backoff factor between them.
+    """
+
+    def __init__(self, base_url, token, validate_certs=True, timeout=30, retries=3, backoff=0.5,
+                 max_body=MAX_BODY, max_retry_after=MAX_RETRY_AFTER, user_agent=USER_AGENT):
+        if not HAS_REQUESTS:
+            raise MarketplaceError('the Python library requests is required to talk to the marketplace')
+        try:
+            self.base_url = normalize_base_url(base_url)
+        except ValueError as exc:
+            raise MarketplaceError(str(exc))
+        if not isinstance(token, str) or not _TOKEN_RE.match(token):
+            # Never quote the token: it may be almost right.
+            raise MarketplaceError('the marketplace token is empty or has characters that cannot be sent '
+                                   'in an HTTP header (spaces, line breaks, non-ASCII)')
+        try:
+            timeout = float(timeout)
+        except (TypeError, ValueError):
+            raise MarketplaceError('timeout must be a number of seconds')
+        if math.isnan(timeout) or not 0 < timeout <= 3600:
+            raise MarketplaceError('timeout must be more than 0 and at most 3600 seconds')
+        if not isinstance(retries, int) or isinstance(retries, bool) or not 0 <= retries <= 20:
+            raise MarketplaceError('retries must be an integer between 0 and 20')
+        self._token = token
+        self.validate_certs = bool(validate_certs)
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = max(0.0, float(backoff))
+        self.max_body = int(max_body)
+        self.max_retry_after = float(max_retry_after)
+        self._adapter = _Adapter(pool_connections=1, pool_maxsize=1)
+        self._session = _new_session()
+        self._session.mount('http://', self._adapter)
+        self._session.mount('https://', self._adapter)
+        self._session.auth = _BearerAuth(token)
+        self._session.verify = self.validate_certs
+        self._session.headers.update({
+            'Accept': 'application/json',
+            'Accept-Encoding': 'identity',
+            'User-Agent': user_agent,
+        })
+
+    def __repr__(self):
+        return '%s(%r)' % (type(self).__name__, display_url(self.base_url))
+
+    def close(self):
+        self._session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+        return False
+
+    # ------------------------------------------------------------ plumbing
+
+    def _error(self, cls, text, method, url, **kwargs):
+        message = scrub('%s %s: %s' % (method, display_url(url), text), [self._token])
+        return cls(message, method=method, url=display_url(url), **kwargs)
+
+    def _retry(self, deadline, idempotent):
+        retry = _DeadlineRetry(
+            total=self.retries, connect=self.retries, read=False, status=self.retries, other=0,
+            redirect=0, raise_on_redirect=False, raise_on_status=False,
+            status_forcelist=retry_statuses(idempotent), allowed_methods=None,
+            backoff_factor=self.backoff, respect_retry_after_header=True,
+        )
+        retry.deadline = deadline
+        retry.max_retry_after = self.max_retry_after
+        retry.max_body = self.max_body
+        return retry
+
+    def _read_body(self, response, deadline):
+        length = response.headers.get('Content-Length')
+        if length is not None and length.strip().isdigit() and int(length) > self.max_body:
+            raise MarketplaceMalformed('answer too big (%s bytes; at most %d accepted)' % (length.strip(),
+                                                                                           self.max_body))
+        encoding = (response.headers.get('Content-Encoding') or 'identity').strip().lower()
+        if encoding not in ('', 'identity'):
+            raise MarketplaceMalformed('compressed answer (Content-Encoding: %s) not accepted' % truncate(encoding, 40))
+        raw = response.raw
+        read1 = getattr(raw, 'read1', None)
+        chunks = []
+        size = 0
+        while True:
+            if time.monotonic() >= deadline:
+                raise _DeadlinePassed()
+            data = read1(65536) if read1 is not None else raw.read(16384)
+            if not data:
+                break
+            size += len(data)
+            if size > self.max_body:
+                raise MarketplaceMalformed('answer too big (more than %d bytes)' % self.max_body)
+            chunks.append(data)
+        if time.monotonic() >= deadline:
+            raise _DeadlinePassed()
+        if length is not None and length.strip().isdigit() and size < int(length):
+            # urllib3 1.26 does not enforce Content-Length by default
+            raise _Incomplete('got %d of %s bytes' % (size, length.strip()))
+        return b''.join(chunks)
+
+    def _exchange(self, method, url, params, data, deadline, idempotent):
+        """(status, headers, body bytes, attempts) of one call, or a MarketplaceError."""
+        self._adapter.max_retries = self._retry(deadline, idempotent)
+        timeout = _DeadlineTimeout(deadline, connect=self.timeout, read=self.timeout)
+        headers = {'Content-Type': 'application/json'} if data is not None else None
+        watchdog = _Watchdog(deadline)
+        try:
+            with watchdog, warnings.catch_warnings():
+                if not self.validate_certs:
+                    warnings.simplefilter('ignore', InsecureRequestWarning)
+                response = self._session.request(method, url, params=params, data=data, headers=headers,
+                                                 timeout=timeout, allow_redirects=False, stream=True)
+                try:
+                    attempts = 1 + len(getattr(getattr(response.raw, 'retries', None), 'history', ()) or ())
+                    if 300 <= response.status_code < 400:
+                        body = b''
+                    else:
+                        try:
+                            body = self._read_body(response, deadline)
+                        except MarketplaceMalformed as exc:
+                            if response.status_code < 300:
+                                raise self._error(MarketplaceMalformed, 'malformed answer: %s' % exc, method, url)
+                            body = b''   # an error status with an unreadable body: report the status
+                finally:
+                    response.close()
+                return response.status_code, response.headers, body, attempts
+        except MarketplaceError:
+            raise
+        except _DeadlinePassed:
+            raise self._deadline_error(method, url)
+        except _Incomplete as exc:
+            raise self._error(MarketplaceUnreachable, 'connection lost while reading the answer: %s' % exc,
+                              method, url)
+        except requests.exceptions.RequestException as exc:
+            if watchdog.fired or time.monotonic() >= deadline:
+                raise self._deadline_error(method, url)
+            raise self._request_error(exc, method, url, watchdog.connects)
+        except (Urllib3Error, OSError, ValueError) as exc:  # while reading the body (not wrapped by requests)
+            if watchdog.fired or time.monotonic() >= deadline:
+                raise self._deadline_error(method, url)
+            text = truncate(_OBJECT_REPR_RE.sub('', str(exc)) or type(exc).__name__, 200)
+            raise self._error(MarketplaceUnreachable, 'connection lost while reading the answer: %s' % text,
+                              method, url)
+
+    def _deadline_error(self, method, url):
+        return self._error(MarketplaceUnreachable,
+                           'no complete answer within the deadline of %g s (timeout)' % self.timeout, method, url)
+
+    def _request_error(self, exc, method, url, attempts=1):
+        reason = exc
+        inner = exc.args[0] if exc.args else None
+        if isinstance(inner, MaxRetryError) and inner.reason is not None:
+            reason = inner.reason
+        text = truncate(_OBJECT_REPR_RE.sub('', str(reason)) or type(reason).__name__, 200)
+        if isinstance(exc, requests.exceptions.SSLError):
+            return self._error(MarketplaceUnreachable, 'TLS error (certificate not trusted? see validate_certs): %s'
+                               % text, method, url)
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return self._error(MarketplaceUnreachable, 'connection timed out (%d attempts)' % max(1, attempts),
+                               method, url)
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return self._error(MarketplaceUnreachable, 'timed out waiting for the answer', method, url)
+        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+            if attempts > 1:
+                text += ' (%d attempts)' % attempts
+            return self._error(MarketplaceUnreachable, 'cannot connect or connection lost: %s' % text, method, url)
+        return self._error(MarketplaceError, 'request failed: %s' % text, method, url)
+
+    def _call(self, method, path, params=None, body=None, idempotent=True, allow_empty=False):
+        """Do one API call; returns the parsed JSON answer (None for an allowed empty answer)."""
+        url = self.base_url + API_PREFIX + path
+        data = None
+        if body is not None:
+            try:
+                data = json.dumps(body, allow_nan=False, separators=(',', ':')).encode('utf-8')
+            except (TypeError, ValueError) as exc:
+                raise self._error(MarketplaceError, 'the request cannot be sent as JSON: %s' % exc, method, url)
+        deadline = time.monotonic() + self.timeout
+        status, headers, raw, attempts = self._exchange(method, url, params, data, deadline, idempotent)
+
+        if 300 <= status < 400:
+            location = headers.get('Location')
+            where = ' to %s' % display_url(location) if location else ''
+            raise self._error(MarketplaceRejected, 'answered HTTP %d, a redirect%s; redirects are not followed '
+                              '(is the marketplace URL right?)' % (status, where), method, url,
+                              status=status, error='redirect', detail=None)
+        if status >= 400:
+            code, detail = error_fields(raw)
+            text = 'HTTP %d' % status
+            if code:
+                text += ' %s' % code
+            if detail:
+                text += ': %s' % detail
+            if status >= 500:
+                if attempts > 1:
+                    text += ' (after %d attempts)' % attempts
+                raise self._error(MarketplaceUnreachable, 'server error, %s' % text, method, url, status=status)
+            hint = ''
+            if status == 401:
+                hint = ' (is the token right?)'
+            elif status == 403:
+                hint = ' (does this token have rights on this object?)'
+            raise self._error(MarketplaceRejected, 'rejected, %s%s' % (text, hint), method, url, status=status,
+                              error=code, detail=scrub(detail, [self._token]) if detail else detail)
+        if status < 200:
+            raise self._error(MarketplaceMalformed, 'malformed answer: unexpected HTTP %d' % status, method, url,
+                              status=status)
+        if not raw.strip():
+            if allow_empty:
+                return None
+            raise self._error(MarketplaceMalformed, 'malformed answer: empty (HTTP %d)' % status, method, url,
+                              status=status)
+        try:
+            return parse_json(raw)
+        except ValueError as exc:
+            start = truncate(raw[:40].decode('utf-8', 'replace'), 40)
+            raise self._error(MarketplaceMalformed, 'malformed answer, not JSON (%s; it starts with %r)'
+                              % (truncate(str(exc), 80), start), method, url, status=status)
+
+    def _shape(self, data, keys, what, method, path):
+        problem = check_object(data, keys, what)
+        if problem:
+            raise self._error(MarketplaceMalformed, 'malformed answer: %s' % problem, method,
+                              self.base_url + API_PREFIX + path)
+        return data
+
+    def _device_path(self, device_id, suffix=''):
+        try:
+            return '/devices/%s%s' % (path_segment(device_id, 'device id'), suffix)
+        except ValueError as exc:
+            raise MarketplaceError(str(exc))
+
+    # ------------------------------------------------------------ devices
+
+    def get_device(self, device_id):
+        """The device object (operator or that device's token)."""
+        path = self._device_path(device_id)
+        return self._shape(self._call('GET', path), ('id',), 'device', 'GET', path)
+
+    def register(self, device_id, facts, tunnel_public_key):
+        """Register or refresh a device (idempotent) -> {device, tunnel}."""
+        path = self._device_path(device_id, '/register')
+        answer = self._call('POST', path, body={'facts': facts, 'tunnel_public_key': tunnel_public_key})
+        self._shape(answer, ('device', 'tunnel'), 'register answer', 'POST', path)
+        self._shape(answer['device'], ('id',), 'device of the register answer', 'POST', path)
+        self._shape(answer['tunnel'], ('host', 'port', 'user', 'host_key', 'remote_port'),
+                    'tunnel of the register answer', 'POST', path)
+        return answer
+
+    def checkin(self, device_id, observed=None):
+        """Heartbeat -> the answer object; the lease in it is validated by _rental.parse_checkin()."""
+        path = self._device_path(device_id, '/checkin')
+        answer = self._call('POST', path, body={'observed': observed if observed is not None else {}})
+        return self._shape(answer, (), 'check-in answer', 'POST', path)
+
+    def list_devices(self, limit=100, cursor=None, **filters):
+        """One page of devices -> {items: [...], next_cursor: str or None} (operator)."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 500:
+            raise MarketplaceError('page size must be an integer from 1 to 500')
+        params = {'limit': str(limit)}
+        if cursor is not None:
+            params['cursor'] = cursor
+        for name, value in sorted(filters.items()):
+            if value is None:
+                continue
+            if isinstance(value, bool):
+                value = 'true' if value else 'false'
+            params[name] = str(value)
+        answer = self._call('GET', '/devices', params=params)
+        self._shape(answer, ('items', 'next_cursor'), 'device page', 'GET', '/devices')
+        if not isinstance(answer['items'], list) or not all(isinstance(item, dict) for item in answer['items']):
+            raise self._error(MarketplaceMalformed, 'malformed answer: items of the device page must be a list of '
+                              'objects', 'GET', self.base_url + API_PREFIX + '/devices')
+        cursor = answer['next_cursor']
+        if cursor is not None and (not isinstance(cursor, str) or not cursor or len(cursor) > 2048):
+            raise self._error(MarketplaceMalformed, 'malformed answer: next_cursor must be a non-empty string or '
+                              'null', 'GET', self.base_url + API_PREFIX + '/devices')
+        return answer
+
+    def iter_devices(self, page_size=100, **filters):
+        """Yield the devices page by page (a list per page, one call per page)."""
+        seen = set()
+        cursor = None
+        while True:
+            page = self.list_devices(limit=page_size, cursor=cursor, **filters)
+            yield page['items']
+            cursor = page['next_cursor']
+            if cursor is None:
+                return
+            if cursor in seen:
+                raise self._error(MarketplaceMalformed, 'malformed answer: the paging cursor repeats', 'GET',
+                                  self.base_url + API_PREFIX + '/devices')
+            seen.add(cursor)
+
+    def create_device(self, name, description=None, owner=None):
+        """Create a device (operator) -> {id, device_token, device}. The token is shown only once."""
+        body = {'name': name}
+        if description is not None:
+            body['description'] = description
+        if owner is not None:
+            body['owner'] = owner
+        answer = self._call('POST', '/devices', body=body, idempotent=False)
+        return self._shape(answer, ('id', 'device_token'), 'create device answer', 'POST', '/devices')
+
+    def delete_device(self, device_id):
+        """Delete a device (operator or that device); ends its lease first."""
+        self._call('DELETE', self._device_path(device_id), allow_empty=True)
+
+    # ------------------------------------------------------------ rentals
+
+    def create_rental(self, device_id, renter, ssh_public_key=None, ssh_public_keys=None, hours=None,
+                      duration_s=None, limits=None, image=None):
+        """Create a lease on a device (operator) -> the rental object."""
+        body = {'device_id': device_id, 'renter': renter}
+        for name, value in (('ssh_public_key', ssh_public_key), ('ssh_public_keys', ssh_public_keys),
+                            ('hours', hours), ('duration_s', duration_s), ('limits', limits), ('image', image)):
+            if value is not None:
+                body[name] = value
+        answer = self._call('POST', '/rentals', body=body, idempotent=False)
+        return self._shape(answer, ('id',), 'rental', 'POST', '/rentals')
+
+    def _rental_path(self, rental_id):
+        try:
+            return '/rentals/%s' % path_segment(rental_id, 'rental id')
+        except ValueError as exc:
+            raise MarketplaceError(str(exc))
+
+    def get_rental(self, rental_id):
+        path = self._rental_path(rental_id)
+        return self._shape(self._call('GET', path), ('id',), 'rental', 'GET', path)
+
+    def end_rental(self, rental_id):
+        """End a lease now (operator) -> the rental object (ended_at set)."""
+        path = self._rental_path(rental_id)
+        answer = self._call('DELETE', path, allow_empty=True)
+        if answer is None:
+            return None
+        return self._shape(answer, ('id',), 'rental', 'DELETE', path)
+
+
+class DeviceClient(object):
+    """A MarketplaceClient bound to one device id (what device-side modules use)."""
+
+    def __init__(self, client, device_id):
+        self.client = client
+        self.device_id = device_id
+
+    def __repr__(self):
+        return 'DeviceClient(%r, %r)' % (self.client, self.device_id)
+
+    def get_device(self):
+        return self.client.get_device(self.device_id)
+
+    def register(self, facts, tunnel_public_key):
+        return self.client.register(self.device_id, facts, tunnel_public_key)
+
+    def checkin(self, observed=None):
+        return self.client.checkin(self.device_id, observed)
+
+    def close(self):
+        self.client.close()
+
+
+# ---------------------------------------------------------------- modules
+
+MARKETPLACE_COMMON_ARGS = dict(
+    marketplace_url=dict(type='str', fallback=(env_fallback, ['P2PVPS_MARKETPLACE_URL'])),
+    device_id=dict(type='str', fallback=(env_fallback, ['P2PVPS_DEVICE_ID'])),
+    device_token=dict(type='str', no_log=True, fallback=(env_fallback, ['P2PVPS_DEVICE_TOKEN'])),
+    device_token_file=dict(type='path'),
+    validate_certs=dict(type='bool', default=True),
+    timeout=dict(type='int', default=30),
+)
+
+
+def read_token_file(path):
+    """The token in `path` (stripped); ValueError with a message that never holds the content."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ValueError('cannot read the device token file %s: %s' % (path, exc.strerror))
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError('the device token file %s is not a regular file' % path)
+    if info.st_size > 8192:
+        raise ValueError('the device token file %s is too big to hold a token' % path)
+    try:
+        with open(path, 'rb') as handle:
+            raw = handle.read(8193)
+    except OSError as exc:
+        raise ValueError('cannot read the device token file %s: %s' % (path, exc.strerror))
+    try:
+        token = raw.decode('utf-8').strip()
+    except UnicodeDecodeError:
+        raise ValueError('the device token file %s is not text' % path)
+    if not token:
+        raise ValueError('the device token file %s is empty' % path)
+    return token, bool(info.st_mode & (stat.S_IROTH | stat.S_IWOTH))
+
+
+def client_from_module(module, retries=3, backoff=0.5):
+    """A DeviceClient from the module's MARKETPLACE_COMMON_ARGS, or module.fail_json().
+
+    The token comes from O(device_token_file) when it is set, otherwise from O(device_token)
+    (or P2PVPS_DEVICE_TOKEN). A token read from a file is added to the module's no_log values.
+    """
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
+    params = module.params
+    for name, env in (('marketplace_url', 'P2PVPS_MARKETPLACE_URL'), ('device_id', 'P2PVPS_DEVICE_ID')):
+        if not params.get(name):
+            module.fail_json(msg='%s is required (the option or the environment variable %s)' % (name, env))
+    token_file = params.get('device_token_file')
+    if token_file:
+        try:
+            token, world_readable = read_token_file(token_file)
+        except ValueError as exc:
+            module.fail_json(msg=str(exc))
+        module.no_log_values.add(token)
+        if world_readable:
+            module.warn('the device token file %s can be read by every user of this host; make it 0600'
+                        % token_file)
+    else:
+        token = params.get('device_token')
+        if not token:
+            module.fail_json(msg='a device token is required: set device_token_file or device_token '
+                                 '(or the environment variable P2PVPS_DEVICE_TOKEN)')
+    try:
+        client = MarketplaceClient(params['marketplace_url'], token, validate_certs=params['validate_certs'],
+                                   timeout=params['timeout'], retries=retries, backoff=backoff)
+    except MarketplaceError as exc:
+        module.fail_json(msg=str(exc))
+    return DeviceClient(client, params['device_id'])

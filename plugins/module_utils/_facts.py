@@ -1,0 +1,397 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, p2pvps.fleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
+
+"""Real hardware facts of a device, as the marketplace's register call wants them.
+
+Parsers are pure functions of text; the readers around them take paths and callables so
+that unit tests can feed them anything. No Ansible and no third-party imports.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import time
+
+FACT_KEYS = ('memory_mb', 'disk_gb', 'cpu_model', 'cpu_count', 'architecture', 'os', 'docker_version')
+NO_DOCKER = 'none'
+MAX_STRING = 200
+
+_ARCHITECTURES = {
+    'x86_64': 'amd64', 'amd64': 'amd64',
+    'aarch64': 'arm64', 'arm64': 'arm64', 'armv8l': 'armv7', 'armv8b': 'arm64',
+    'armv7l': 'armv7', 'armv7': 'armv7', 'armhf': 'armv7',
+    'armv6l': 'armv6', 'armv6': 'armv6',
+    'i386': '386', 'i486': '386', 'i586': '386', 'i686': '386',
+    'riscv64': 'riscv64', 'ppc64le': 'ppc64le', 's390x': 's390x',
+}
+_VERSION_RE = re.compile(r'^[0-9A-Za-z][0-9A-Za-z.+~_-]{0,63}$')
+
+
+class FactsError(ValueError):
+    pass
+
+
+def _clean(text, limit=MAX_STRING):
+    text = re.sub(r'\s+', ' ', text or '').strip()
+    return text[:limit]
+
+
+# ---------------------------------------------------------------- parsers (pure)
+
+def parse_meminfo(text):
+    """MemTotal of /proc/meminfo in MiB, or None."""
+    match = re.search(r'^MemTotal:\s*(\d+)\s*kB', text or '', re.MULTILINE)
+    if not match:
+        return None
+    return int(match.group(1)) // 1024 or None
+
+
+def parse_cpuinfo(text, board=None):
+    """(CPU model or None, number of processors or None) from /proc/cpuinfo.
+
+    x86 and 32-bit ARM kernels have ``model name``; arm64 kernels have only ``CPU implementer``
+    and ``CPU part`` (named here) and, on a Raspberry Pi, the board in ``Model``. The board
+    (from there or the `board` argument, e.g. /proc/device-tree/model) is added in brackets.
+    """
+    fields = {}
+    processors = 0
+    for line in (text or '').splitlines():
+        key, sep, value = line.partition(':')
+        if not sep:
+            continue
+        key = key.strip().lower()
+        value = value.strip()
+        if key == 'processor' and value.isdigit():
+            processors += 1
+        fields.setdefault(key, value)
+    model = fields.get('model name') or fields.get('cpu model') or fields.get('uarch')
+    if not model and fields.get('processor') and not fields['processor'].isdigit():
+        model = fields['processor']          # old ARM: "Processor : ARMv7 Processor rev 4 (v7l)"
+    if not model and fields.get('cpu part'):
+        model = arm_cpu_name(fields.get('cpu implementer'), fields['cpu part'])
+    if not model and fields.get('hardware'):
+        model = fields['hardware']
+    if not model and fields.get('cpu') and not fields['cpu'].isdigit():
+        model = fields['cpu']                 # POWER
+    board = fields.get('model') if fields.get('model') and not fields['model'].isdigit() else board
+    board = _clean(board) if board else None
+    model = _clean(model) if model else None
+    if model and board and board not in model:
+        model = '%s (%s)' % (model, board)
+    elif not model and board:
+        model = board
+    return (model[:MAX_STRING] if model else None), processors or None
+
+
+_ARM_PARTS = {
+    ('0x41', '0xb76'): 'ARM1176', ('0x41', '0xc07'): 'Cortex-A7', ('0x41', '0xd03'): 'Cortex-A53',
+    ('0x41', '0xd04'): 'Cortex-A35', ('0x41', '0xd05'): 'Cortex-A55', ('0x41', '0xd07'): 'Cortex-A57',
+    ('0x41', '0xd08'): 'Cortex-A72', ('0x41', '0xd0b'): 'Cortex-A76', ('0x41', '0xd0c'): 'Neoverse-N1',
+    ('0x41', '0xd40'): 'Neoverse-V1', ('0x41', '0xd49'): 'Neoverse-N2',
+}
+
+
+def arm_cpu_name(implementer, part):
+    name = _ARM_PARTS.get(((implementer or '').lower(), (part or '').lower()))
+    return name or 'ARM CPU part %s' % part
+
+
+def normalize_architecture(machine, pointer_bits=64):
+    """Docker-style architecture (amd64, arm64, armv7, ...) from platform.machine().
+
+    A 64-bit ARM kernel running a 32-bit user land (Raspberry Pi OS 32-bit on a Pi 4) runs
+    armv7 containers: `pointer_bits` is the Python interpreter's, i.e. the user land's.
+    """
+    machine = (machine or '').strip().lower()
+    arch = _ARCHITECTURES.get(machine, machine or 'unknown')
+    if arch == 'arm64' and pointer_bits == 32:
+        arch = 'armv7'
+    if arch == 'amd64' and pointer_bits == 32:
+        arch = '386'
+    return arch
+
+
+def parse_os_release(text):
+    """PRETTY_NAME (or NAME VERSION) of /etc/os-release, or None."""
+    values = {}
+    for line in (text or '').splitlines():
+        key, sep, value = line.partition('=')
+        if not sep:
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in '"\'':
+            value = value[1:-1]
+        values[key.strip()] = value
+    name = values.get('PRETTY_NAME') or ' '.join(v for v in (values.get('NAME'), values.get('VERSION')) if v)
+    return _clean(name) or None
+
+
+def disk_gb_of(path, statvfs=os.statvfs, exists=os.path.exists):
+    """(size in GiB of the file system holding `path` with one decimal, the path measured).
+
+    When `path` does not exist yet (Docker not installed), the nearest existing parent is
+    measured: that is where Docker's data root will live.
+    """
+    probe = os.path.abspath(path or '/')
+    while not exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    info = statvfs(probe)
+    size = info.f_blocks * (info.f_frsize or info.f_bsize)
+    return round(size / float(1024 ** 3), 1), probe
+
+
+def parse_docker_version(text):
+    """A Docker version string (from `docker version --format` or the API), or None."""
+    text = (text or '').strip()
+    if text.startswith('{'):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        text = data.get('Version') if isinstance(data, dict) else None
+        if not isinstance(text, str):
+            return None
+        text = text.strip()
+    text = text.splitlines()[0].strip() if text else ''
+    return text if _VERSION_RE.match(text) else None
+
+
+# ---------------------------------------------------------------- Docker probes (I/O, bounded)
+
+def docker_version_from_socket(path='/var/run/docker.sock', timeout=3.0):
+    """The daemon's version from ``GET /version`` on its unix socket, or None."""
+    if not path or not os.path.exists(path):
+        return None
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(b'GET /version HTTP/1.0\r\nHost: docker\r\nAccept: application/json\r\n\r\n')
+            data = b''
+            while len(data) < 65536 and time.monotonic() < deadline:
+                sock.settimeout(max(0.05, deadline - time.monotonic()))
+                chunk = sock.recv(8192)
+                if not chunk:
+                    break
+                data += chunk
+    except (OSError, ValueError):
+        return None
+    head, sep, body = data.partition(b'\r\n\r\n')
+    if not sep or not head.startswith(b'HTTP/1.') or b' 200 ' not in head.split(b'\r\n', 1)[0] + b' ':
+        return None
+    if b'transfer-encoding: chunked' in head.lower():
+        body = _dechunk(body)
+    return parse_docker_version(body.decode('utf-8', 'replace'))
+
+
+def _dechunk(body):
+    out = b''
+    while body:
+        size_line, sep, rest = body.partition(b'\r\n')
+        try:
+            size = int(size_line.split(b';')[0], 16)
+        except ValueError:
+            return out
+        if not sep or size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2:]
+    return out
+
+
+def docker_version_from_cli(docker='docker', timeout=10):
+    """The daemon's version from ``docker version --format {{.Server.Version}}``, or None."""
+    binary = shutil.which(docker) if os.path.basename(docker) == docker else docker
+    if not binary or not os.access(binary, os.X_OK):
+        return None
+    try:
+        proc = subprocess.run([binary, 'version', '--format', '{{.Server.Version}}'], capture_output=True,
+                              text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    return parse_docker_version(proc.stdout)
+
+
+def docker_version(socket_path='/var/run/docker.sock', probes=None):
+    """The Docker Engine's version, or NO_DOCKER ("none") when there is no reachable daemon."""
+    if probes is None:
+        probes = (lambda: docker_version_from_socket(socket_path), docker_version_from_cli)
+    for probe in probes:
+        version = probe()
+        if version:
+            return version
+    return NO_DOCKER
+
+
+# ---------------------------------------------------------------- the facts
+
+def _read(path, limit=1024 * 1024):
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read(limit).decode('utf-8', 'replace')
+    except OSError:
+        return ''
+
+
+def gather(docker_data_root='/var/lib/docker', docker_socket='/var/run/docker.sock', skip=(),
+           read=_read, statvfs=os.statvfs, exists=os.path.exists, machine=None, pointer_bits=None,
+           cpu_count=None, docker_probe=None):
+    """The facts of this host (keys in FACT_KEYS minus `skip`) and notes on how they were found."""
+    facts = {}
+    notes = {}
+    if 'memory_mb' not in skip:
+        facts['memory_mb'] = parse_meminfo(read('/proc/meminfo'))
+        if facts['memory_mb'] is None:
+            try:
+                pages = os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+                facts['memory_mb'] = pages // (1024 * 1024) or None
+            except (ValueError, OSError, AttributeError):
+                pass
+    if 'disk_gb' not in skip:
+        try:
+            facts['disk_gb'], notes['disk_path'] = disk_gb_of(docker_data_root, statvfs=statvfs, exists=exists)
+        except OSError as exc:
+            raise FactsError('cannot measure the disk of %s: %s' % (docker_data_root, exc.strerror or exc))
+    if 'cpu_model' not in skip or 'cpu_count' not in skip:
+        board = _clean(read('/proc/device-tree/model', 4096).replace('\x00', '')) or None
+        model, processors = parse_cpuinfo(read('/proc/cpuinfo'), board)
+        if not model:
+            model = _clean(platform.processor())
+        if 'cpu_model' not in skip:
+            facts['cpu_model'] = model or 'unknown'
+        if 'cpu_count' not in skip:
+            facts['cpu_count'] = cpu_count if cpu_count is not None else (os.cpu_count() or processors)
+    if 'architecture' not in skip:
+        bits = pointer_bits if pointer_bits is not None else struct.calcsize('P') * 8
+        facts['architecture'] = normalize_architecture(machine if machine is not None else platform.machine(), bits)
+    if 'os' not in skip:
+        facts['os'] = (parse_os_release(read('/etc/os-release')) or parse_os_release(read('/usr/lib/os-release'))
+                       or _clean('%s %s' % (platform.system(), platform.release())) or 'unknown')
+    if 'docker_version' not in skip:
+        if docker_probe is not None:
+            facts['docker_version'] = docker_probe() or NO_DOCKER
+        else:
+            facts['docker_version'] = docker_version(docker_socket)
+    return facts, notes
+
+
+def validate_facts(facts):
+    """The facts as the register call sends them; FactsError naming the first bad one."""
+    if not isinstance(facts, dict):
+        raise FactsError('facts must be a dictionary')
+    unknown = sorted(set(facts) - set(FACT_KEYS))
+    if unknown:
+        raise FactsError('unknown facts %s; known: %s' % (', '.join(unknown), ', '.join(FACT_KEYS)))
+    clean = {}
+    for key in FACT_KEYS:
+        if key not in facts:
+            raise FactsError('the fact %s could not be determined; set it with the facts option' % key)
+        value = facts[key]
+        if key in ('memory_mb', 'cpu_count'):
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value.strip())
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise FactsError('the fact %s must be a positive integer, got %r' % (key, value))
+        elif key == 'disk_gb':
+            if isinstance(value, str):
+                try:
+                    value = float(value.strip())
+                except ValueError:
+                    pass
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                raise FactsError('the fact disk_gb must be a positive number, got %r' % (value,))
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+        else:
+            if not isinstance(value, str) or not _clean(value):
+                raise FactsError('the fact %s must be a non-empty string' % key)
+            value = _clean(value)
+        clean[key] = value
+    return clean
+
+
+def facts_equal(current, desired):
+    """True when the device's recorded facts hold `desired` (numbers compared by value)."""
+    if not isinstance(current, dict):
+        return False
+    for key, value in desired.items():
+        if key not in current:
+            return False
+        have = current[key]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(have, bool) or not isinstance(have, (int, float)) or abs(have - value) > 1e-9:
+                return False
+        elif have != value:
+            return False
+    return True
+
+
+# ---------------------------------------------------------------- tunnel key
+
+SSH_KEY_TYPES = ('ssh-ed25519',)
+
+
+def normalize_public_key(text):
+    """A validated OpenSSH ed25519 public key as "type base64 [comment]"; FactsError otherwise."""
+    if not isinstance(text, str):
+        raise FactsError('the tunnel public key must be a string')
+    text = text.strip()
+    if not text:
+        raise FactsError('the tunnel public key is empty')
+    if '\n' in text or '\r' in text or '\x00' in text:
+        raise FactsError('the tunnel public key must be a single line (one key)')
+    if len(text) > 1024:
+        raise FactsError('the tunnel public key is too long')
+    parts = text.split(None, 2)
+    if parts[0] not in SSH_KEY_TYPES:
+        if len(parts) > 1 and parts[1] in SSH_KEY_TYPES:
+            raise FactsError('the tunnel public key must not have options before the key type')
+        raise FactsError('the tunnel public key must be an OpenSSH public key of type %s (got %s...)'
+                         % (', '.join(SSH_KEY_TYPES), _clean(parts[0], 20)))
+    if len(parts) < 2:
+        raise FactsError('the tunnel public key has no key data')
+    try:
+        blob = base64.b64decode(parts[1].encode('ascii'), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise FactsError('the tunnel public key data is not valid base64')
+    expected = struct.pack('>I', len(parts[0])) + parts[0].encode('ascii')
+    if not blob.startswith(expected) or len(blob) != len(expected) + 4 + 32 \
+            or blob[len(expected):len(expected) + 4] != struct.pack('>I', 32):
+        raise FactsError('the tunnel public key data is not an %s key' % parts[0])
+    key = '%s %s' % (parts[0], parts[1])
+    if len(parts) == 3:
+        comment = _clean(parts[2])
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in comment):
+            raise FactsError('the tunnel public key comment has control characters')
+        if comment:
+            key += ' ' + comment
+    return key
+
+
+def same_public_key(current, desired):
+    """Same key material and comment (whitespace-insensitive)."""
+    if not isinstance(current, str):
+        return False
+    return ' '.join(current.split()) == ' '.join(desired.split())

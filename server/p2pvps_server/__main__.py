@@ -1,0 +1,92 @@
+"""CLI: python -m p2pvps_server [options] (with PYTHONPATH=server)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from p2pvps_server.app import create_app
+from p2pvps_server.settings import OPERATOR_TOKEN_ENV, Settings, parse_port_range
+from p2pvps_server.validation import check_ssh_public_key
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _port_range(text: str) -> tuple[int, int]:
+    try:
+        return parse_port_range(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _host_key(text: str) -> str:
+    try:
+        return check_ssh_public_key(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"tunnel host key: {exc}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m p2pvps_server",
+                                     description="p2pvps reference marketplace API server")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    parser.add_argument("--data-dir", type=Path, default=Path("./marketplace-data"),
+                        help="directory for the database and the operator token file")
+    parser.add_argument("--database-url", default=None,
+                        help="SQLAlchemy URL (default sqlite:///<data-dir>/marketplace.db)")
+    parser.add_argument("--port-range", type=_port_range, default=(20000, 20999),
+                        help="tunnel ports to assign, LOW-HIGH (default 20000-20999)")
+    parser.add_argument("--offline-after", type=_positive_int, default=300,
+                        help="seconds without check-in after which a device is offline (default 300)")
+    parser.add_argument("--checkin-interval", type=_positive_int, default=120,
+                        help="check-in interval told to devices, seconds (default 120)")
+    parser.add_argument("--tunnel-host", default=None, help="tunnel server host told to devices (default: --host)")
+    parser.add_argument("--tunnel-port", type=int, default=22, help="tunnel server SSH port (default 22)")
+    parser.add_argument("--tunnel-user", default="tunnel", help="tunnel server user (default tunnel)")
+    parser.add_argument("--tunnel-host-key", type=_host_key, default=None,
+                        help="tunnel server SSH host public key, e.g. 'ssh-ed25519 AAAA...'")
+    parser.add_argument("--default-image", default="p2pvps/renter:latest",
+                        help="renter image for leases that name none (default p2pvps/renter:latest)")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    return Settings(data_dir=args.data_dir, host=args.host, port=args.port, database_url=args.database_url,
+                    port_range=args.port_range, offline_after_s=args.offline_after,
+                    checkin_interval_s=args.checkin_interval, tunnel_host=args.tunnel_host,
+                    tunnel_port=args.tunnel_port, tunnel_user=args.tunnel_user,
+                    tunnel_host_key=args.tunnel_host_key, default_image=args.default_image)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = settings_from_args(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        print(f"p2pvps_server: {exc}", file=sys.stderr)
+        return 2
+    token_source = (f"environment variable {OPERATOR_TOKEN_ENV}" if os.environ.get(OPERATOR_TOKEN_ENV)
+                    else str(settings.operator_token_file.resolve()))
+    print(f"p2pvps marketplace listening on {settings.base_url}", flush=True)
+    print(f"operator token: {token_source}", flush=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                access_log=args.log_level == "debug", server_header=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The FastAPI application factory."""
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from p2pvps_server.auth import Authenticator
+from p2pvps_server.db import Database
+from p2pvps_server.errors import BodySizeLimit, install_error_handlers
+from p2pvps_server.routes import router
+from p2pvps_server.service import MarketplaceService
+from p2pvps_server.settings import Settings, load_operator_token
+
+API_VERSION = "1.0.0"
+
+
+def create_app(settings: Settings, operator_token: str | None = None) -> FastAPI:
+    """Build the app: database schema created, operator token loaded, routes and handlers set."""
+    token = operator_token or load_operator_token(settings)
+    database = Database(settings.resolved_database_url)
+    database.create_schema()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        database.dispose()
+
+    app = FastAPI(title="p2pvps marketplace (reference server)", version=API_VERSION,
+                  lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.settings = settings
+    app.state.database = database
+    app.state.service = MarketplaceService(database, settings)
+    app.state.authenticator = Authenticator(database, token)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.include_router(router)
+    app.add_api_route("/healthz", _health, methods=["GET"], include_in_schema=False)
+    return app
+
+
+def _health() -> dict[str, str]:
+    return {"status": "ok"}

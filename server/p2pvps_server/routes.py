@@ -1,0 +1,113 @@
+"""HTTP routes of contract v1; thin: authenticate, validate, call the service."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+
+from p2pvps_server import schemas
+from p2pvps_server.auth import Caller, require_device, require_operator, require_operator_or_device
+from p2pvps_server.service import DeviceQuery, MarketplaceService
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+DeviceId = Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
+RentalId = Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": text, "content": {"application/json": {"example": {"error": "code", "detail": "text"}}}}
+    for code, text in ((400, "malformed request"), (401, "missing or invalid token"),
+                       (403, "token without rights to this call"), (404, "unknown id"),
+                       (409, "conflict"), (413, "body too large"), (422, "invalid request"))
+}
+
+router = APIRouter(prefix="/api/v1", responses=ERRORS)
+
+
+def service(request: Request) -> MarketplaceService:
+    return request.app.state.service
+
+
+def caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> Caller:
+    return request.app.state.authenticator.caller(authorization)
+
+
+def operator(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    require_operator(who)
+    return who
+
+
+Service = Annotated[MarketplaceService, Depends(service)]
+AnyCaller = Annotated[Caller, Depends(caller)]
+Operator = Annotated[Caller, Depends(operator)]
+
+
+@router.post("/devices", status_code=201, tags=["devices"])
+def create_device(body: schemas.DeviceCreate, svc: Service, _: Operator) -> dict[str, Any]:
+    """Create a device; its token is in this answer only."""
+    return svc.create_device(body)
+
+
+@router.get("/devices", tags=["devices"])
+def list_devices(
+    svc: Service, _: Operator,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: Annotated[str | None, Query(max_length=256)] = None,
+    status: Literal["new", "online", "offline"] | None = None,
+    owner: Annotated[str | None, Query(max_length=64)] = None,
+    architecture: Annotated[str | None, Query(max_length=32)] = None,
+    rented: bool | None = None,
+) -> dict[str, Any]:
+    """One page of devices, ordered by id; pass next_cursor back as cursor."""
+    return svc.list_devices(DeviceQuery(limit=limit, cursor=cursor, status=status, owner=owner,
+                                        architecture=architecture, rented=rented))
+
+
+@router.get("/devices/{device_id}", tags=["devices"])
+def get_device(device_id: DeviceId, svc: Service, who: AnyCaller) -> dict[str, Any]:
+    require_operator_or_device(who, device_id)
+    return svc.get_device(device_id)
+
+
+@router.delete("/devices/{device_id}", status_code=204, tags=["devices"])
+def delete_device(device_id: DeviceId, svc: Service, who: AnyCaller) -> Response:
+    """Delete a device: ends its lease and frees its tunnel port."""
+    require_operator_or_device(who, device_id)
+    svc.delete_device(device_id)
+    return Response(status_code=204)
+
+
+@router.post("/devices/{device_id}/register", tags=["device side"])
+def register_device(device_id: DeviceId, body: schemas.RegisterRequest, svc: Service,
+                    who: AnyCaller) -> dict[str, Any]:
+    """Register or refresh (idempotent); the tunnel port is assigned once."""
+    require_device(who, device_id)
+    return svc.register(device_id, body)
+
+
+@router.post("/devices/{device_id}/checkin", tags=["device side"])
+def checkin(device_id: DeviceId, svc: Service, who: AnyCaller,
+            body: schemas.CheckinRequest | None = None) -> dict[str, Any]:
+    """Heartbeat; answers the lease the device should run (or null)."""
+    require_device(who, device_id)
+    return svc.checkin(device_id, body)
+
+
+@router.post("/rentals", status_code=201, tags=["rentals"])
+def create_rental(body: schemas.RentalCreate, svc: Service, _: Operator) -> dict[str, Any]:
+    return svc.create_rental(body)
+
+
+@router.get("/rentals/{rental_id}", tags=["rentals"])
+def get_rental(rental_id: RentalId, svc: Service, _: Operator) -> dict[str, Any]:
+    return svc.get_rental(rental_id)
+
+
+@router.patch("/rentals/{rental_id}", tags=["rentals"])
+def patch_rental(rental_id: RentalId, body: schemas.RentalPatch, svc: Service, _: Operator) -> dict[str, Any]:
+    """Replace the keys and/or change limits of an active lease (same lease id)."""
+    return svc.patch_rental(rental_id, body)
+
+
+@router.delete("/rentals/{rental_id}", tags=["rentals"])
+def end_rental(rental_id: RentalId, svc: Service, _: Operator) -> dict[str, Any]:
+    """End a lease now (idempotent); answers the rental with ended_at set."""
+    return svc.end_rental(rental_id)

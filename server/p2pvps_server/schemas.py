@@ -1,0 +1,129 @@
+"""Request bodies: strict pydantic models (booleans are not numbers, NaN/inf rejected)."""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from p2pvps_server import validation as v
+
+STRICT = dict(strict=True, allow_inf_nan=False, str_max_length=4096)
+
+Name = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(lambda s: v.check_text(s, "name"))]
+Description = Annotated[str, Field(max_length=500), AfterValidator(lambda s: v.check_text(s, "description"))]
+Owner = Annotated[str, Field(min_length=1, max_length=64),
+                  AfterValidator(lambda s: _pattern(s, v.OWNER_RE, "owner"))]
+PublicKey = Annotated[str, Field(max_length=v.MAX_KEY_LEN), AfterValidator(v.check_ssh_public_key)]
+KeyList = Annotated[list[str], Field(max_length=v.MAX_KEYS), AfterValidator(v.check_key_list)]
+Login = Annotated[str, Field(max_length=32), AfterValidator(v.check_username)]
+Image = Annotated[str, Field(max_length=v.MAX_IMAGE_LEN), AfterValidator(v.check_image)]
+ShortText = Annotated[str, Field(min_length=1, max_length=256),
+                      AfterValidator(lambda s: v.check_text(s, "text"))]
+
+
+def _pattern(value: str, regex: Any, what: str) -> str:
+    if not regex.fullmatch(value):
+        raise ValueError(f"{what} must match {regex.pattern}")
+    return value
+
+
+class DeviceCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", **STRICT)
+
+    name: Name
+    description: Description = ""
+    owner: Owner = "default"
+
+
+class Facts(BaseModel):
+    """Real hardware facts of a device; unknown facts are ignored."""
+
+    model_config = ConfigDict(extra="ignore", **STRICT)
+
+    memory_mb: int = Field(gt=0, le=16 * 1024 * 1024)
+    disk_gb: float = Field(gt=0, le=1_000_000)
+    cpu_model: ShortText
+    cpu_count: int = Field(gt=0, le=4096)
+    architecture: Annotated[str, Field(max_length=32),
+                            AfterValidator(lambda s: _pattern(s, v.ARCHITECTURE_RE, "architecture"))]
+    os: ShortText
+    docker_version: Annotated[str, Field(min_length=1, max_length=64),
+                              AfterValidator(lambda s: v.check_text(s, "docker_version"))]
+
+
+class RegisterRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", **STRICT)
+
+    facts: Facts
+    tunnel_public_key: PublicKey
+
+
+class CheckinRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", **STRICT)
+
+    observed: Annotated[dict[str, Any], AfterValidator(v.check_observed)] | None = None
+
+
+class LimitsIn(BaseModel):
+    """Resource limits of a lease; missing ones take the server defaults (or current values)."""
+
+    model_config = ConfigDict(extra="forbid", **STRICT)
+
+    memory_mb: int | None = Field(default=None, ge=64, le=65536)
+    cpus: float | None = Field(default=None, ge=0.1, le=64)
+    pids: int | None = Field(default=None, ge=16, le=65536)
+    disk_gb: int | None = Field(default=None, ge=1, le=2048)
+
+    def given(self) -> dict[str, Any]:
+        return {name: value for name, value in self.model_dump().items() if value is not None}
+
+
+class _KeysMixin(BaseModel):
+    ssh_public_key: PublicKey | None = None
+    ssh_public_keys: KeyList | None = None
+
+    def keys(self) -> list[str] | None:
+        if self.ssh_public_key is None and self.ssh_public_keys is None:
+            return None
+        merged = list(self.ssh_public_keys or [])
+        if self.ssh_public_key is not None and self.ssh_public_key not in merged:
+            merged.insert(0, self.ssh_public_key)
+        if len(merged) > v.MAX_KEYS:
+            raise ValueError(f"at most {v.MAX_KEYS} public keys")
+        return merged
+
+
+class RentalCreate(_KeysMixin):
+    model_config = ConfigDict(extra="forbid", **STRICT)
+
+    device_id: Annotated[str, Field(min_length=1, max_length=64)]
+    renter: Login
+    hours: float | None = Field(default=None, gt=0, le=720)
+    duration_s: int | None = Field(default=None, ge=10, le=2_592_000)
+    limits: LimitsIn | None = None
+    image: Image | None = None
+
+    @model_validator(mode="after")
+    def _one_key_and_one_duration(self) -> RentalCreate:
+        if self.keys() is None:
+            raise ValueError("give ssh_public_key or ssh_public_keys")
+        if (self.hours is None) == (self.duration_s is None):
+            raise ValueError("give exactly one of hours and duration_s")
+        return self
+
+    def duration_seconds(self) -> int:
+        if self.duration_s is not None:
+            return self.duration_s
+        return max(1, round(self.hours * 3600))
+
+
+class RentalPatch(_KeysMixin):
+    model_config = ConfigDict(extra="forbid", **STRICT)
+
+    limits: LimitsIn | None = None
+
+    @model_validator(mode="after")
+    def _something_to_change(self) -> RentalPatch:
+        if self.keys() is None and self.limits is None:
+            raise ValueError("give ssh_public_keys (or ssh_public_key) and/or limits")
+        return self

@@ -1,0 +1,288 @@
+"""The marketplace's rules: devices, registration, check-ins, tunnel ports and rentals."""
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, and_, exists, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from p2pvps_server import schemas
+from p2pvps_server.auth import hash_token, new_device_token
+from p2pvps_server.db import Database, Device, Rental, utcnow
+from p2pvps_server.errors import ApiError, conflict, not_found
+from p2pvps_server.settings import Settings
+from p2pvps_server.views import device_view, format_time, lease_view, rental_view
+
+PORT_ALLOCATION_ATTEMPTS = 5
+DEFAULT_LIMITS = {"memory_mb": 512, "cpus": 1.0, "pids": 256, "disk_gb": 2}
+MAX_CURSOR_LEN = 256
+CURSOR_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class DeviceQuery:
+    limit: int = 100
+    cursor: str | None = None
+    status: str | None = None
+    owner: str | None = None
+    architecture: str | None = None
+    rented: bool | None = None
+
+
+def encode_cursor(device_id: str) -> str:
+    return base64.urlsafe_b64encode(device_id.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> str:
+    invalid = ApiError(400, "invalid_cursor", "the cursor is not one this server issued")
+    if len(cursor) > MAX_CURSOR_LEN:
+        raise invalid
+    try:
+        text = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode("ascii")
+    except (binascii.Error, UnicodeError, ValueError):
+        raise invalid from None
+    if not CURSOR_ID_RE.fullmatch(text):
+        raise invalid
+    return text
+
+
+def lowest_free_port(used: Iterable[int], low: int, high: int) -> int | None:
+    """The lowest port of low..high that is not in `used` (sorted ascending)."""
+    candidate = low
+    for port in used:
+        if port > candidate:
+            break
+        if port == candidate:
+            candidate += 1
+    return candidate if candidate <= high else None
+
+
+def _active_condition(now: dt.datetime) -> Any:
+    return and_(Rental.ended_at.is_(None), Rental.expires_at > now)
+
+
+class MarketplaceService:
+    def __init__(self, database: Database, settings: Settings,
+                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+        self.db = database
+        self.settings = settings
+        self.clock = clock
+
+    # ------------------------------------------------------------------ helpers
+
+    def _device(self, session: Session, device_id: str) -> Device:
+        device = session.get(Device, device_id)
+        if device is None:
+            raise not_found("device")
+        return device
+
+    def _rental(self, session: Session, rental_id: str) -> Rental:
+        rental = session.get(Rental, rental_id)
+        if rental is None:
+            raise not_found("rental")
+        return rental
+
+    def _active_rental(self, session: Session, device_id: str, now: dt.datetime) -> Rental | None:
+        query = select(Rental).where(Rental.device_id == device_id, _active_condition(now))
+        return session.scalars(query).first()
+
+    def _view(self, session: Session, device: Device, now: dt.datetime) -> dict[str, Any]:
+        return device_view(device, self._active_rental(session, device.id, now), self.settings, now)
+
+    def _close_open_rentals(self, session: Session, device_id: str, now: dt.datetime) -> None:
+        """End the device's open rentals: expired ones at their expiry, a live one now."""
+        open_rentals = session.scalars(
+            select(Rental).where(Rental.device_id == device_id, Rental.ended_at.is_(None)))
+        for rental in open_rentals:
+            rental.ended_at = min(now, rental.expires_at)
+        session.flush()
+
+    # ------------------------------------------------------------------ devices
+
+    def create_device(self, body: schemas.DeviceCreate) -> dict[str, Any]:
+        token = new_device_token()
+        now = self.clock()
+        with self.db.writing() as session:
+            device = Device(id=str(uuid.uuid4()), name=body.name, description=body.description,
+                            owner=body.owner, token_hash=hash_token(token), created_at=now)
+            session.add(device)
+            session.flush()
+            view = device_view(device, None, self.settings, now)
+        return {"id": device.id, "device_token": token, "device": view}
+
+    def get_device(self, device_id: str) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.reading() as session:
+            return self._view(session, self._device(session, device_id), now)
+
+    def delete_device(self, device_id: str) -> None:
+        now = self.clock()
+        with self.db.writing() as session:
+            device = self._device(session, device_id)
+            self._close_open_rentals(session, device.id, now)
+            session.execute(update(Rental).where(Rental.device_id == device.id).values(device_id=None))
+            session.delete(device)
+
+    def list_devices(self, query: DeviceQuery) -> dict[str, Any]:
+        now = self.clock()
+        statement = self._filtered(select(Device), query, now).order_by(Device.id).limit(query.limit + 1)
+        with self.db.reading() as session:
+            devices = list(session.scalars(statement))
+            more = len(devices) > query.limit
+            devices = devices[:query.limit]
+            leases = self._active_rentals_of(session, [d.id for d in devices], now)
+            items = [device_view(d, leases.get(d.id), self.settings, now) for d in devices]
+        next_cursor = encode_cursor(devices[-1].id) if more and devices else None
+        return {"items": items, "next_cursor": next_cursor}
+
+    def _filtered(self, statement: Select, query: DeviceQuery, now: dt.datetime) -> Select:
+        if query.cursor is not None:
+            statement = statement.where(Device.id > decode_cursor(query.cursor))
+        if query.owner is not None:
+            statement = statement.where(Device.owner == query.owner)
+        if query.architecture is not None:
+            statement = statement.where(Device.architecture == query.architecture)
+        if query.status is not None:
+            statement = statement.where(self._status_condition(query.status, now))
+        if query.rented is not None:
+            rented = exists().where(Rental.device_id == Device.id, _active_condition(now))
+            statement = statement.where(rented if query.rented else ~rented)
+        return statement
+
+    def _status_condition(self, status: str, now: dt.datetime) -> Any:
+        cutoff = now - dt.timedelta(seconds=self.settings.offline_after_s)
+        if status == "new":
+            return Device.last_checkin.is_(None)
+        if status == "online":
+            return Device.last_checkin >= cutoff
+        return Device.last_checkin < cutoff
+
+    def _active_rentals_of(self, session: Session, device_ids: list[str], now: dt.datetime) -> dict[str, Rental]:
+        if not device_ids:
+            return {}
+        rentals = session.scalars(
+            select(Rental).where(Rental.device_id.in_(device_ids), _active_condition(now)))
+        return {rental.device_id: rental for rental in rentals}
+
+    # ------------------------------------------------------------------ device side
+
+    def register(self, device_id: str, body: schemas.RegisterRequest) -> dict[str, Any]:
+        for attempt in range(1, PORT_ALLOCATION_ATTEMPTS + 1):
+            try:
+                return self._register_once(device_id, body)
+            except IntegrityError:
+                if attempt == PORT_ALLOCATION_ATTEMPTS:
+                    raise conflict("port_conflict", "could not allocate a unique tunnel port; retry") from None
+        raise AssertionError("unreachable")
+
+    def _register_once(self, device_id: str, body: schemas.RegisterRequest) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.writing() as session:
+            device = self._device(session, device_id)
+            device.facts = body.facts.model_dump()
+            device.architecture = body.facts.architecture
+            device.tunnel_public_key = body.tunnel_public_key
+            if device.registered_at is None:
+                device.registered_at = now
+            if device.remote_port is None:
+                device.remote_port = self._free_port(session)
+            session.flush()
+            view = self._view(session, device, now)
+        return {"device": view, "tunnel": view["tunnel"]}
+
+    def _free_port(self, session: Session) -> int:
+        low, high = self.settings.port_range
+        used = session.scalars(select(Device.remote_port)
+                               .where(Device.remote_port.between(low, high))
+                               .order_by(Device.remote_port))
+        port = lowest_free_port(used, low, high)
+        if port is None:
+            raise ApiError(503, "port_range_exhausted",
+                           f"every tunnel port of {low}-{high} is assigned")
+        return port
+
+    def checkin(self, device_id: str, body: schemas.CheckinRequest | None) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.writing() as session:
+            device = self._device(session, device_id)
+            device.last_checkin = now
+            if body is not None and body.observed is not None:
+                device.observed = body.observed
+            lease = self._active_rental(session, device.id, now)
+            answer = None if lease is None else lease_view(lease)
+        return {"lease": answer, "checkin_interval_s": self.settings.checkin_interval_s,
+                "server_time": format_time(now)}
+
+    # ------------------------------------------------------------------ rentals
+
+    def create_rental(self, body: schemas.RentalCreate) -> dict[str, Any]:
+        now = self.clock()
+        try:
+            with self.db.writing() as session:
+                device = self._device(session, body.device_id)
+                self._check_rentable(session, device, now)
+                self._close_open_rentals(session, device.id, now)
+                rental = self._new_rental(body, device, now)
+                session.add(rental)
+                session.flush()
+                return rental_view(rental, device, self.settings, now)
+        except IntegrityError:
+            raise conflict("device_not_rentable", "the device has a lease already") from None
+
+    def _check_rentable(self, session: Session, device: Device, now: dt.datetime) -> None:
+        view = self._view(session, device, now)
+        if not view["registered"]:
+            raise conflict("device_not_rentable", "the device is not registered")
+        if view["status"] != "online":
+            raise conflict("device_not_rentable", f"the device is {view['status']}, not online")
+        if view["lease"] is not None:
+            raise conflict("device_not_rentable", "the device has a lease already")
+
+    def _new_rental(self, body: schemas.RentalCreate, device: Device, now: dt.datetime) -> Rental:
+        limits = dict(DEFAULT_LIMITS, **(body.limits.given() if body.limits else {}))
+        expires_at = now.replace(microsecond=0) + dt.timedelta(seconds=body.duration_seconds())
+        return Rental(id=str(uuid.uuid4()), device_id=device.id, renter=body.renter,
+                      username=body.renter, ssh_authorized_keys=body.keys(),
+                      image=body.image or self.settings.default_image, created_at=now,
+                      expires_at=expires_at, **limits)
+
+    def get_rental(self, rental_id: str) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.reading() as session:
+            rental = self._rental(session, rental_id)
+            return self._rental_view(session, rental, now)
+
+    def _rental_view(self, session: Session, rental: Rental, now: dt.datetime) -> dict[str, Any]:
+        device = None if rental.device_id is None else session.get(Device, rental.device_id)
+        return rental_view(rental, device, self.settings, now)
+
+    def patch_rental(self, rental_id: str, body: schemas.RentalPatch) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.writing() as session:
+            rental = self._rental(session, rental_id)
+            if rental.ended_at is not None or rental.expires_at <= now:
+                raise conflict("rental_not_active", "the rental has ended or expired")
+            keys = body.keys()
+            if keys is not None:
+                rental.ssh_authorized_keys = keys
+            for name, value in (body.limits.given() if body.limits else {}).items():
+                setattr(rental, name, value)
+            session.flush()
+            return self._rental_view(session, rental, now)
+
+    def end_rental(self, rental_id: str) -> dict[str, Any]:
+        now = self.clock()
+        with self.db.writing() as session:
+            rental = self._rental(session, rental_id)
+            if rental.ended_at is None:
+                rental.ended_at = min(now, rental.expires_at)
+            session.flush()
+            return self._rental_view(session, rental, now)

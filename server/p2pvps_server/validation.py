@@ -1,0 +1,122 @@
+"""Plain validators shared by the request models (no FastAPI, no database)."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import struct
+from typing import Any
+
+USERNAME_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+ARCHITECTURE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_IMAGE_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+IMAGE_RE = re.compile(
+    r"^(?:(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)"
+    r"(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?)*(?::[0-9]{1,5})?/)?"
+    + _IMAGE_COMPONENT + r"(?:/" + _IMAGE_COMPONENT + r"){0,4}"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"
+    r"(?:@sha256:[a-f0-9]{64})?$"
+)
+MAX_IMAGE_LEN = 255
+MAX_KEY_LEN = 4096
+MAX_KEYS = 16
+MAX_COMMENT_LEN = 256
+MAX_OBSERVED_BYTES = 4096
+KEY_TYPES = frozenset((
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+))
+_COMMENT_RE = re.compile(r"^[\x21-\x7e]+(?: [\x21-\x7e]+)*$")
+
+# Accounts of Debian base images or with a meaning on a device: never a renter's login.
+RESERVED_USERNAMES = frozenset((
+    "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news",
+    "uucp", "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "nogroup",
+    "_apt", "systemd-network", "systemd-resolve", "systemd-timesync", "systemd-coredump",
+    "messagebus", "sshd", "syslog", "polkitd", "avahi", "ntp", "statd", "tss",
+    "adm", "tty", "disk", "kmem", "dialout", "fax", "voice", "cdrom", "floppy", "tape",
+    "sudo", "audio", "dip", "operator", "src", "shadow", "utmp", "video", "sasl",
+    "plugdev", "staff", "users", "netdev", "input", "render", "kvm", "crontab",
+    "docker", "lxd", "admin", "administrator", "halt", "shutdown", "ftp", "postgres",
+    "mysql", "pi", "ubuntu", "debian", "tunnel", "p2pvps", "renter", "ansible", "git",
+))
+
+
+def check_text(value: str, what: str) -> str:
+    """Printable single-line text (no control characters)."""
+    if not value.isprintable():
+        raise ValueError(f"{what} must not contain control characters or line breaks")
+    return value
+
+
+def check_username(value: str) -> str:
+    if not USERNAME_RE.fullmatch(value):
+        raise ValueError("must be a login name matching ^[a-z_][a-z0-9_-]{0,31}$")
+    if value in RESERVED_USERNAMES:
+        raise ValueError(f"'{value}' is a reserved system account name")
+    return value
+
+
+def check_image(value: str) -> str:
+    if len(value) > MAX_IMAGE_LEN or not IMAGE_RE.fullmatch(value):
+        raise ValueError("must be a Docker image reference like name[:tag][@sha256:digest]")
+    return value
+
+
+def _key_blob_type(body: str) -> str:
+    try:
+        blob = base64.b64decode(body.encode("ascii"), validate=True)
+        (length,) = struct.unpack(">I", blob[:4])
+        if len(blob) < 4 + length + 16:
+            raise ValueError("key body too short")
+        return blob[4:4 + length].decode("ascii")
+    except (binascii.Error, struct.error, UnicodeError, ValueError) as exc:
+        raise ValueError("the key body is not valid base64 key data") from exc
+
+
+def check_ssh_public_key(value: str) -> str:
+    """One plain OpenSSH public key line: TYPE BASE64 [comment]; returned normalised."""
+    if len(value) > MAX_KEY_LEN:
+        raise ValueError(f"a public key line has at most {MAX_KEY_LEN} characters")
+    if not value.isprintable():
+        raise ValueError("a public key must be one line without control characters")
+    parts = value.strip().split(" ")
+    if len(parts) < 2 or parts[0] not in KEY_TYPES:
+        raise ValueError("must be a public key line 'TYPE BASE64 [comment]' with TYPE one of "
+                         + ", ".join(sorted(KEY_TYPES)) + " (no key options)")
+    key_type, body, comment = parts[0], parts[1], " ".join(parts[2:])
+    if _key_blob_type(body) != key_type:
+        raise ValueError(f"the key body does not hold a {key_type} key")
+    if comment and (len(comment) > MAX_COMMENT_LEN or not _COMMENT_RE.fullmatch(comment)):
+        raise ValueError("the key comment must be printable ASCII words of at most "
+                         f"{MAX_COMMENT_LEN} characters")
+    return " ".join([key_type, body] + ([comment] if comment else []))
+
+
+def check_key_list(values: list[str]) -> list[str]:
+    if not values:
+        raise ValueError("at least one public key is needed")
+    if len(values) > MAX_KEYS:
+        raise ValueError(f"at most {MAX_KEYS} public keys")
+    keys: list[str] = []
+    for value in values:
+        key = check_ssh_public_key(value)
+        if key not in keys:
+            keys.append(key)
+    return keys
+
+
+def check_observed(value: dict[str, Any]) -> dict[str, Any]:
+    """A small free-form JSON object (finite numbers only)."""
+    try:
+        encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError("must be a JSON object without NaN or Infinity") from exc
+    if len(encoded) > MAX_OBSERVED_BYTES:
+        raise ValueError(f"must be at most {MAX_OBSERVED_BYTES} bytes of JSON")
+    return value

@@ -1,0 +1,106 @@
+"""JSON shapes of devices, tunnels, leases and rentals (contract v1)."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from p2pvps_server.db import UTC, Device, Rental
+from p2pvps_server.settings import Settings
+
+
+def format_time(value: dt.datetime | None) -> str | None:
+    """ISO 8601 UTC with a 'Z': 2025-01-31T12:00:00Z (microseconds only when present)."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    if value.microsecond:
+        text += f".{value.microsecond:06d}"
+    return text + "Z"
+
+
+def device_status(device: Device, now: dt.datetime, offline_after_s: int) -> str:
+    if device.last_checkin is None:
+        return "new"
+    if now - device.last_checkin <= dt.timedelta(seconds=offline_after_s):
+        return "online"
+    return "offline"
+
+
+def is_active(rental: Rental, now: dt.datetime) -> bool:
+    return rental.ended_at is None and rental.expires_at > now
+
+
+def tunnel_view(device: Device, settings: Settings) -> dict[str, Any] | None:
+    if device.remote_port is None:
+        return None
+    return {
+        "host": settings.resolved_tunnel_host,
+        "port": settings.tunnel_port,
+        "user": settings.tunnel_user,
+        "host_key": settings.tunnel_host_key,
+        "remote_port": device.remote_port,
+    }
+
+
+def device_view(device: Device, lease: Rental | None, settings: Settings, now: dt.datetime) -> dict[str, Any]:
+    status = device_status(device, now, settings.offline_after_s)
+    registered = device.registered_at is not None
+    return {
+        "id": device.id,
+        "name": device.name,
+        "description": device.description,
+        "owner": device.owner,
+        "status": status,
+        "rentable": registered and status == "online" and lease is None,
+        "registered": registered,
+        "facts": device.facts,
+        "tunnel_public_key": device.tunnel_public_key,
+        "tunnel": tunnel_view(device, settings),
+        "last_checkin": format_time(device.last_checkin),
+        "created_at": format_time(device.created_at),
+        "registered_at": format_time(device.registered_at),
+        "lease": None if lease is None else {
+            "id": lease.id,
+            "renter": lease.renter,
+            "username": lease.username,
+            "expires_at": format_time(lease.expires_at),
+        },
+    }
+
+
+def limits_view(rental: Rental) -> dict[str, Any]:
+    return {"memory_mb": rental.memory_mb, "cpus": rental.cpus, "pids": rental.pids,
+            "disk_gb": rental.disk_gb}
+
+
+def lease_view(rental: Rental) -> dict[str, Any]:
+    """The desired lease as a device sees it in its check-in answer."""
+    return {
+        "id": rental.id,
+        "username": rental.username,
+        "ssh_authorized_keys": list(rental.ssh_authorized_keys),
+        "image": rental.image,
+        "expires_at": format_time(rental.expires_at),
+        "limits": limits_view(rental),
+    }
+
+
+def rental_view(rental: Rental, device: Device | None, settings: Settings, now: dt.datetime) -> dict[str, Any]:
+    return {
+        "id": rental.id,
+        "device_id": rental.device_id,
+        "renter": rental.renter,
+        "username": rental.username,
+        "ssh_authorized_keys": list(rental.ssh_authorized_keys),
+        "image": rental.image,
+        "limits": limits_view(rental),
+        "created_at": format_time(rental.created_at),
+        "expires_at": format_time(rental.expires_at),
+        "ended_at": format_time(rental.ended_at),
+        "active": is_active(rental, now),
+        "tunnel": {
+            "host": settings.resolved_tunnel_host,
+            "remote_port": None if device is None else device.remote_port,
+        },
+    }

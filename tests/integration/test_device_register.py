@@ -1,0 +1,279 @@
+# Copyright (c) 2026, p2pvps.fleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""`p2pvps.fleet.device_register` run through `ansible` against the real reference server.
+
+A recording TCP forwarder sits between the module and the server, so the tests can tell
+exactly which API calls a run made (an unchanged run must make no register call).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import struct
+import sys
+import threading
+
+import pytest
+
+from ansible_collections.p2pvps.fleet.plugins.module_utils._api import MarketplaceClient
+from tests.fixtures.common import ansible_env, run_ansible
+
+REQUEST_LINE = re.compile(rb'(?:^|\r\n)(GET|POST|PUT|PATCH|DELETE) (/\S*) HTTP/1\.[01]\r\n')
+
+
+def fake_key(seed=1, comment='pi@test'):
+    blob = struct.pack('>I', 11) + b'ssh-ed25519' + struct.pack('>I', 32) + bytes([seed]) * 32
+    return 'ssh-ed25519 %s %s' % (base64.b64encode(blob).decode(), comment)
+
+
+class RecordingForwarder:
+    """Forwards loopback TCP to `upstream_port` and records the request lines it sees."""
+
+    def __init__(self, upstream_port):
+        self.upstream_port = upstream_port
+        self.sent = bytearray()
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(16)
+        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(('127.0.0.1', self.upstream_port), timeout=10)
+            except OSError:
+                client.close()
+                continue
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, src, dst, record):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if record:
+                    with self.lock:
+                        self.sent.extend(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def calls(self):
+        """[(method, path)] of the requests seen since the last reset."""
+        with self.lock:
+            data = bytes(self.sent)
+        return [(m.decode(), p.decode()) for m, p in REQUEST_LINE.findall(data)]
+
+    def reset(self):
+        with self.lock:
+            del self.sent[:]
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def device(marketplace):
+    """(device id, device token, recording forwarder to the server, operator client)."""
+    device_id, token = marketplace.create_device('pi-register-%s' % os.urandom(3).hex())
+    port = int(re.search(r':(\d+)', marketplace.url.split('//', 1)[1]).group(1))
+    forwarder = RecordingForwarder(port)
+    operator = MarketplaceClient(marketplace.url, marketplace.operator_token, timeout=10)
+    yield device_id, token, forwarder, operator
+    forwarder.close()
+    operator.close()
+
+
+def run_module(args, check_mode=False, diff=False, verbose=False):
+    """Run the module once through `ansible`; its result dict plus `_output` (stdout + stderr)."""
+    cmd = ['ansible', 'localhost', '-i', 'localhost,', '-c', 'local', '-m', 'p2pvps.fleet.device_register',
+           '-a', json.dumps(args), '-e', 'ansible_python_interpreter=%s' % sys.executable]
+    if check_mode:
+        cmd.append('--check')
+    if diff:
+        cmd.append('--diff')
+    if verbose:
+        cmd.append('-vvv')
+    env = ansible_env(ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1')
+    for name in ('P2PVPS_MARKETPLACE_URL', 'P2PVPS_DEVICE_ID', 'P2PVPS_DEVICE_TOKEN'):
+        env.pop(name, None)
+    proc = run_ansible(cmd, env=env, check=False, timeout=120)
+    try:
+        start = proc.stdout.index('{')
+        data = json.loads(proc.stdout[start:])
+        result = data['plays'][0]['tasks'][0]['hosts']['localhost']
+    except (ValueError, KeyError, IndexError):
+        raise AssertionError('unexpected ansible output (%d):\n%s\n%s' % (
+            proc.returncode, proc.stdout[-4000:], proc.stderr[-2000:]))
+    result['_output'] = proc.stdout + proc.stderr
+    return result
+
+
+def base_args(device_id, url, **extra):
+    args = {'marketplace_url': url, 'device_id': device_id, 'tunnel_public_key': fake_key(),
+            'timeout': 10}
+    args.update(extra)
+    return args
+
+
+def test_register_then_idempotent(device):
+    device_id, token, forwarder, operator = device
+    args = base_args(device_id, forwarder.url, device_token=token)
+
+    first = run_module(args)
+    assert first.get('failed') is not True, first
+    assert first['changed'] is True
+    assert forwarder.calls() == [('GET', '/api/v1/devices/%s' % device_id),
+                                 ('POST', '/api/v1/devices/%s/register' % device_id)]
+    tunnel = first['tunnel']
+    assert set(tunnel) == {'host', 'port', 'user', 'host_key', 'remote_port'}
+    assert isinstance(tunnel['remote_port'], int) and tunnel['remote_port'] > 0
+    facts = first['facts']
+    assert facts['memory_mb'] > 0 and facts['cpu_count'] >= 1 and facts['disk_gb'] > 0
+    assert facts['architecture'] and facts['os'] and facts['cpu_model'] and facts['docker_version']
+    assert first['device']['registered'] is True and first['device']['id'] == device_id
+    assert token not in first['_output']
+
+    stored = operator.get_device(device_id)
+    assert stored['registered'] is True and stored['facts'] == facts
+    assert stored['tunnel_public_key'] == fake_key()
+    assert stored['tunnel']['remote_port'] == tunnel['remote_port']
+
+    forwarder.reset()
+    second = run_module(args)
+    assert second.get('failed') is not True, second
+    assert second['changed'] is False
+    assert forwarder.calls() == [('GET', '/api/v1/devices/%s' % device_id)]     # no write
+    assert second['tunnel'] == tunnel and second['facts'] == facts
+    assert operator.get_device(device_id)['facts'] == facts
+
+    # a changed fact (and key) re-registers, keeping the remote port
+    forwarder.reset()
+    third = run_module(dict(args, facts={'disk_gb': 16}, tunnel_public_key=fake_key(2, 'new')))
+    assert third['changed'] is True, third
+    assert ('POST', '/api/v1/devices/%s/register' % device_id) in forwarder.calls()
+    assert third['tunnel']['remote_port'] == tunnel['remote_port']
+    stored = operator.get_device(device_id)
+    assert stored['facts']['disk_gb'] == 16 and stored['tunnel_public_key'] == fake_key(2, 'new')
+
+
+def test_check_mode_and_diff(device):
+    device_id, token, forwarder, operator = device
+    args = base_args(device_id, forwarder.url, device_token=token,
+                     facts={'memory_mb': 1024, 'cpu_model': 'Cortex-A53'}, docker_version='none')
+
+    check = run_module(args, check_mode=True, diff=True)
+    assert check.get('failed') is not True, check
+    assert check['changed'] is True and check['tunnel'] is None
+    assert forwarder.calls() == [('GET', '/api/v1/devices/%s' % device_id)]
+    assert operator.get_device(device_id)['registered'] is False
+    diff = check['diff']
+    assert diff['before'] == {'registered': False, 'facts': None, 'tunnel_public_key': None}
+    assert diff['after']['registered'] is True and diff['after']['tunnel_public_key'] == fake_key()
+    assert diff['after']['facts']['memory_mb'] == 1024 and diff['after']['facts']['docker_version'] == 'none'
+    assert token not in check['_output']
+
+    real = run_module(args, diff=True)
+    assert real['changed'] is True and real['diff'] == diff, real
+    assert token not in real['_output']
+
+    forwarder.reset()
+    again = run_module(args, check_mode=True, diff=True)
+    assert again['changed'] is False and not again.get('diff'), again
+    assert forwarder.calls() == [('GET', '/api/v1/devices/%s' % device_id)]
+
+    changed = run_module(dict(args, facts={'memory_mb': 2048, 'cpu_model': 'Cortex-A53'}), check_mode=True, diff=True)
+    assert changed['changed'] is True
+    assert changed['diff']['before']['facts']['memory_mb'] == 1024
+    assert changed['diff']['after']['facts']['memory_mb'] == 2048
+    assert operator.get_device(device_id)['facts']['memory_mb'] == 1024
+
+
+def test_token_from_file_and_never_printed(device, tmp_path):
+    device_id, token, forwarder, operator = device
+    token_file = tmp_path / 'device_token'
+    token_file.write_text(token + '\n')
+    token_file.chmod(0o600)
+    key_file = tmp_path / 'tunnel.pub'
+    key_file.write_text(fake_key(3, 'from-file') + '\n')
+    args = base_args(device_id, forwarder.url, device_token_file=str(token_file),
+                     tunnel_public_key_file=str(key_file))
+    del args['tunnel_public_key']
+
+    first = run_module(args, diff=True, verbose=True)
+    assert first.get('failed') is not True, first
+    assert first['changed'] is True and first['tunnel_public_key'] == fake_key(3, 'from-file')
+    assert not first.get('warnings')
+    second = run_module(args, verbose=True)
+    assert second['changed'] is False
+    for result in (first, second):
+        assert token not in result['_output']
+        assert token not in json.dumps({k: v for k, v in result.items() if k != '_output'})
+
+    token_file.chmod(0o644)
+    loose = run_module(args)
+    assert loose['changed'] is False
+    assert any('every user' in w for w in loose.get('warnings', [])), loose
+
+
+def test_env_fallbacks(device):
+    device_id, token, forwarder, operator = device
+    cmd = ['ansible', 'localhost', '-i', 'localhost,', '-c', 'local', '-m', 'p2pvps.fleet.device_register',
+           '-a', json.dumps({'tunnel_public_key': fake_key()}), '-e', 'ansible_python_interpreter=%s' % sys.executable]
+    env = ansible_env(ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1',
+                      P2PVPS_MARKETPLACE_URL=forwarder.url, P2PVPS_DEVICE_ID=device_id, P2PVPS_DEVICE_TOKEN=token)
+    proc = run_ansible(cmd, env=env, check=False, timeout=120)
+    result = json.loads(proc.stdout)['plays'][0]['tasks'][0]['hosts']['localhost']
+    assert result.get('failed') is not True and result['changed'] is True, result
+    assert token not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize('change, words', [
+    ({'device_token': 'wrong-token-abcdef123456'}, '401'),
+    ({'tunnel_public_key': 'ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ'}, 'ssh-ed25519'),
+    ({'facts': {'memory_mb': 0}}, 'memory_mb must be a positive integer'),
+    ({'facts': {'colour': 'red'}}, 'unknown facts'),
+    ({'device_token': None, 'device_token_file': '/nonexistent/token'}, 'cannot read the device token file'),
+    ({'marketplace_url': 'https://user:pw@example.org'}, 'credentials'),
+])
+def test_failures_are_clear_and_secret_free(device, change, words):
+    device_id, token, forwarder, operator = device
+    args = base_args(device_id, forwarder.url, device_token=token)
+    args.update(change)
+    args = {k: v for k, v in args.items() if v is not None}
+    result = run_module(args)
+    assert result.get('failed') is True, result
+    assert words in result['msg'], result['msg']
+    assert token not in result['_output'] and 'wrong-token-abcdef123456' not in result['_output']
+    assert ('POST', '/api/v1/devices/%s/register' % device_id) not in forwarder.calls()
+    assert operator.get_device(device_id)['registered'] is False
+
+
+def test_unknown_device_and_unreachable_marketplace(device):
+    device_id, token, forwarder, operator = device
+    result = run_module(base_args('00000000-0000-4000-8000-000000000000', forwarder.url, device_token=token))
+    assert result.get('failed') is True and ('401' in result['msg'] or '403' in result['msg']
+                                            or '404' in result['msg']), result['msg']
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        dead = 'http://127.0.0.1:%d' % sock.getsockname()[1]
+    result = run_module(base_args(device_id, dead, device_token=token, timeout=3))
+    assert result.get('failed') is True and 'cannot connect' in result['msg'], result['msg']
+    assert token not in result['_output']

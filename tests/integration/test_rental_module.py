@@ -1,0 +1,443 @@
+"""The `rental` module against the host's real Docker Engine and the reference server.
+
+Docker-heavy: run as `flock /tmp/p2pvps-docker.lock .venv/bin/python -m pytest
+tests/integration/test_rental_module.py`. Every test uses its own lease ids, state
+directory and local port, and removes what it created.
+"""
+from __future__ import annotations
+
+import base64
+import calendar
+import json
+import os
+import struct
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from tests.fixtures.common import ansible_env, free_port, image_available, require, run_ansible
+
+pytestmark = [pytest.mark.docker]
+
+RENTER_IMAGE = 'p2pvps/renter:latest'
+SSH_OPTS = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
+            '-o', 'ConnectTimeout=3', '-o', 'LogLevel=ERROR']
+
+
+# ------------------------------------------------------------------ helpers
+
+def docker(*args, check=True):
+    proc = subprocess.run(['docker', *args], capture_output=True, text=True, timeout=120, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError('docker %s: %s' % (' '.join(args), proc.stderr))
+    return proc.stdout.strip()
+
+
+def inspect(name_or_id):
+    return json.loads(docker('inspect', name_or_id))[0]
+
+
+def renter_containers(lease_id):
+    return docker('ps', '-aq', '--no-trunc', '--filter', 'label=p2pvps.lease=%s' % lease_id).split()
+
+
+def volume_exists(lease_id):
+    return subprocess.run(['docker', 'volume', 'inspect', 'p2pvps-lease-%s' % lease_id],
+                          capture_output=True, check=False).returncode == 0
+
+
+def cleanup_lease(lease_id, state_dir=None):
+    for cid in renter_containers(lease_id):
+        docker('rm', '-f', cid, check=False)
+    disks = os.path.join(str(state_dir), 'disks', lease_id) if state_dir else None
+    if disks and os.path.ismount(disks):
+        subprocess.run(['umount', disks], check=False)
+    docker('volume', 'rm', '-f', 'p2pvps-lease-%s' % lease_id, check=False)
+
+
+def make_keypair(path):
+    subprocess.run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'renter@test', '-f', str(path)],
+                   check=True)
+    return str(path), (path.parent / (path.name + '.pub')).read_text().strip()
+
+
+def ssh(port, user, key, command='id -un', password_only=False):
+    opts = list(SSH_OPTS)
+    if password_only:
+        opts += ['-o', 'PubkeyAuthentication=no', '-o', 'PreferredAuthentications=password,keyboard-interactive',
+                 '-o', 'NumberOfPasswordPrompts=1', '-o', 'BatchMode=yes']
+    else:
+        opts += ['-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-i', key]
+    return subprocess.run(['ssh', *opts, '-p', str(port), '%s@127.0.0.1' % user, command],
+                          capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+
+
+def wait_login(port, user, key, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = ssh(port, user, key)
+        if proc.returncode == 0:
+            return proc
+        if time.monotonic() > deadline:
+            raise AssertionError('renter login failed: %s' % proc.stderr[-500:])
+        time.sleep(0.2)
+
+
+def run_rental(args, check_mode=False, diff=False):
+    """Run the module once through `ansible`; returns its result dict."""
+    cmd = ['ansible', 'localhost', '-i', 'localhost,', '-c', 'local', '-m', 'p2pvps.fleet.rental',
+           '-a', json.dumps(args), '-e', 'ansible_python_interpreter=%s' % sys.executable]
+    if check_mode:
+        cmd.append('--check')
+    if diff:
+        cmd.append('--diff')
+    env = ansible_env(ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1')
+    proc = run_ansible(cmd, env=env, check=False, timeout=300)
+    try:
+        data = json.loads(proc.stdout)
+        result = data['plays'][0]['tasks'][0]['hosts']['localhost']
+    except (ValueError, KeyError, IndexError):
+        raise AssertionError('unexpected ansible output (%d):\n%s\n%s' % (
+            proc.returncode, proc.stdout[-4000:], proc.stderr[-2000:]))
+    result['_stdout'] = proc.stdout
+    return result
+
+
+def kinds(result):
+    return [a['action'] for a in result['actions']]
+
+
+def fake_key(seed):
+    blob = struct.pack('>I', 11) + b'ssh-ed25519' + struct.pack('>I', 32) + bytes([seed]) * 32
+    return 'ssh-ed25519 ' + base64.b64encode(blob).decode()
+
+
+# ------------------------------------------------------------------ fake marketplace
+
+class FakeMarketplace:
+    """A tiny HTTP server on loopback that answers check-ins with whatever body it is given."""
+
+    def __init__(self):
+        self.status = 200
+        self.body = b'{"lease": null, "checkin_interval_s": 120}'
+        self.requests = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server API)
+                length = int(self.headers.get('Content-Length') or 0)
+                fake.requests.append((self.path, self.headers.get('Authorization'), self.rfile.read(length)))
+                self.send_response(fake.status)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Content-Length', str(len(fake.body)))
+                self.end_headers()
+                self.wfile.write(fake.body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
+        self.url = 'http://127.0.0.1:%d' % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def answer(self, body, status=200):
+        self.status = status
+        self.body = body if isinstance(body, bytes) else json.dumps(body).encode()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_market():
+    market = FakeMarketplace()
+    yield market
+    market.close()
+
+
+@pytest.fixture
+def renter_image(docker_engine):
+    require(image_available(RENTER_IMAGE), 'the local image %s (tests/images/build.sh)' % RENTER_IMAGE)
+
+
+def fake_lease(lease_id, keys, **changes):
+    lease = {
+        'id': lease_id, 'username': 'renter%s' % lease_id[:4].lower().replace('-', ''),
+        'ssh_authorized_keys': keys, 'image': RENTER_IMAGE, 'expires_at': '2099-01-01T00:00:00Z',
+        'limits': {'memory_mb': 256, 'cpus': 0.5, 'pids': 128, 'disk_gb': 1},
+    }
+    lease.update(changes)
+    return lease
+
+
+MALFORMED = [
+    ('not json', b'<html>oops</html>', 'malformed'),
+    ('list', [], 'JSON object'),
+    ('no lease field', {'checkin_interval_s': 120}, 'no "lease" field'),
+    ('lease is a string', {'lease': 'yes'}, 'must be an object or null'),
+    ('missing fields', {'lease': {'id': 'x1'}}, 'missing field'),
+    ('root user', {'lease': fake_lease('bad-root', [fake_key(1)], username='root')}, 'reserved'),
+    ('traversal user', {'lease': fake_lease('bad-trav', [fake_key(1)], username='../x')}, 'not a valid login name'),
+    ('traversal id', {'lease': fake_lease('../x', [fake_key(1)])}, 'not a valid lease id'),
+    ('key with options', {'lease': fake_lease('bad-opts', ['command="/bin/sh" ' + fake_key(1)])}, 'options'),
+    ('huge string', {'lease': fake_lease('bad-huge', [fake_key(1)], image='a' * 100000)}, 'too long'),
+    ('bool memory', {'lease': fake_lease('bad-bool', [fake_key(1)],
+                                         limits={'memory_mb': True, 'cpus': 1, 'pids': 100, 'disk_gb': 1})},
+     'boolean'),
+    ('string cpus', {'lease': fake_lease('bad-cpus', [fake_key(1)],
+                                         limits={'memory_mb': 256, 'cpus': '1', 'pids': 100, 'disk_gb': 1})},
+     'must be a number'),
+    ('http 500', {'error': 'internal', 'detail': 'boom'}, ''),
+]
+
+
+def test_fake_marketplace_malformed_answers(renter_image, fake_market, tmp_path):
+    """Bad answers are rejected clearly; a live lease is neither removed nor is anything created."""
+    lease_id = 'fake-' + uuid.uuid4().hex[:12]
+    key_path, pub = make_keypair(tmp_path / 'key')
+    port = free_port()
+    args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'secret-token-xyz',
+            'state_dir': str(tmp_path / 'state'), 'local_port': port}
+    try:
+        fake_market.answer({'lease': fake_lease(lease_id, [pub]), 'checkin_interval_s': 60})
+        t_created = time.monotonic()
+        first = run_rental(args)
+        assert first.get('failed') is not True, first
+        assert kinds(first) == ['create', 'write_state']
+        assert first['checkin_interval_s'] == 60
+        container_id = first['container_id']
+        wait_login(port, fake_lease(lease_id, [])['username'], key_path)
+        print('\nMEASURED (fake marketplace) lease -> converge -> renter login: %.2f s' % (time.monotonic() - t_created))
+        assert fake_market.requests[-1][1] == 'Bearer secret-token-xyz'
+        before = sorted(docker('ps', '-aq', '--no-trunc').split())
+
+        for name, body, words in MALFORMED:
+            status = 500 if name == 'http 500' else 200
+            fake_market.answer(body, status=status)
+            strict = run_rental(dict(args, fail_on_api_error=True))
+            assert strict.get('failed') is True, (name, strict)
+            assert words.lower() in strict['msg'].lower(), (name, strict['msg'])
+            assert len(strict['msg']) < 600, name
+            assert 'secret-token-xyz' not in strict['_stdout']
+            lenient = run_rental(args)
+            assert lenient.get('failed') is not True, (name, lenient)
+            assert lenient['changed'] is False and lenient['actions'] == [], name
+            assert lenient['api_error'] and lenient['lease_id'] == lease_id, name
+            assert lenient['container_id'] == container_id
+            assert any('nothing live was wiped' in w for w in lenient.get('warnings', [])), name
+            assert sorted(docker('ps', '-aq', '--no-trunc').split()) == before, name
+            for bad in ('bad-root', 'bad-trav', 'bad-opts', 'bad-huge', 'bad-bool', 'bad-cpus', 'x1'):
+                assert not renter_containers(bad)
+
+        fake_market.answer({'lease': None, 'checkin_interval_s': 60})
+        t_end = time.monotonic()
+        gone = run_rental(args)
+        print('MEASURED (fake marketplace) no lease -> wiped: %.2f s' % (time.monotonic() - t_end))
+        assert kinds(gone) == ['remove_container', 'remove_volume', 'write_state']
+        assert not renter_containers(lease_id) and not volume_exists(lease_id)
+        assert not os.path.exists(tmp_path / 'state' / 'disks' / (lease_id + '.img'))
+    finally:
+        cleanup_lease(lease_id, tmp_path / 'state')
+
+
+def test_fake_marketplace_offline_expiry(renter_image, fake_market, tmp_path):
+    """A lease whose expires_at passed is wiped on local time while the API is down."""
+    lease_id = 'exp-' + uuid.uuid4().hex[:12]
+    key_path, pub = make_keypair(tmp_path / 'key')
+    port = free_port()
+    args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'offline-test-token-1',
+            'state_dir': str(tmp_path / 'state'), 'local_port': port, 'timeout': 5}
+    expires_epoch = int(time.time()) + 20
+    expires = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires_epoch))
+    try:
+        fake_market.answer({'lease': fake_lease(lease_id, [pub], expires_at=expires)})
+        assert kinds(run_rental(args)) == ['create', 'write_state']
+        fake_market.answer({'error': 'unavailable'}, status=503)
+        kept = run_rental(args)
+        assert kept['changed'] is False and kept['lease_id'] == lease_id and kept['api_error']
+        assert renter_containers(lease_id)
+        while time.time() < expires_epoch + 1:
+            time.sleep(0.5)
+        wiped = run_rental(args)
+        assert wiped['api_error']
+        assert kinds(wiped) == ['remove_container', 'remove_volume', 'write_state']
+        assert not renter_containers(lease_id) and not volume_exists(lease_id)
+        assert json.loads((tmp_path / 'state' / 'lease.json').read_text())['lease'] is None
+    finally:
+        cleanup_lease(lease_id, tmp_path / 'state')
+
+
+# ------------------------------------------------------------------ the reference server
+
+def real_args(marketplace, device, state_dir, port, **extra):
+    args = {'marketplace_url': marketplace.url, 'device_id': device['id'],
+            'device_token': device['device_token'], 'state_dir': str(state_dir), 'local_port': port,
+            'timeout': 10}
+    args.update(extra)
+    return args
+
+
+def new_device(marketplace):
+    """A registered, online device on the reference server."""
+    device = marketplace.create_device(name='rental-' + uuid.uuid4().hex[:8])
+    marketplace.register_device(device['id'], device['device_token'])
+    marketplace.checkin(device['id'], device['device_token'])
+    return device
+
+
+def test_rental_lifecycle(renter_image, marketplace, tmp_path):
+    """create -> login -> idempotent -> keys/limits in place -> restarts -> API down -> end -> wiped."""
+    device = new_device(marketplace)
+    key1, pub1 = make_keypair(tmp_path / 'key1')
+    key2, pub2 = make_keypair(tmp_path / 'key2')
+    port = free_port()
+    state_dir = tmp_path / 'state'
+    args = real_args(marketplace, device, state_dir, port)
+    user = 'rt' + uuid.uuid4().hex[:6]
+    bystander = 'p2pvps-test-bystander-' + uuid.uuid4().hex[:8]
+    docker('run', '-d', '--name', bystander, '--label', 'p2pvps.test=bystander', '--entrypoint', 'sleep',
+           RENTER_IMAGE, '3600')
+    rental = None
+    try:
+        t_created = time.monotonic()
+        rental = marketplace.create_rental(device['id'], renter=user, ssh_public_key=pub1, hours=1,
+                                           limits={'memory_mb': 256, 'cpus': 0.5, 'pids': 128, 'disk_gb': 1})
+        lease_id = rental['id']
+
+        # check mode: reports, changes nothing
+        dry = run_rental(args, check_mode=True, diff=True)
+        assert dry['changed'] is True and kinds(dry) == ['create', 'write_state']
+        assert dry['diff']['before'] == {'lease': None, 'containers': []}
+        assert dry['diff']['after']['lease']['id'] == lease_id
+        assert pub1.split()[1] not in dry['_stdout']
+        assert not renter_containers(lease_id) and not volume_exists(lease_id)
+        assert not (state_dir / 'lease.json').exists()
+
+        first = run_rental(args, diff=True)
+        assert kinds(first) == ['create', 'write_state'], first
+        container_id = first['container_id']
+        wait_login(port, user, key1, timeout=60)
+        login_s = time.monotonic() - t_created
+        print('\nMEASURED rental creation -> renter login: %.2f s' % login_s)
+        assert 'uid=' in ssh(port, user, key1, 'id').stdout
+        refused = ssh(port, user, key1, password_only=True)
+        assert refused.returncode != 0 and 'Permission denied (publickey)' in refused.stderr
+
+        # limits and confinement visible in docker inspect
+        info = inspect(container_id)
+        host = info['HostConfig']
+        assert host['Memory'] == 256 * 1024 ** 2 and host['NanoCpus'] == 500000000 and host['PidsLimit'] == 128
+        assert host['CapDrop'] == ['ALL'] and 'SYS_ADMIN' not in host['CapAdd'] and 'NET_RAW' not in host['CapAdd']
+        assert host['SecurityOpt'] == ['no-new-privileges'] and host['Privileged'] is False
+        assert host['NetworkMode'] != 'host' and host['RestartPolicy']['Name'] == 'unless-stopped'
+        assert host['PortBindings'] == {'2222/tcp': [{'HostIp': '127.0.0.1', 'HostPort': str(port)}]}
+        assert not any('docker.sock' in (m.get('Source') or '') for m in info['Mounts'])
+        assert info['Config']['Labels']['p2pvps.lease'] == lease_id
+        assert [m['Name'] for m in info['Mounts']] == ['p2pvps-lease-%s' % lease_id]
+        assert first['disk_limit_enforced'] is True, first['disk_limit_reason']
+        assert 'G' in ssh(port, user, key1, 'df -h ~ | tail -1').stdout
+        state = json.loads((state_dir / 'lease.json').read_text())
+        assert state['lease']['id'] == lease_id
+        assert oct((state_dir / 'lease.json').stat().st_mode & 0o777) == '0o600'
+
+        second = run_rental(args)
+        assert second['changed'] is False and second['actions'] == [] and second['container_id'] == container_id
+
+        # keys patched -> written in place, same container
+        marketplace.patch_rental(lease_id, ssh_public_keys=[pub2])
+        keys = run_rental(args, diff=True)
+        assert kinds(keys) == ['update_keys', 'write_state'] and keys['container_id'] == container_id
+        assert ssh(port, user, key2).returncode == 0
+        assert ssh(port, user, key1).returncode != 0
+        assert keys['diff']['before']['lease']['ssh_key_fingerprints'] != \
+            keys['diff']['after']['lease']['ssh_key_fingerprints']
+
+        # limits patched -> docker update, same container
+        marketplace.patch_rental(lease_id, limits={'memory_mb': 512, 'cpus': 1, 'pids': 256, 'disk_gb': 1})
+        limits = run_rental(args)
+        assert kinds(limits) == ['update_limits', 'write_state'] and limits['container_id'] == container_id
+        host = inspect(container_id)['HostConfig']
+        assert (host['Memory'], host['NanoCpus'], host['PidsLimit']) == (512 * 1024 ** 2, 10 ** 9, 256)
+        assert run_rental(args)['changed'] is False
+
+        # container restart (reboot-like) -> same id, nothing to do; stopped -> started, same id
+        docker('restart', container_id)
+        after_restart = run_rental(args)
+        assert after_restart['changed'] is False and after_restart['container_id'] == container_id
+        docker('stop', container_id)
+        started = run_rental(args)
+        assert kinds(started) == ['start'] and started['container_id'] == container_id
+        wait_login(port, user, key2)
+
+        # API stopped -> live lease kept, error reported (and failing only when asked to)
+        marketplace.stop()
+        try:
+            down = run_rental(args)
+            assert down.get('failed') is not True and down['changed'] is False
+            assert down['api_error'] and down['lease_id'] == lease_id and down['container_id'] == container_id
+            strict = run_rental(dict(args, fail_on_api_error=True))
+            assert strict.get('failed') is True and renter_containers(lease_id) == [container_id]
+            assert device['device_token'] not in down['_stdout'] + strict['_stdout']
+        finally:
+            marketplace.start()
+        assert ssh(port, user, key2).returncode == 0
+
+        # end -> wiped; the bystander is untouched
+        t_end = time.monotonic()
+        marketplace.end_rental(lease_id)
+        rental = None
+        gone = run_rental(args, diff=True)
+        wipe_s = time.monotonic() - t_end
+        print('MEASURED rental end -> wiped (one converge): %.2f s' % wipe_s)
+        assert kinds(gone) == ['remove_container', 'remove_volume', 'write_state']
+        assert gone['diff']['after'] == {'lease': None, 'containers': []}
+        assert not renter_containers(lease_id) and not volume_exists(lease_id)
+        assert inspect(bystander)['State']['Running'] is True
+        assert run_rental(args)['changed'] is False
+    finally:
+        if rental is not None:
+            marketplace.end_rental(rental['id'])
+        docker('rm', '-f', bystander, check=False)
+        if rental is not None:
+            cleanup_lease(rental['id'], state_dir)
+
+
+def test_rental_expired_with_api_down(renter_image, marketplace, tmp_path):
+    """A lease past expires_at is wiped on local time while the API is stopped."""
+    device = new_device(marketplace)
+    key, pub = make_keypair(tmp_path / 'key')
+    port = free_port()
+    state_dir = tmp_path / 'state'
+    args = real_args(marketplace, device, state_dir, port, timeout=5)
+    rental = marketplace.create_rental(device['id'], renter='ex' + uuid.uuid4().hex[:6], ssh_public_key=pub,
+                                       duration_s=15)
+    lease_id = rental['id']
+    try:
+        assert kinds(run_rental(args)) == ['create', 'write_state']
+        marketplace.stop()
+        try:
+            kept = run_rental(args)
+            assert kept['changed'] is False and kept['api_error'] and renter_containers(lease_id)
+            expires = json.loads((state_dir / 'lease.json').read_text())['lease']['expires_at']
+            expires_epoch = calendar_epoch(expires)
+            while time.time() < expires_epoch + 1:
+                time.sleep(0.5)
+            wiped = run_rental(args)
+            assert wiped['api_error']
+            assert kinds(wiped) == ['remove_container', 'remove_volume', 'write_state']
+            assert not renter_containers(lease_id) and not volume_exists(lease_id)
+        finally:
+            marketplace.start()
+    finally:
+        cleanup_lease(lease_id, state_dir)
+
+
+def calendar_epoch(iso):
+    return calendar.timegm(time.strptime(iso, '%Y-%m-%dT%H:%M:%SZ'))

@@ -1,0 +1,1 @@
+"""Tests of the reference marketplace server over real HTTP (subprocess)."""

@@ -1,0 +1,372 @@
+# Copyright (c) 2026, p2pvps.fleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Table-driven tests of the pure rental decisions (no Docker, no HTTP)."""
+from __future__ import annotations
+
+import base64
+import copy
+import datetime
+import struct
+import sys
+
+import pytest
+
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental as r
+
+NOW = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.timezone.utc)
+LATER = '2026-11-25T14:00:00Z'
+EARLIER = '2026-11-25T11:59:59Z'
+
+
+def make_key(key_type='ssh-ed25519', seed=b'a', comment='renter@laptop'):
+    blob = struct.pack('>I', len(key_type)) + key_type.encode() + struct.pack('>I', 32) + seed * 32
+    line = '%s %s' % (key_type, base64.b64encode(blob).decode())
+    return line + (' ' + comment if comment else '')
+
+
+KEY_A = make_key(seed=b'a')
+KEY_B = make_key(seed=b'b', comment='second')
+
+
+def raw_lease(**changes):
+    lease = {
+        'id': '5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60',
+        'username': 'alice',
+        'ssh_authorized_keys': [KEY_A],
+        'image': 'p2pvps/renter:latest',
+        'expires_at': LATER,
+        'limits': {'memory_mb': 512, 'cpus': 1.5, 'pids': 256, 'disk_gb': 4},
+        'renter': 'unknown fields are ignored',
+    }
+    for name, value in changes.items():
+        if name.startswith('limits_'):
+            lease['limits'][name[len('limits_'):]] = value
+        elif value is DELETE:
+            del lease[name]
+        else:
+            lease[name] = value
+    return lease
+
+
+DELETE = object()
+
+
+def lease(**changes):
+    return r.parse_lease(raw_lease(**changes))
+
+
+def container(the_lease=None, **changes):
+    the_lease = the_lease or lease()
+    values = dict(
+        id='c' * 64, name=the_lease.container_name, lease_id=the_lease.id, running=True,
+        status='running', image=the_lease.image, username=the_lease.username, local_port=2222,
+        local_ip='127.0.0.1', memory_bytes=the_lease.limits.memory_bytes,
+        nano_cpus=the_lease.limits.nano_cpus, pids=the_lease.limits.pids,
+        keys_hash=the_lease.keys_hash, expires_at=the_lease.expires_at, created='2026-11-25T10:00:00Z',
+    )
+    values.update(changes)
+    return r.ObservedContainer(**values)
+
+
+def volume(the_lease=None, disk_gb=4):
+    the_lease = the_lease or lease()
+    return r.ObservedVolume(the_lease.id, the_lease.volume_name, disk_gb)
+
+
+# ------------------------------------------------------------------ validation
+
+VALID = [
+    ('plain', {}),
+    ('two keys', {'ssh_authorized_keys': [KEY_A, KEY_B]}),
+    ('rsa key no comment', {'ssh_authorized_keys': [make_key('ssh-rsa', comment='')]}),
+    ('ecdsa key', {'ssh_authorized_keys': [make_key('ecdsa-sha2-nistp256')]}),
+    ('integer cpus', {'limits_cpus': 2}),
+    ('min limits', {'limits_memory_mb': 64, 'limits_cpus': 0.1, 'limits_pids': 16, 'limits_disk_gb': 1}),
+    ('max limits', {'limits_memory_mb': 65536, 'limits_cpus': 64, 'limits_pids': 65536, 'limits_disk_gb': 2048}),
+    ('fractional seconds', {'expires_at': '2026-11-25T14:00:00.123456Z'}),
+    ('+00:00 offset', {'expires_at': '2026-11-25T14:00:00+00:00'}),
+    ('underscore user', {'username': '_bob-2'}),
+    ('image with registry and digest', {'image': 'registry.example.org:5000/p2pvps/renter:1.0@sha256:' + 'a' * 64}),
+    ('short lease id', {'id': 'L1'}),
+]
+
+
+@pytest.mark.parametrize('name, changes', VALID, ids=[v[0] for v in VALID])
+def test_valid_leases(name, changes):
+    parsed = lease(**changes)
+    assert isinstance(parsed, r.Lease)
+    assert r.parse_lease(parsed.to_dict()) == parsed
+
+
+def test_null_lease_is_no_lease():
+    assert r.parse_lease(None) is None
+    assert r.parse_checkin({'lease': None, 'checkin_interval_s': 120}) is None
+
+
+INVALID = [
+    # (id, changes, words expected in the message)
+    ('lease is a list', None, 'must be an object'),
+    ('missing id', {'id': DELETE}, 'missing field(s): id'),
+    ('missing limits', {'limits': DELETE}, 'limits'),
+    ('id int', {'id': 42}, 'id must be a string'),
+    ('id traversal', {'id': '../x'}, 'not a valid lease id'),
+    ('id too long', {'id': 'a' * 65}, 'too long'),
+    ('root', {'username': 'root'}, 'reserved'),
+    ('sshd', {'username': 'sshd'}, 'reserved'),
+    ('nobody', {'username': 'nobody'}, 'reserved'),
+    ('user traversal', {'username': '../x'}, 'not a valid login name'),
+    ('user upper', {'username': 'Alice'}, 'not a valid login name'),
+    ('user leading dash', {'username': '-x'}, 'not a valid login name'),
+    ('user too long', {'username': 'a' * 33}, 'too long'),
+    ('user empty', {'username': ''}, 'not a valid login name'),
+    ('user null', {'username': None}, 'must be a string, got null'),
+    ('user newline', {'username': 'bob\n'}, 'not a valid login name'),
+    ('keys string', {'ssh_authorized_keys': KEY_A}, 'must be a list'),
+    ('keys empty', {'ssh_authorized_keys': []}, 'empty'),
+    ('too many keys', {'ssh_authorized_keys': [make_key(seed=bytes([i])) for i in range(17)]}, 'at most 16'),
+    ('key with options', {'ssh_authorized_keys': ['command="/bin/sh" ' + KEY_A]}, 'options'),
+    ('key with from=', {'ssh_authorized_keys': ['from="10.0.0.1",no-pty ' + KEY_A]}, 'options'),
+    ('key with newline', {'ssh_authorized_keys': [KEY_A + '\n' + KEY_B]}, 'line breaks'),
+    ('key not a string', {'ssh_authorized_keys': [42]}, 'must be a string'),
+    ('key bad base64', {'ssh_authorized_keys': ['ssh-ed25519 !!!notbase64']}, 'base64'),
+    ('key type mismatch', {'ssh_authorized_keys': ['ssh-rsa ' + KEY_A.split(' ')[1]]}, 'does not match'),
+    ('key huge', {'ssh_authorized_keys': ['ssh-ed25519 ' + 'A' * 5000]}, 'too long'),
+    ('unknown key type', {'ssh_authorized_keys': ['ssh-dss AAAAB3NzaC1kc3MAAACBAP']}, 'key type'),
+    ('image uppercase', {'image': 'P2PVPS/Renter'}, 'not a valid image'),
+    ('image option', {'image': '--privileged'}, 'not a valid image'),
+    ('image spaces', {'image': 'a b'}, 'not a valid image'),
+    ('image huge', {'image': 'a' * 300}, 'too long'),
+    ('image int', {'image': 7}, 'must be a string'),
+    ('expires naive', {'expires_at': '2026-11-25T14:00:00'}, 'ISO 8601 UTC'),
+    ('expires other tz', {'expires_at': '2026-11-25T14:00:00+02:00'}, 'ISO 8601 UTC'),
+    ('expires number', {'expires_at': 1764072000}, 'must be a string'),
+    ('expires bad date', {'expires_at': '2026-02-30T14:00:00Z'}, 'not a valid time'),
+    ('limits list', {'limits': [1, 2]}, 'limits must be an object'),
+    ('memory missing', {'limits': {'cpus': 1, 'pids': 100, 'disk_gb': 1}}, 'limits.memory_mb is missing'),
+    ('memory bool', {'limits_memory_mb': True}, 'must be a number, got a boolean'),
+    ('memory float', {'limits_memory_mb': 512.0}, 'must be an integer'),
+    ('memory string', {'limits_memory_mb': '512'}, 'must be a number'),
+    ('memory low', {'limits_memory_mb': 63}, 'out of range'),
+    ('memory high', {'limits_memory_mb': 65537}, 'out of range'),
+    ('cpus nan', {'limits_cpus': float('nan')}, 'finite'),
+    ('cpus inf', {'limits_cpus': float('inf')}, 'finite'),
+    ('cpus bool', {'limits_cpus': False}, 'boolean'),
+    ('cpus low', {'limits_cpus': 0.05}, 'out of range'),
+    ('cpus high', {'limits_cpus': 65}, 'out of range'),
+    ('pids low', {'limits_pids': 15}, 'out of range'),
+    ('pids null', {'limits_pids': None}, 'got null'),
+    ('disk zero', {'limits_disk_gb': 0}, 'out of range'),
+    ('disk huge', {'limits_disk_gb': 10 ** 30}, 'out of range'),
+]
+
+
+@pytest.mark.parametrize('name, changes, words', INVALID, ids=[v[0] for v in INVALID])
+def test_invalid_leases(name, changes, words):
+    raw = [1, 2] if changes is None else raw_lease(**changes)
+    with pytest.raises(r.LeaseError) as exc:
+        r.parse_lease(raw)
+    message = str(exc.value)
+    assert words in message
+    assert len(message) < 300, 'messages never repeat huge values'
+
+
+@pytest.mark.parametrize('answer, words', [
+    ([], 'JSON object'),
+    ('lease', 'JSON object'),
+    ({}, 'no "lease" field'),
+    ({'lease': 'x'}, 'must be an object or null'),
+])
+def test_invalid_checkin_answers(answer, words):
+    with pytest.raises(r.LeaseError, match=words.replace('(', r'\(')):
+        r.parse_checkin(answer)
+
+
+def test_key_is_normalised_and_fingerprinted():
+    parsed = lease(ssh_authorized_keys=['  ' + KEY_A + '  ', KEY_A])
+    assert parsed.keys == (KEY_A,)
+    assert r.key_fingerprint(KEY_A).startswith('SHA256:')
+    assert KEY_A.split(' ')[1] not in str(parsed.summary())
+
+
+def test_state_round_trip():
+    the_lease = lease()
+    assert r.parse_state(r.state_content(the_lease)) == the_lease
+    assert r.parse_state(r.state_content(None)) is None
+    with pytest.raises(r.LeaseError):
+        r.parse_state({'lease': None})
+
+
+def test_names():
+    the_lease = lease()
+    assert the_lease.container_name == 'p2pvps-renter-5f2d6c1e8d4b'
+    assert the_lease.volume_name == 'p2pvps-lease-5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60'
+    assert the_lease.authorized_keys == KEY_A + '\n'
+
+
+def test_pure_imports():
+    source = open(r.__file__).read()
+    assert 'import requests' not in source and 'import docker' not in source
+    assert 'docker' not in {m.split('.')[0] for m in sys.modules if m.startswith('ansible_collections')}
+
+
+# ------------------------------------------------------------------ decisions
+
+L1 = lease()
+L1_KEYS = lease(ssh_authorized_keys=[KEY_A, KEY_B])
+L1_LIMITS = lease(limits_memory_mb=1024, limits_cpus=0.5, limits_pids=128)
+L1_DISK_UP = lease(limits_disk_gb=8)
+L1_DISK_DOWN = lease(limits_disk_gb=2)
+L1_IMAGE = lease(image='p2pvps/renter:2')
+L1_USER = lease(username='bob')
+L1_RENEWED = lease(expires_at='2026-11-26T14:00:00Z')
+L1_EXPIRED = lease(expires_at=EARLIER)
+L2 = lease(id='9a9a9a9a-0000-4000-8000-000000000002', username='carol')
+C1 = container(L1)
+C1_STOPPED = container(L1, running=False, status='exited')
+C1_DUP = container(L1, id='d' * 64, name='p2pvps-renter-other', created='2026-11-25T11:00:00Z')
+C2 = container(L2, id='e' * 64)
+C2_EXPIRED_LABEL = container(L2, id='e' * 64, expires_at=NOW - datetime.timedelta(seconds=1))
+C_NOLABEL = container(L1, id='f' * 64, lease_id=None, name='p2pvps-renter-junk', expires_at=None)
+V1 = volume(L1)
+V2 = volume(L2)
+
+# (id, desired, api_ok, containers, local_state, volumes, expected [(kind, lease_id, container_id)])
+DECISIONS = [
+    ('no lease, clean device', None, True, [], None, [], []),
+    ('no lease removes container and volume', None, True, [C1], L1, [V1], [
+        ('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)]),
+    ('no lease removes orphan volume', None, True, [], None, [V1], [('remove_volume', L1.id, None)]),
+    ('no lease removes unlabelled renter', None, True, [C_NOLABEL], None, [], [
+        ('remove_container', None, C_NOLABEL.id)]),
+    ('new lease', L1, True, [], None, [], [('create', L1.id, None), ('write_state', L1.id, None)]),
+    ('new lease reuses existing volume', L1, True, [], None, [V1], [
+        ('create', L1.id, None), ('write_state', L1.id, None)]),
+    ('converged', L1, True, [C1], L1, [V1], []),
+    ('converged, state file lost', L1, True, [C1], None, [V1], [('write_state', L1.id, None)]),
+    ('renewed: only the state changes', L1_RENEWED, True, [C1], L1, [V1], [('write_state', L1.id, None)]),
+    ('lease changed', L2, True, [C1], L1, [V1], [
+        ('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None),
+        ('create', L2.id, None), ('write_state', L2.id, None)]),
+    ('keys changed: in place', L1_KEYS, True, [C1], L1, [V1], [
+        ('update_keys', L1.id, C1.id), ('write_state', L1.id, None)]),
+    ('limits changed: in place', L1_LIMITS, True, [C1], L1, [V1], [
+        ('update_limits', L1.id, C1.id), ('write_state', L1.id, None)]),
+    ('keys and limits changed', lease(ssh_authorized_keys=[KEY_B], limits_pids=64), True, [C1], L1, [V1], [
+        ('update_limits', L1.id, C1.id), ('update_keys', L1.id, C1.id), ('write_state', L1.id, None)]),
+    ('disk grows', L1_DISK_UP, True, [C1], L1, [V1], [
+        ('resize_disk', L1.id, None), ('write_state', L1.id, None)]),
+    ('disk shrinks: noted, not applied', L1_DISK_DOWN, True, [C1], L1, [V1], [('write_state', L1.id, None)]),
+    ('disk unlimited volume: nothing to resize', L1_DISK_UP, True, [C1], L1, [volume(L1, None)], [
+        ('write_state', L1.id, None)]),
+    ('image changed: recreate keeping volume', L1_IMAGE, True, [C1], L1, [V1], [
+        ('remove_container', L1.id, C1.id), ('create', L1.id, None), ('write_state', L1.id, None)]),
+    ('username changed: recreate', L1_USER, True, [C1], L1, [V1], [
+        ('remove_container', L1.id, C1.id), ('create', L1.id, None), ('write_state', L1.id, None)]),
+    ('local port changed: recreate', L1, True, [container(L1, local_port=2200)], L1, [V1], [
+        ('remove_container', L1.id, C1.id), ('create', L1.id, None)]),
+    ('published on all addresses: recreate', L1, True, [container(L1, local_ip='0.0.0.0')], L1, [V1], [
+        ('remove_container', L1.id, C1.id), ('create', L1.id, None)]),
+    ('stopped: start', L1, True, [C1_STOPPED], L1, [V1], [('start', L1.id, C1.id)]),
+    ('keys label missing (no file yet): update', L1, True, [container(L1, keys_hash=None)], L1, [V1], [
+        ('update_keys', L1.id, C1.id)]),
+    ('duplicates: keep running, remove stray', L1, True, [C1_STOPPED, C1_DUP], L1, [V1], [
+        ('remove_container', L1.id, C1.id)]),
+    ('duplicates: keep canonical name', L1, True, [C1, C1_DUP], L1, [V1], [
+        ('remove_container', L1.id, C1_DUP.id)]),
+    ('strays of other leases removed with volumes', L1, True, [C1, C2, C_NOLABEL], L1, [V1, V2], [
+        ('remove_container', L2.id, C2.id), ('remove_container', None, C_NOLABEL.id),
+        ('remove_volume', L2.id, None)]),
+    # API failed
+    ('api down, live lease kept', None, False, [C1], L1, [V1], []),
+    ('api down ignores desired', L2, False, [C1], L1, [V1], []),
+    ('api down, stopped live lease restarted', None, False, [C1_STOPPED], L1, [V1], [('start', L1.id, C1.id)]),
+    ('api down, container missing: recreated from state', None, False, [], L1, [V1], [('create', L1.id, None)]),
+    ('api down, expired lease wiped', None, False, [container(L1_EXPIRED)], L1_EXPIRED, [V1], [
+        ('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)]),
+    ('api down, expired lease without container', None, False, [], L1_EXPIRED, [V1], [
+        ('remove_volume', L1.id, None), ('write_state', None, None)]),
+    ('api down, expiry exactly now wipes', None, False, [], lease(expires_at='2026-11-25T12:00:00Z'), [], [
+        ('write_state', None, None)]),
+    ('api down, no state, live label kept', None, False, [C1], None, [V1], []),
+    ('api down, no state, stopped label restarted', None, False, [C1_STOPPED], None, [V1], [
+        ('start', L1.id, C1.id)]),
+    ('api down, no state, expired label wiped', None, False, [C2_EXPIRED_LABEL], None, [V2], [
+        ('remove_container', L2.id, C2.id), ('remove_volume', L2.id, None)]),
+    ('api down, unknown label without expiry kept', None, False, [C_NOLABEL], None, [], []),
+    ('api down, orphan volume kept', None, False, [], None, [V2], []),
+    ('api down, duplicates of live lease', None, False, [C1_STOPPED, C1_DUP], L1, [V1], [
+        ('remove_container', L1.id, C1.id)]),
+]
+
+
+@pytest.mark.parametrize('name, desired, api_ok, containers, state, volumes, expected', DECISIONS,
+                         ids=[d[0] for d in DECISIONS])
+def test_decide(name, desired, api_ok, containers, state, volumes, expected):
+    plan = r.decide(desired, api_ok, containers, state, NOW, volumes, local_port=2222)
+    got = [(a.kind, a.lease_id, a.container_id) for a in plan.actions]
+    assert got == expected
+    assert plan.changed is bool(expected)
+    # Every action explains itself and is safe to print.
+    for action in plan.actions:
+        assert action.reason
+        assert KEY_A.split(' ')[1] not in str(action.to_dict())
+
+
+def test_api_error_never_wipes_live_leases():
+    """Whatever is on the device, an API failure removes only what expired locally."""
+    containers = [C1, C2, C1_DUP, C_NOLABEL]
+    for state in (None, L1, L2):
+        plan = r.decide(None, False, containers, state, NOW, [V1, V2])
+        removed = {a.container_id for a in plan.actions if a.kind == 'remove_container'}
+        assert removed <= {C1_DUP.id, C1.id}
+        assert not [a for a in plan.actions if a.kind == 'remove_volume']
+
+
+def test_plan_lease_after_and_notes():
+    assert r.decide(L1, True, [], None, NOW).lease_after == L1
+    assert r.decide(None, True, [C1], L1, NOW).lease_after is None
+    assert r.decide(None, False, [C1], L1, NOW).lease_after == L1
+    plan = r.decide(None, False, [C1], L1, NOW)
+    assert any('kept until' in note for note in plan.notes)
+    plan = r.decide(L1_DISK_DOWN, True, [C1], L1, NOW, [V1])
+    assert any('shrinks' in note for note in plan.notes)
+    assert r.decide(L1, True, [C1_STOPPED], L1, NOW).keep == C1_STOPPED
+
+
+def test_diff_before_after():
+    plan = r.decide(L2, True, [C1], L1, NOW, [V1])
+    assert plan.diff_before['lease']['id'] == L1.id
+    assert [c['name'] for c in plan.diff_before['containers']] == [C1.name]
+    assert plan.diff_after['lease']['id'] == L2.id
+    assert [c['name'] for c in plan.diff_after['containers']] == [L2.container_name]
+    assert plan.diff_after['containers'][0]['state'] == 'running'
+    assert plan.diff_after['lease']['ssh_key_fingerprints'] == [r.key_fingerprint(KEY_A)]
+    assert KEY_A.split(' ')[1] not in str(plan.diff_after) + str(plan.diff_before)
+
+    same = r.decide(L1, True, [C1], L1, NOW, [V1])
+    assert same.diff_before == same.diff_after
+
+    started = r.decide(L1, True, [C1_STOPPED], L1, NOW, [V1])
+    assert started.diff_before['containers'][0]['state'] == 'exited'
+    assert started.diff_after['containers'][0]['state'] == 'running'
+
+    keys = r.decide(L1_KEYS, True, [C1], L1, NOW, [V1])
+    assert keys.diff_after['containers'][0]['keys_sha256'] == L1_KEYS.keys_hash
+    assert keys.diff_before['containers'][0]['keys_sha256'] == L1.keys_hash
+
+    wiped = r.decide(None, True, [C1], L1, NOW, [V1])
+    assert wiped.diff_after == {'lease': None, 'containers': []}
+
+
+def test_decide_does_not_mutate_inputs():
+    containers = [C1, C2]
+    snapshot = copy.deepcopy(containers)
+    r.decide(L1_KEYS, True, containers, L1, NOW, [V1, V2])
+    assert containers == snapshot
+
+
+def test_removals_come_first():
+    plan = r.decide(L2, True, [C1], L1, NOW, [V1])
+    kinds = plan.kinds()
+    assert kinds.index('create') > kinds.index('remove_container')
+    assert kinds.index('create') > kinds.index('remove_volume')
