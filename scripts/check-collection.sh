@@ -10,10 +10,10 @@ antsibull-changelog lint
 ansible-galaxy collection build --force --output-path "$out" . >/dev/null
 tarball="$(ls "$out"/p2pvps-fleet-*.tar.gz)"
 echo "built $(basename "$tarball") ($(du -k "$tarball" | cut -f1) KiB)"
-ansible-galaxy collection install --force -p "$out/collections" "$tarball" >/dev/null
+ANSIBLE_COLLECTIONS_PATH="$out/collections" ansible-galaxy collection install --force -p "$out/collections" "$tarball" >/dev/null
 export ANSIBLE_COLLECTIONS_PATH="$out/collections"
 for type in module inventory; do
-    dir=plugins/${type}s
+    dir=plugins/inventory
     [ "$type" = module ] && dir=plugins/modules
     for file in "$dir"/*.py; do
         [ -e "$file" ] || continue

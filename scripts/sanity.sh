@@ -8,6 +8,7 @@ dest="$root/.cache/sanity/ansible_collections/p2pvps/fleet"
 rm -rf "$dest" && mkdir -p "$dest"
 cd "$root"
 git ls-files -z --cached --others --exclude-standard | grep -zv '^\.ci/' \
+    | while IFS= read -r -d '' file; do [ -e "$file" ] && printf '%s\0' "$file"; done \
     | xargs -0 -I{} cp --parents -P {} "$dest/"
 # ansible-test bootstraps pip in each sanity venv with a get-pip script it
 # downloads from a host these machines cannot reach. Stand in for it: install

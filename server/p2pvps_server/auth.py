@@ -39,7 +39,7 @@ OPERATOR = Caller()
 def bearer_token(header: str | None) -> str:
     if not header:
         raise unauthorized("missing Authorization: Bearer token")
-    scheme, _, token = header.partition(" ")
+    scheme, dummy, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or len(token) > MAX_TOKEN_LEN or not token.isprintable():
         raise unauthorized("malformed Authorization header; expected 'Bearer <token>'")

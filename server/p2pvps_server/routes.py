@@ -41,14 +41,14 @@ Operator = Annotated[Caller, Depends(operator)]
 
 
 @router.post("/devices", status_code=201, tags=["devices"])
-def create_device(body: schemas.DeviceCreate, svc: Service, _: Operator) -> dict[str, Any]:
+def create_device(body: schemas.DeviceCreate, svc: Service, dummy: Operator) -> dict[str, Any]:
     """Create a device; its token is in this answer only."""
     return svc.create_device(body)
 
 
 @router.get("/devices", tags=["devices"])
 def list_devices(
-    svc: Service, _: Operator,
+    svc: Service, dummy: Operator,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=256)] = None,
     status: Literal["new", "online", "offline"] | None = None,
@@ -92,22 +92,22 @@ def checkin(device_id: DeviceId, svc: Service, who: AnyCaller,
 
 
 @router.post("/rentals", status_code=201, tags=["rentals"])
-def create_rental(body: schemas.RentalCreate, svc: Service, _: Operator) -> dict[str, Any]:
+def create_rental(body: schemas.RentalCreate, svc: Service, dummy: Operator) -> dict[str, Any]:
     return svc.create_rental(body)
 
 
 @router.get("/rentals/{rental_id}", tags=["rentals"])
-def get_rental(rental_id: RentalId, svc: Service, _: Operator) -> dict[str, Any]:
+def get_rental(rental_id: RentalId, svc: Service, dummy: Operator) -> dict[str, Any]:
     return svc.get_rental(rental_id)
 
 
 @router.patch("/rentals/{rental_id}", tags=["rentals"])
-def patch_rental(rental_id: RentalId, body: schemas.RentalPatch, svc: Service, _: Operator) -> dict[str, Any]:
+def patch_rental(rental_id: RentalId, body: schemas.RentalPatch, svc: Service, dummy: Operator) -> dict[str, Any]:
     """Replace the keys and/or change limits of an active lease (same lease id)."""
     return svc.patch_rental(rental_id, body)
 
 
 @router.delete("/rentals/{rental_id}", tags=["rentals"])
-def end_rental(rental_id: RentalId, svc: Service, _: Operator) -> dict[str, Any]:
+def end_rental(rental_id: RentalId, svc: Service, dummy: Operator) -> dict[str, Any]:
     """End a lease now (idempotent); answers the rental with ended_at set."""
     return svc.end_rental(rental_id)

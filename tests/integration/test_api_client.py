@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
-import re
+
 import socket
 import struct
 import threading
@@ -64,7 +64,7 @@ class RawServer:
     def _accept(self):
         while not self.closed:
             try:
-                conn, _ = self.sock.accept()
+                conn, dummy = self.sock.accept()
             except OSError:
                 return
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
@@ -78,12 +78,12 @@ class RawServer:
                 if not chunk:
                     return
                 data += chunk
-            head, _, body = data.partition(b'\r\n\r\n')
+            head, dummy, body = data.partition(b'\r\n\r\n')
             lines = head.decode('latin-1').split('\r\n')
-            method, path, _ = lines[0].split(' ', 2)
+            method, path, dummy = lines[0].split(' ', 2)
             headers = {}
             for line in lines[1:]:
-                name, _, value = line.partition(':')
+                name, dummy, value = line.partition(':')
                 headers[name.strip().lower()] = value.strip()
             length = int(headers.get('content-length') or 0)
             while len(body) < length:
@@ -216,13 +216,13 @@ def test_huge_chunked_body_without_length_is_refused(raw_server):
         chunk = b'a' * 65536
         try:
             conn.sendall(b'1\r\n[\r\n')
-            for _ in range(64):       # 4 MiB, more than the cap
+            for dummy in range(64):       # 4 MiB, more than the cap
                 conn.sendall(b'%x\r\n%s\r\n' % (len(chunk), chunk))
         except OSError:
             pass
 
     server = raw_server(endless)
-    exc, _ = timed(lambda: client_for(server.url).get_device('d1'))
+    exc, dummy = timed(lambda: client_for(server.url).get_device('d1'))
     assert isinstance(exc, MarketplaceMalformed) and 'too big' in str(exc), exc
 
 
@@ -231,7 +231,7 @@ def test_redirect_is_not_followed_and_the_token_goes_nowhere(raw_server):
     location = target.url + '/api/v1/devices/d1?sig=abc'
     server = raw_server(lambda conn, req: conn.sendall(answer(302, b'', {'Location': location})))
     for call in (lambda c: c.get_device('d1'), lambda c: c.checkin('d1', {})):
-        exc, _ = timed(lambda: call(client_for(server.url)))
+        exc, dummy = timed(lambda: call(client_for(server.url)))
         assert isinstance(exc, MarketplaceRejected), exc
         assert exc.status == 302 and exc.error == 'redirect'
         assert 'not followed' in str(exc) and target.url in str(exc) and 'sig=abc' not in str(exc)
@@ -246,7 +246,7 @@ def test_redirect_body_is_not_read(raw_server):
         try:
             conn.sendall(b'HTTP/1.1 301 Moved\r\nLocation: https://elsewhere.invalid/\r\n'
                          b'Content-Length: 1000000000\r\n\r\n')
-            for _ in range(50):
+            for dummy in range(50):
                 conn.sendall(b'x' * 65536)
                 time.sleep(0.1)
         except OSError:
@@ -292,14 +292,14 @@ def test_gateway_errors_are_retried_then_succeed(raw_server):
 def test_creating_is_not_retried_on_a_gateway_error(raw_server):
     """A 502/504 may come after the server created the device: a retry could create two."""
     server = raw_server(lambda conn, req: conn.sendall(answer(502, b'')))
-    exc, _ = timed(lambda: client_for(server.url).create_device('pi'))
+    exc, dummy = timed(lambda: client_for(server.url).create_device('pi'))
     assert isinstance(exc, MarketplaceUnreachable) and exc.status == 502, exc
     assert len(server.requests) == 1
 
 
 def test_server_error_500_is_unreachable_not_retried(raw_server):
     server = raw_server(lambda conn, req: conn.sendall(answer(500, {'error': 'internal', 'detail': 'boom'})))
-    exc, _ = timed(lambda: client_for(server.url).checkin('d1', {}))
+    exc, dummy = timed(lambda: client_for(server.url).checkin('d1', {}))
     assert isinstance(exc, MarketplaceUnreachable) and 'HTTP 500 internal: boom' in str(exc), exc
     assert len(server.requests) == 1
 
@@ -315,7 +315,7 @@ def test_server_error_500_is_unreachable_not_retried(raw_server):
 ])
 def test_malformed_answers(raw_server, body, words):
     server = raw_server(lambda conn, req: conn.sendall(answer(200, body)))
-    exc, _ = timed(lambda: client_for(server.url).get_device('d1'))
+    exc, dummy = timed(lambda: client_for(server.url).get_device('d1'))
     assert isinstance(exc, MarketplaceMalformed), exc
     assert 'malformed' in str(exc) and words in str(exc)
     assert_clean(exc)
@@ -323,13 +323,13 @@ def test_malformed_answers(raw_server, body, words):
 
 def test_compressed_answer_is_refused(raw_server):
     server = raw_server(lambda conn, req: conn.sendall(answer(200, b'\x1f\x8b\x08', {'Content-Encoding': 'gzip'})))
-    exc, _ = timed(lambda: client_for(server.url).get_device('d1'))
+    exc, dummy = timed(lambda: client_for(server.url).get_device('d1'))
     assert isinstance(exc, MarketplaceMalformed) and 'compressed' in str(exc), exc
 
 
 def test_register_and_page_shapes_are_checked(raw_server):
     server = raw_server(lambda conn, req: conn.sendall(answer(200, {'device': {'id': 'd1'}, 'tunnel': {'host': 'h'}})))
-    exc, _ = timed(lambda: client_for(server.url).register('d1', FACTS, fake_key()))
+    exc, dummy = timed(lambda: client_for(server.url).register('d1', FACTS, fake_key()))
     assert isinstance(exc, MarketplaceMalformed) and 'tunnel of the register answer has no' in str(exc), exc
     pages = [{'items': [{'id': 'a'}], 'next_cursor': 'c1'}, {'items': [{'id': 'b'}], 'next_cursor': 'c1'}]
     server = raw_server(lambda conn, req: conn.sendall(answer(200, pages[min(len(server.requests), 2) - 1])))
@@ -347,7 +347,7 @@ def test_register_and_page_shapes_are_checked(raw_server):
 def test_rejection_detail_is_truncated_and_token_scrubbed(raw_server):
     detail = 'token %s is bad; ' % TOKEN + 'y' * 5000
     server = raw_server(lambda conn, req: conn.sendall(answer(403, {'error': 'forbidden', 'detail': detail})))
-    exc, _ = timed(lambda: client_for(server.url).get_device('d1'))
+    exc, dummy = timed(lambda: client_for(server.url).get_device('d1'))
     assert isinstance(exc, MarketplaceRejected), exc
     assert exc.status == 403 and exc.error == 'forbidden'
     assert len(exc.detail) <= MAX_DETAIL and TOKEN not in exc.detail
@@ -378,7 +378,7 @@ def test_nothing_listening_fails_fast_after_retries():
 
 def test_tls_to_a_plain_server_is_a_clear_error(raw_server):
     server = raw_server(lambda conn, req: None)
-    exc, _ = timed(lambda: client_for(server.url.replace('http://', 'https://'), timeout=3).get_device('d1'))
+    exc, dummy = timed(lambda: client_for(server.url.replace('http://', 'https://'), timeout=3).get_device('d1'))
     assert isinstance(exc, MarketplaceUnreachable), exc
     assert_clean(exc)
 

@@ -45,7 +45,7 @@ class RecordingForwarder:
     def _accept(self):
         while True:
             try:
-                client, _ = self.sock.accept()
+                client, dummy = self.sock.accept()
             except OSError:
                 return
             try:
@@ -269,8 +269,8 @@ def test_failures_are_clear_and_secret_free(device, change, words):
 def test_unknown_device_and_unreachable_marketplace(device):
     device_id, token, forwarder, operator = device
     result = run_module(base_args('00000000-0000-4000-8000-000000000000', forwarder.url, device_token=token))
-    assert result.get('failed') is True and ('401' in result['msg'] or '403' in result['msg']
-                                            or '404' in result['msg']), result['msg']
+    assert result.get('failed') is True, result
+    assert any(code in result['msg'] for code in ('401', '403', '404')), result['msg']
     with socket.socket() as sock:
         sock.bind(('127.0.0.1', 0))
         dead = 'http://127.0.0.1:%d' % sock.getsockname()[1]

@@ -342,7 +342,8 @@ def test_rental_lifecycle(renter_image, marketplace, tmp_path):
         assert info['Config']['Labels']['p2pvps.lease'] == lease_id
         assert [m['Name'] for m in info['Mounts']] == ['p2pvps-lease-%s' % lease_id]
         assert first['disk_limit_enforced'] is True, first['disk_limit_reason']
-        assert 'G' in ssh(port, user, key1, 'df -h ~ | tail -1').stdout
+        size_kib = int(ssh(port, user, key1, 'df -k --output=size ~ | tail -1').stdout.split()[0])
+        assert 0.85 * 1024 ** 2 < size_kib <= 1024 ** 2, size_kib  # the lease's 1 GB disk
         state = json.loads((state_dir / 'lease.json').read_text())
         assert state['lease']['id'] == lease_id
         assert oct((state_dir / 'lease.json').stat().st_mode & 0o777) == '0o600'

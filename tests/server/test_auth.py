@@ -30,7 +30,7 @@ def calls(device_id, rental_id="some-rental"):
 
 @pytest.mark.parametrize("token", [None, "", "wrong-token-0123456789", "x" * 600, "Bearer", "ünïcödé"])
 def test_missing_or_wrong_token_is_401(shared_marketplace, two_devices, token):
-    (device_id, _), _ = two_devices
+    (device_id, dummy), dummy = two_devices
     for method, path, body in calls(device_id):
         kwargs = {} if body is None else {"json": body}
         if token is None:
@@ -58,7 +58,7 @@ def test_operator_token_in_another_scheme_is_401(shared_marketplace):
 
 
 def test_device_token_on_operator_endpoints_is_403(shared_marketplace, two_devices):
-    (device_id, token), _ = two_devices
+    (device_id, token), dummy = two_devices
     rental_id = "some-rental"
     operator_only = [c for c in calls(device_id, rental_id)
                      if c[1] in ("/api/v1/devices", "/api/v1/rentals") or "/rentals/" in c[1]]
@@ -69,7 +69,7 @@ def test_device_token_on_operator_endpoints_is_403(shared_marketplace, two_devic
 
 
 def test_device_token_on_another_device_is_403(shared_marketplace, two_devices):
-    (a_id, a_token), (b_id, _) = two_devices
+    (a_id, a_token), (b_id, dummy) = two_devices
     for method, path, body in calls(b_id):
         if not path.startswith(f"/api/v1/devices/{b_id}"):
             continue
@@ -84,7 +84,7 @@ def test_device_token_on_another_device_is_403(shared_marketplace, two_devices):
 
 
 def test_operator_cannot_act_as_a_device(shared_marketplace, two_devices):
-    (device_id, _), _ = two_devices
+    (device_id, dummy), dummy = two_devices
     for suffix, body in (("register", {"facts": DEFAULT_FACTS, "tunnel_public_key": ed25519_public_key()}),
                          ("checkin", {})):
         answer = shared_marketplace.request("POST", f"/api/v1/devices/{device_id}/{suffix}", json=body)
@@ -92,7 +92,7 @@ def test_operator_cannot_act_as_a_device(shared_marketplace, two_devices):
 
 
 def test_device_token_works_for_its_own_device(shared_marketplace, two_devices):
-    (device_id, token), _ = two_devices
+    (device_id, token), dummy = two_devices
     assert shared_marketplace.request("GET", f"/api/v1/devices/{device_id}", token=token).status_code == 200
     assert shared_marketplace.checkin(device_id, token)["lease"] is None
 

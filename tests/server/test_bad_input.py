@@ -9,7 +9,8 @@ from tests.server.helpers import assert_error
 JSON = {"Content-Type": "application/json"}
 
 
-def raw(server, method, path, data, token=None, headers=JSON):
+def raw(server, method, path, data, token=None, headers=None):
+    headers = JSON if headers is None else headers
     token = server.operator_token if token is None else token
     return server.request(method, path, token=token, data=data, headers=headers)
 
@@ -121,7 +122,7 @@ def test_body_over_64_kib_is_413(shared_marketplace):
 
     def chunks():                                   # no Content-Length: streamed, cut off at the cap
         yield b'{"name": "x", "description": "'
-        for _ in range(80):
+        for dummy in range(80):
             yield b"d" * 1024
         yield b'"}'
     answer = shared_marketplace.request("POST", "/api/v1/devices", data=chunks(), headers=JSON)

@@ -30,7 +30,7 @@ def test_create_and_get_device(marketplace):
 
 
 def test_default_owner_and_description(marketplace):
-    device_id, _ = marketplace.create_device("pi-defaults")
+    device_id, dummy = marketplace.create_device("pi-defaults")
     device = marketplace.request("GET", f"/api/v1/devices/{device_id}").json()
     assert device["owner"] == "default" and device["description"] == ""
 

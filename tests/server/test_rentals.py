@@ -49,7 +49,7 @@ def test_rental_lifecycle(marketplace):
 
 
 def test_default_limits_and_image_and_key_list(marketplace):
-    device_id, _ = marketplace.online_device()
+    device_id, dummy = marketplace.online_device()
     keys = [ed25519_public_key("k1"), ed25519_public_key("k2")]
     answer = marketplace.request("POST", "/api/v1/rentals", json={
         "device_id": device_id, "renter": "carol", "ssh_public_keys": keys, "duration_s": 600,
@@ -109,14 +109,14 @@ def test_not_rentable_is_409(marketplace_factory):
     server.register_device(silent_id, silent_token)
     assert_error(server.request("POST", "/api/v1/rentals", json=rental_body(silent_id)), 409, "device_not_rentable")
 
-    device_id, _ = server.online_device()
+    device_id, dummy = server.online_device()
     time.sleep(1.6)
     offline = server.request("POST", "/api/v1/rentals", json=rental_body(device_id))
     assert "offline" in assert_error(offline, 409, "device_not_rentable")["detail"]
 
 
 def test_second_rental_on_a_leased_device_is_409(marketplace):
-    device_id, _ = marketplace.online_device()
+    device_id, dummy = marketplace.online_device()
     marketplace.create_rental(device_id)
     answer = marketplace.request("POST", "/api/v1/rentals", json=rental_body(device_id, renter="bob"))
     assert_error(answer, 409, "device_not_rentable")
@@ -124,7 +124,7 @@ def test_second_rental_on_a_leased_device_is_409(marketplace):
 
 @pytest.mark.parametrize("renter", ["root", "pi", "tunnel", "Alice", "1abc", "a" * 33, "al ice", "bob;id", ""])
 def test_bad_renter_names(shared_marketplace, shared_device, renter):
-    device_id, _ = shared_device
+    device_id, dummy = shared_device
     answer = shared_marketplace.request("POST", "/api/v1/rentals", json=rental_body(device_id, renter=renter))
     assert_error(answer, 422, "invalid_request")
 
@@ -148,13 +148,13 @@ def _key_with_type(declared, inner=b"ssh-ed25519"):
     "ssh-ed25519 " + "A" * 5000,                                        # too long
 ])
 def test_bad_ssh_keys(shared_marketplace, shared_device, key):
-    device_id, _ = shared_device
+    device_id, dummy = shared_device
     answer = shared_marketplace.request("POST", "/api/v1/rentals", json=rental_body(device_id, ssh_public_key=key))
     assert_error(answer, 422, "invalid_request")
 
 
 def test_good_key_types(marketplace):
-    device_id, _ = marketplace.online_device()
+    device_id, dummy = marketplace.online_device()
     keys = [_key_with_type("ssh-ed25519"),
             _key_with_type("ecdsa-sha2-nistp256", b"ecdsa-sha2-nistp256"),
             _key_with_type("ssh-rsa", b"ssh-rsa") + " user@host"]
@@ -174,7 +174,7 @@ def test_good_key_types(marketplace):
     {"ssh_public_keys": []}, {"ssh_public_key": None}, {"device_id": 5}, {"renter": None},
 ])
 def test_bad_rental_bodies(shared_marketplace, shared_device, change):
-    device_id, _ = shared_device
+    device_id, dummy = shared_device
     body = dict(rental_body(device_id), **change)
     body = {k: v for k, v in body.items() if v is not None}
     assert_error(shared_marketplace.request("POST", "/api/v1/rentals", json=body), 422, "invalid_request")

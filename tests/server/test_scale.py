@@ -45,7 +45,7 @@ def test_paging_through_1000_devices(marketplace):
     started = time.monotonic()
     created = create_devices(marketplace, DEVICES, owner_of=lambda i: "even" if i % 2 == 0 else "odd")
     created_s = time.monotonic() - started
-    ids = {device_id for device_id, _ in created}
+    ids = {device_id for device_id, dummy in created}
     assert len(ids) == DEVICES
 
     pages = all_pages(marketplace, limit=137)
@@ -68,8 +68,8 @@ def test_paging_through_1000_devices(marketplace):
 def test_filters(marketplace):
     amd, amd_token = marketplace.online_device("pi-amd")
     marketplace.register_device(amd, amd_token, facts=dict(DEFAULT_FACTS, architecture="amd64"))
-    arm, _ = marketplace.online_device("pi-arm")
-    new, _ = marketplace.create_device("pi-new", owner="zoe")
+    arm, dummy = marketplace.online_device("pi-arm")
+    new, dummy = marketplace.create_device("pi-new", owner="zoe")
     rental = marketplace.create_rental(arm)
 
     def ids(**filters):

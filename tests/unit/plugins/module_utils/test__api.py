@@ -144,7 +144,7 @@ def test_retry_after_is_capped(header, expected):
 
 def test_retry_keeps_settings_and_caps_backoff():
     retry = make_retry(time.monotonic() + 1000, retries=10, backoff=100)
-    for _ in range(4):
+    for dummy in range(4):
         retry = retry.increment('GET', '/x', error=_connect_error())
     assert retry.deadline is not None and retry.max_retry_after == 10.0
     assert retry.get_backoff_time() == api.MAX_BACKOFF

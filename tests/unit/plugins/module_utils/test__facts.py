@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import base64
-import os
 import socket
 import struct
 import threading
@@ -171,7 +170,7 @@ def fake_docker_socket(path, answer):
     server.listen(1)
 
     def serve():
-        conn, _ = server.accept()
+        conn, dummy = server.accept()
         with conn:
             conn.recv(4096)
             conn.sendall(answer)
@@ -252,7 +251,7 @@ def test_gather_disk_error_is_clear():
 
 
 def test_gather_real_host():
-    facts, _ = f.gather('/var/lib/docker', docker_probe=lambda: None)
+    facts, dummy = f.gather('/var/lib/docker', docker_probe=lambda: None)
     clean = f.validate_facts(facts)
     assert clean['memory_mb'] > 0 and clean['cpu_count'] >= 1 and clean['disk_gb'] > 0
     assert clean['architecture'] in ('amd64', 'arm64', 'armv7', 'armv6', '386') or clean['architecture']
