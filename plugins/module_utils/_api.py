@@ -878,6 +878,9 @@ class DeviceClient(object):
     def checkin(self, observed=None):
         return self.client.checkin(self.device_id, observed)
 
+    def delete(self):
+        self.client.delete_device(self.device_id)
+
     def close(self):
         self.client.close()
 

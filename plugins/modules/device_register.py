@@ -45,11 +45,20 @@ attributes:
         Facts that drift (for example a resized disk or an upgraded Docker Engine) update the
         registration.
 options:
+  state:
+    description:
+      - V(present) registers or refreshes the device.
+      - V(absent) deregisters it (decommissioning) - the marketplace deletes the device, ends its
+        lease and frees its tunnel port; the device token stops working. A device the marketplace
+        does not know (HTTP 404) is left as it is. Facts and keys are not needed then.
+    type: str
+    choices: [present, absent]
+    default: present
   tunnel_public_key:
     description:
       - OpenSSH public key (C(ssh-ed25519 AAAA... [comment])) of the device's reverse tunnel. The
         tunnel server authorizes it for this device's remote port only.
-      - Exactly one of O(tunnel_public_key) and O(tunnel_public_key_file) is required.
+      - With O(state=present), exactly one of O(tunnel_public_key) and O(tunnel_public_key_file) is required.
     type: str
   tunnel_public_key_file:
     description:
@@ -119,13 +128,20 @@ EXAMPLES = r"""
   environment:
     P2PVPS_MARKETPLACE_URL: https://market.example.org
     P2PVPS_DEVICE_ID: "{{ p2pvps_device_id }}"
+
+- name: Decommission - deregister the device (ends its lease at the marketplace, frees its port)
+  p2pvps.fleet.device_register:
+    marketplace_url: https://market.example.org
+    device_id: "{{ p2pvps_device_id }}"
+    device_token_file: /etc/p2pvps/device_token
+    state: absent
 """
 
 RETURN = r"""
 device:
   description:
     - The device as the marketplace has it after this run (in check mode, as it is now).
-  returned: success
+  returned: success and O(state=present)
   type: dict
   sample:
     id: 0c6c2b59-7d0e-4b57-9f6b-0f1c0d8f5a11
@@ -152,7 +168,7 @@ device:
 tunnel:
   description:
     - The device's tunnel assignment. V(null) in check mode for a device that was never registered.
-  returned: success
+  returned: success and O(state=present)
   type: dict
   contains:
     host:
@@ -177,7 +193,7 @@ tunnel:
       sample: 20017
 facts:
   description: The facts sent to the marketplace (or that would be sent, or that are registered already).
-  returned: success
+  returned: success and O(state=present)
   type: dict
   sample:
     memory_mb: 3797
@@ -189,7 +205,7 @@ facts:
     docker_version: 20.10.24+dfsg1
 tunnel_public_key:
   description: The tunnel public key registered (normalized to C(type base64 [comment])).
-  returned: success
+  returned: success and O(state=present)
   type: str
   sample: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ8n... pi-kitchen
 """
@@ -273,7 +289,30 @@ class DeviceRegistration(object):
         except _facts.FactsError as exc:
             self.fail(to_native(exc))
 
+    def deregister(self):
+        client = client_from_module(self.module)
+        result = {'changed': False, 'device': None, 'tunnel': None, 'facts': None, 'tunnel_public_key': None}
+        try:
+            device = client.get_device()
+        except MarketplaceRejected as exc:
+            if exc.status == 404:
+                self.module.exit_json(**result)
+            self.fail('reading device %s failed: %s' % (client.device_id, to_native(exc)), **result)
+        except MarketplaceError as exc:
+            self.fail('reading device %s failed: %s' % (client.device_id, to_native(exc)), **result)
+        result['changed'] = True
+        if self.module._diff:
+            result['diff'] = {'before': registration_view(device), 'after': {}}
+        if not self.module.check_mode:
+            try:
+                client.delete()
+            except MarketplaceError as exc:
+                self.fail('deregistering device %s failed: %s' % (client.device_id, to_native(exc)), **result)
+        self.module.exit_json(**result)
+
     def run(self):
+        if self.params['state'] == 'absent':
+            self.deregister()
         key = self.public_key()
         facts, notes = self.facts()
         client = client_from_module(self.module)
@@ -318,6 +357,7 @@ class DeviceRegistration(object):
 def main():
     argument_spec = dict(MARKETPLACE_COMMON_ARGS)
     argument_spec.update(
+        state=dict(type='str', default='present', choices=['present', 'absent']),
         tunnel_public_key=dict(type='str'),
         tunnel_public_key_file=dict(type='path'),
         facts=dict(type='dict', default={}),
@@ -329,7 +369,7 @@ def main():
         argument_spec=argument_spec,
         supports_check_mode=True,
         mutually_exclusive=[('tunnel_public_key', 'tunnel_public_key_file')],
-        required_one_of=[('tunnel_public_key', 'tunnel_public_key_file')],
+        required_if=[('state', 'present', ('tunnel_public_key', 'tunnel_public_key_file'), True)],
     )
     DeviceRegistration(module).run()
 

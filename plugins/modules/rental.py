@@ -61,6 +61,21 @@ attributes:
     details:
       - Holds while the marketplace's answer stays the same (a renewed lease changes the state file).
 options:
+  state:
+    description:
+      - V(present) converges the renter container to the marketplace's lease.
+      - V(absent) removes every renter container and lease volume of this device and forgets the
+        lease (for decommissioning). It still checks in once, to learn whether the marketplace
+        holds a live lease; a live lease (the marketplace's, or the local one before its
+        C(expires_at)) is not cut unless O(force=true), and the task fails instead.
+    type: str
+    choices: [present, absent]
+    default: present
+  force:
+    description:
+      - With O(state=absent), remove a live lease too. The renter loses their container and data.
+    type: bool
+    default: false
   local_port:
     description:
       - Port on C(127.0.0.1) of the device where the renter's sshd is published; the tunnel
@@ -126,6 +141,13 @@ EXAMPLES = r"""
     fail_on_api_error: true
     require_disk_limit: true
     local_port: 2222
+
+- name: Decommission - remove the renter container and volumes (fails while a lease is live)
+  p2pvps.fleet.rental:
+    marketplace_url: https://market.example.org
+    device_id: "{{ p2pvps_device_id }}"
+    device_token_file: /etc/p2pvps/device_token
+    state: absent
 """
 
 RETURN = r"""
@@ -203,9 +225,7 @@ diff:
 """
 
 import datetime
-import json
 import os
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
@@ -223,42 +243,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import (
     RenterDocker,
     sdk_problem,
 )
-
-STATE_FILE = 'lease.json'
-
-
-def read_state(path):
-    """(Lease or None, warning or None) from the state file."""
-    try:
-        with open(path, 'rb') as handle:
-            raw = json.loads(handle.read(1024 * 1024).decode('utf-8'))
-    except FileNotFoundError:
-        return None, None
-    except (ValueError, UnicodeError) as exc:
-        return None, 'local lease state %s is unreadable and ignored: %s' % (path, to_native(exc))
-    try:
-        return _rental.parse_state(raw), None
-    except _rental.LeaseError as exc:
-        return None, 'local lease state %s is ignored: %s' % (path, to_native(exc))
-
-
-def write_state(path, lease):
-    """Atomic write: temporary file in the same directory, fsync, 0600, rename."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.lease.', dir=directory)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, 'w') as handle:
-            json.dump(_rental.state_content(lease), handle, indent=2, sort_keys=True)
-            handle.write('\n')
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from ansible_collections.p2pvps.fleet.plugins.module_utils._state import STATE_FILE, read_state, write_state
 
 
 class RentalManager:
@@ -303,6 +288,9 @@ class RentalManager:
         volumes = self.docker.lease_volumes()
         api_ok, desired = self.checkin(containers, local_state)
         now = datetime.datetime.now(datetime.timezone.utc)
+        if self.params['state'] == 'absent':
+            self.refuse_live_lease(desired, local_state, now)
+            desired, api_ok = None, True
         plan = _rental.decide(desired, api_ok, containers, local_state, now, volumes,
                               local_port=self.params['local_port'])
         self.check_images(plan)
@@ -334,6 +322,14 @@ class RentalManager:
         if self.result['api_error'] and self.params['fail_on_api_error']:
             self.module.fail_json(msg=self.result['api_error'], **self.result)
         self.module.exit_json(**self.result)
+
+    def refuse_live_lease(self, desired, local_state, now):
+        live = [lease for lease in (desired, local_state) if lease is not None and not lease.expired(now)]
+        if live and not self.params['force']:
+            self.module.fail_json(
+                msg='lease %s is live until %s: end the rental first, or set force=true to cut it; '
+                    'nothing was changed' % (live[0].id, _rental.format_time(live[0].expires_at)),
+                **self.result)
 
     def check_images(self, plan):
         lease = plan.lease_after
@@ -393,6 +389,8 @@ class RentalManager:
 def main():
     argument_spec = dict(MARKETPLACE_COMMON_ARGS)
     argument_spec.update(
+        state=dict(type='str', default='present', choices=['present', 'absent']),
+        force=dict(type='bool', default=False),
         local_port=dict(type='int', default=2222),
         state_dir=dict(type='path', default='/var/lib/p2pvps'),
         fail_on_api_error=dict(type='bool', default=False),

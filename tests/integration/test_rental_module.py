@@ -442,3 +442,48 @@ def test_rental_expired_with_api_down(renter_image, marketplace, tmp_path):
 
 def calendar_epoch(iso):
     return calendar.timegm(time.strptime(iso, '%Y-%m-%dT%H:%M:%SZ'))
+
+
+def test_state_absent_refuses_a_live_lease_unless_forced(renter_image, marketplace, tmp_path):
+    """Decommission: state=absent keeps a live lease (fails, nothing changed); force removes it."""
+    device = new_device(marketplace)
+    pub = make_keypair(tmp_path / 'key')[1]
+    args = real_args(marketplace, device, tmp_path / 'state', free_port())
+    other = docker('run', '-d', '--label', 'p2pvps.test=bystander', '--entrypoint', 'sleep', RENTER_IMAGE, '600')
+    rental = marketplace.create_rental(device['id'], renter='dora', ssh_public_key=pub, hours=1)
+    lease_id = rental['id']
+    try:
+        assert kinds(run_rental(args)) == ['create', 'write_state']
+        refused = run_rental(dict(args, state='absent'))
+        assert refused.get('failed') is True and 'is live until' in refused['msg'], refused
+        assert renter_containers(lease_id) and volume_exists(lease_id)
+
+        dry = run_rental(dict(args, state='absent', force=True), check_mode=True, diff=True)
+        assert dry['changed'] is True and renter_containers(lease_id)
+        assert kinds(dry) == ['remove_container', 'remove_volume', 'write_state']
+
+        forced = run_rental(dict(args, state='absent', force=True))
+        assert kinds(forced) == ['remove_container', 'remove_volume', 'write_state'], forced
+        assert not renter_containers(lease_id) and not volume_exists(lease_id)
+        assert docker('inspect', '-f', '{{.State.Running}}', other) == 'true'
+        again = run_rental(dict(args, state='absent', force=True))
+        assert again['changed'] is False and again['actions'] == []
+    finally:
+        docker('rm', '-f', other, check=False)
+        cleanup_lease(lease_id, tmp_path / 'state')
+
+
+def test_state_absent_after_the_lease_ended(renter_image, marketplace, tmp_path):
+    device = new_device(marketplace)
+    pub = make_keypair(tmp_path / 'key')[1]
+    args = real_args(marketplace, device, tmp_path / 'state', free_port())
+    lease_id = marketplace.create_rental(device['id'], renter='eve', ssh_public_key=pub, hours=1)['id']
+    try:
+        assert kinds(run_rental(args)) == ['create', 'write_state']
+        marketplace.end_rental(lease_id)
+        removed = run_rental(dict(args, state='absent'))
+        assert removed.get('failed') is not True, removed
+        assert kinds(removed) == ['remove_container', 'remove_volume', 'write_state']
+        assert not renter_containers(lease_id)
+    finally:
+        cleanup_lease(lease_id, tmp_path / 'state')
