@@ -293,10 +293,10 @@ class RenterDocker:
             observed.append(_rental.ObservedVolume(lease_id, item['Name'], self._volume_disk_gb(item, lease_id)))
         return observed
 
-    def mount_lease_disks(self):
-        """Mount the file systems of loop-backed lease volumes (lost on reboot); the lease ids mounted."""
+    def mount_lease_disks(self, volumes):
+        """Mount the file systems of loop-backed lease `volumes` (lost on reboot); the lease ids mounted."""
         mounted = []
-        for volume in self.lease_volumes():
+        for volume in volumes:
             if volume.disk_gb is None:
                 continue
             disk = LeaseDisk(self.disk_dir, volume.lease_id)

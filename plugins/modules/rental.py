@@ -283,9 +283,9 @@ class RentalManager:
         local_state, warning = read_state(self.state_path)
         if warning:
             self.module.warn(warning)
-        mounted = [] if self.module.check_mode else self.docker.mount_lease_disks()
-        containers = self.docker.renter_containers()
         volumes = self.docker.lease_volumes()
+        mounted = [] if self.module.check_mode else self.docker.mount_lease_disks(volumes)
+        containers = self.docker.renter_containers()
         api_ok, desired = self.checkin(containers, local_state)
         now = datetime.datetime.now(datetime.timezone.utc)
         if self.params['state'] == 'absent':

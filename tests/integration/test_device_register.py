@@ -14,79 +14,17 @@ import re
 import socket
 import struct
 import sys
-import threading
 
 import pytest
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils._api import MarketplaceClient
+from ansible_collections.p2pvps.fleet.plugins.module_utils._api import MarketplaceClient, MarketplaceRejected
 from tests.fixtures.common import ansible_env, run_ansible
-
-REQUEST_LINE = re.compile(rb'(?:^|\r\n)(GET|POST|PUT|PATCH|DELETE) (/\S*) HTTP/1\.[01]\r\n')
+from tests.fixtures.proxies import RecordingForwarder
 
 
 def fake_key(seed=1, comment='pi@test'):
     blob = struct.pack('>I', 11) + b'ssh-ed25519' + struct.pack('>I', 32) + bytes([seed]) * 32
     return 'ssh-ed25519 %s %s' % (base64.b64encode(blob).decode(), comment)
-
-
-class RecordingForwarder:
-    """Forwards loopback TCP to `upstream_port` and records the request lines it sees."""
-
-    def __init__(self, upstream_port):
-        self.upstream_port = upstream_port
-        self.sent = bytearray()
-        self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.bind(('127.0.0.1', 0))
-        self.sock.listen(16)
-        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client, dummy = self.sock.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(('127.0.0.1', self.upstream_port), timeout=10)
-            except OSError:
-                client.close()
-                continue
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, src, dst, record):
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if record:
-                    with self.lock:
-                        self.sent.extend(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def calls(self):
-        """[(method, path)] of the requests seen since the last reset."""
-        with self.lock:
-            data = bytes(self.sent)
-        return [(m.decode(), p.decode()) for m, p in REQUEST_LINE.findall(data)]
-
-    def reset(self):
-        with self.lock:
-            del self.sent[:]
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture
@@ -277,3 +215,47 @@ def test_unknown_device_and_unreachable_marketplace(device):
     result = run_module(base_args(device_id, dead, device_token=token, timeout=3))
     assert result.get('failed') is True and 'cannot connect' in result['msg'], result['msg']
     assert token not in result['_output']
+
+
+def test_state_absent_deregisters(device):
+    device_id, token, forwarder, operator = device
+    assert run_module(base_args(device_id, forwarder.url, device_token=token))['changed'] is True
+    port = operator.get_device(device_id)['tunnel']['remote_port']
+    absent = {'marketplace_url': forwarder.url, 'device_id': device_id, 'device_token': token, 'state': 'absent'}
+
+    forwarder.reset()
+    dry = run_module(absent, check_mode=True, diff=True)
+    assert dry['changed'] is True and dry['diff']['after'] == {}, dry
+    assert forwarder.calls() == [('GET', '/api/v1/devices/%s' % device_id)]   # no delete in check mode
+
+    forwarder.reset()
+    gone = run_module(absent)
+    assert gone.get('failed') is not True and gone['changed'] is True, gone
+    assert forwarder.calls() == [('GET', '/api/v1/devices/%s' % device_id),
+                                 ('DELETE', '/api/v1/devices/%s' % device_id)]
+    assert token not in gone['_output']
+    with pytest.raises(MarketplaceRejected) as missing:
+        operator.get_device(device_id)
+    assert missing.value.status == 404
+    assert port > 0
+
+
+def test_state_absent_of_a_device_already_gone(device, marketplace):
+    """404 (an operator-token run for a deleted id): nothing to do, not a failure."""
+    dummy_id, dummy_token, forwarder, operator = device
+    unknown = operator.create_device('pi-gone-%s' % os.urandom(3).hex())
+    operator.delete_device(unknown['id'])
+    result = run_module({'marketplace_url': forwarder.url, 'device_id': unknown['id'],
+                         'device_token': marketplace.operator_token, 'state': 'absent'})
+    assert result.get('failed') is not True and result['changed'] is False, result
+
+
+def test_state_absent_with_a_revoked_token_fails_clearly(device):
+    dummy_id, token, forwarder, operator = device
+    unknown = operator.create_device('pi-short-lived-%s' % os.urandom(3).hex())
+    operator.delete_device(unknown['id'])
+    result = run_module({'marketplace_url': forwarder.url, 'device_id': unknown['id'],
+                         'device_token': unknown['device_token'], 'state': 'absent'})
+    # the deleted device's token no longer authenticates: a clear failure, not a silent success
+    assert result.get('failed') is True and 'reading device' in result['msg'], result
+    assert unknown['device_token'] not in result['_output'] and token not in result['_output']

@@ -1,0 +1,461 @@
+"""Benchmarks of p2pvps.fleet; every figure that matters is a ratio against a baseline run here.
+
+    bash benchmarks/run.sh [--quick] [--only converge,noop,agent,inventory,checkin,latency]
+
+Writes benchmarks/results.md (and results.json). Not a test: nothing here passes or fails
+on timings. Loopback and the project's own test containers only; every load is bounded.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# pylint: disable=wrong-import-position
+import requests  # noqa: E402
+
+from tests.fixtures.common import ansible_env  # noqa: E402
+from tests.fixtures.devices import DEVICE_DOCKER_IMAGE, create_fleet  # noqa: E402
+from tests.fixtures.proxies import RecordingForwarder  # noqa: E402
+from tests.fixtures.server import Marketplace, ed25519_public_key  # noqa: E402
+
+RENTER_IMAGE = "p2pvps/renter:latest"
+ANSIBLE_CFG = ROOT / "inventory.example" / "ansible.cfg"
+RESULTS = {}
+START = time.monotonic()
+
+
+def log(text):
+    print(f"[bench {time.monotonic() - START:7.1f}s] {text}", flush=True)
+
+
+def stats(values):
+    return {"min": min(values), "median": statistics.median(values), "runs": len(values)}
+
+
+def timed(func, *args, **kwargs):
+    start = time.monotonic()
+    result = func(*args, **kwargs)
+    return time.monotonic() - start, result
+
+
+def bench_env(**extra):
+    return ansible_env(ANSIBLE_CONFIG=str(ANSIBLE_CFG), ANSIBLE_SSH_CONTROL_PATH_DIR=tempfile.mkdtemp(
+        prefix="cp-", dir="/tmp"), **extra)
+
+
+def playbook(inventory, name, limit=None, env=None):
+    cmd = ["ansible-playbook", "-i", str(inventory), name]
+    if limit:
+        cmd += ["-l", limit]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env or bench_env(), capture_output=True, text=True,
+                          timeout=1800, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+# ---------------------------------------------------------------- 1. fleet converge
+
+
+class Fleet:
+    """N simulated Pis with Docker and the renter image, registered devices at a marketplace."""
+
+    def __init__(self, count, workdir):
+        self.name = f"b{uuid.uuid4().hex[:5]}"
+        self.fleet = create_fleet(self.name, workdir / "fleet")
+        self.pis = self.fleet.add(count, image=DEVICE_DOCKER_IMAGE, timeout=180)
+        image_tar = workdir / "renter.tar"
+        subprocess.run(["docker", "save", "-o", str(image_tar), RENTER_IMAGE], check=True)
+        for pi in self.pis:
+            with open(image_tar, "rb") as tar:
+                subprocess.run(["docker", "exec", "-i", pi.container_id, "docker", "load", "-q"], stdin=tar,
+                               check=True, capture_output=True, timeout=600)
+        self.market = Marketplace(workdir / "marketplace", bind_host=self.fleet.gateway(),
+                                  checkin_interval=120, offline_after=3600).start()
+        self.devices = {}
+        for pi in self.pis:
+            device_id, token = self.market.create_device(pi.name)
+            self.market.register_device(device_id, token)
+            pi.exec("sh", "-c", f"mkdir -p /etc/p2pvps && umask 077 && printf %s '{token}' > /etc/p2pvps/device_token")
+            self.devices[pi.name] = (device_id, token)
+        self.inventory = workdir / "inventory.json"
+        self.inventory.write_text(json.dumps({"all": {
+            "vars": {"ansible_user": "pi", "ansible_become": True,
+                     "ansible_ssh_private_key_file": str(self.fleet.key_path),
+                     "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                                                "-o LogLevel=ERROR",
+                     "p2pvps_marketplace_url": self.market.url, "p2pvps_validate_certs": False},
+            "children": {"p2pvps_devices": {"hosts": {
+                pi.name: {"ansible_host": pi.ip, "p2pvps_device_id": self.devices[pi.name][0],
+                          "p2pvps_device_token": self.devices[pi.name][1]} for pi in self.pis}}}}}))
+
+    def rent(self, pis):
+        key = ed25519_public_key()
+        return [self.market.create_rental(self.devices[pi.name][0], renter="bench", ssh_public_key=key,
+                                          hours=1)["id"] for pi in pis]
+
+    def end(self, rental_ids):
+        for rental_id in rental_ids:
+            self.market.end_rental(rental_id)
+
+    def renter_containers(self, pi):
+        return pi.exec("docker", "ps", "-aq").stdout.split()
+
+    def destroy(self):
+        self.market.stop()
+        self.fleet.destroy()
+
+
+def converge_cycle(fleet, pis, playbook_name, label):
+    """create -> no-op -> expiry on `pis`; seconds of each."""
+    limit = ",".join(pi.name for pi in pis)
+    rentals = fleet.rent(pis)
+    create, dummy = timed(playbook, fleet.inventory, playbook_name, limit)
+    if not all(fleet.renter_containers(pi) for pi in pis):
+        raise RuntimeError(f"{label}: not every Pi runs a renter container after the create converge")
+    noop, dummy = timed(playbook, fleet.inventory, playbook_name, limit)
+    fleet.end(rentals)
+    expiry, dummy = timed(playbook, fleet.inventory, playbook_name, limit)
+    if any(fleet.renter_containers(pi) for pi in pis):
+        raise RuntimeError(f"{label}: a renter container is left after the expiry converge")
+    return {"create": create, "noop": noop, "expiry": expiry}
+
+
+def bench_converge(workdir, sizes, reps):
+    fleet = Fleet(max(sizes), workdir)
+    ours_pb, base_pb = "p2pvps.fleet.converge", str(ROOT / "benchmarks" / "baseline" / "converge.yml")
+    table = {}
+    try:
+        # Warm up both (SSH control sockets, Python byte code on the devices), not measured.
+        converge_cycle(fleet, fleet.pis, ours_pb, "warm-up ours")
+        converge_cycle(fleet, fleet.pis, base_pb, "warm-up baseline")
+        for size in sizes:
+            pis = fleet.pis[:size]
+            runs = {"ours": [], "baseline": []}
+            for rep in range(reps):
+                order = [("ours", ours_pb), ("baseline", base_pb)]
+                if rep % 2:
+                    order.reverse()
+                for who, name in order:
+                    runs[who].append(converge_cycle(fleet, pis, name, who))
+            row = {}
+            for case in ("create", "noop", "expiry"):
+                ours = stats([r[case] for r in runs["ours"]])
+                base = stats([r[case] for r in runs["baseline"]])
+                row[case] = {"ours": ours, "baseline": base,
+                             "speedup_median": base["median"] / ours["median"],
+                             "speedup_min": base["min"] / ours["min"]}
+            table[size] = row
+            log(f"converge N={size}: " + ", ".join(
+                f"{case} ours {row[case]['ours']['median']:.1f}s / baseline {row[case]['baseline']['median']:.1f}s "
+                f"= x{row[case]['speedup_median']:.2f}" for case in row))
+        table["profile"] = profile_noop(fleet)
+        table["mitogen"] = try_mitogen(fleet, workdir, reps)
+    finally:
+        fleet.destroy()
+    RESULTS["converge"] = table
+
+
+def profile_noop(fleet):
+    """profile_tasks of one no-op converge of each, on the whole fleet."""
+    rentals = fleet.rent(fleet.pis)
+    profiles = {}
+    try:
+        for who, name in (("ours", "p2pvps.fleet.converge"),
+                          ("baseline", str(ROOT / "benchmarks" / "baseline" / "converge.yml"))):
+            playbook(fleet.inventory, name)   # create
+            out = playbook(fleet.inventory, name, env=bench_env(ANSIBLE_CALLBACKS_ENABLED="ansible.posix.profile_tasks"))
+            profiles[who] = [line.strip() for line in out.splitlines()
+                             if re.search(r" -+ \d+\.\d+s$", line)][:8]
+            fleet.end(rentals)
+            playbook(fleet.inventory, name)   # wipe
+            rentals = fleet.rent(fleet.pis)
+    finally:
+        fleet.end(rentals)
+    return profiles
+
+
+MITOGEN = "mitogen==0.3.54"
+
+
+def try_mitogen(fleet, workdir, reps):
+    """Our no-op converge on the whole fleet with and without Mitogen (not a requirement)."""
+    target = workdir / "mitogen"
+    install = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(target), MITOGEN],
+                             capture_output=True, text=True, timeout=300, check=False)
+    if install.returncode != 0:
+        return {"error": f"pip install {MITOGEN} failed: {install.stderr[-500:]}"}
+    mitogen_env = bench_env(ANSIBLE_STRATEGY_PLUGINS=str(target / "ansible_mitogen" / "plugins" / "strategy"),
+                            ANSIBLE_STRATEGY="mitogen_linear", PYTHONPATH=str(target))
+    rentals = fleet.rent(fleet.pis)
+    try:
+        playbook(fleet.inventory, "p2pvps.fleet.converge")
+        plain, with_mitogen = [], []
+        for dummy in range(reps):
+            plain.append(timed(playbook, fleet.inventory, "p2pvps.fleet.converge")[0])
+            try:
+                with_mitogen.append(timed(playbook, fleet.inventory, "p2pvps.fleet.converge", env=mitogen_env)[0])
+            except RuntimeError as exc:
+                return {"error": str(exc)[-1500:]}
+        result = {"plain_noop": stats(plain), "mitogen_noop": stats(with_mitogen),
+                  "speedup_median": statistics.median(plain) / statistics.median(with_mitogen)}
+        log(f"mitogen no-op N={len(fleet.pis)}: x{result['speedup_median']:.2f}")
+        return result
+    finally:
+        fleet.end(rentals)
+        playbook(fleet.inventory, "p2pvps.fleet.converge")
+
+
+# ---------------------------------------------------------------- 2. no-op cost (counted)
+
+
+def bench_noop():
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider",
+                           "tests/integration/test_noop_cost.py"], cwd=ROOT, env=ansible_env(),
+                          capture_output=True, text=True, timeout=900, check=False)
+    line = next((text for text in proc.stdout.splitlines() if "MEASURED" in text), None)
+    RESULTS["noop"] = {"passed": proc.returncode == 0, "measured": line}
+    log(f"no-op cost: {line} (test {'passed' if proc.returncode == 0 else 'FAILED'})")
+
+
+# ---------------------------------------------------------------- 3. device agent cost
+
+RUSAGE = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+          "r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime, r.ru_maxrss)")
+
+
+def bench_agent(workdir, reps):
+    fleet = Fleet(1, workdir)
+    pi = fleet.pis[0]
+    try:
+        playbook_file = workdir / "agent.yml"
+        playbook_file.write_text(json.dumps([{
+            "hosts": "p2pvps_devices", "become": True, "roles": [{"role": "p2pvps.fleet.rental_agent"}],
+            "vars": {"rental_agent_marketplace_url": fleet.market.url,
+                     "rental_agent_device_id": "{{ p2pvps_device_id }}", "rental_agent_enabled": False}}]))
+        playbook(fleet.inventory, str(playbook_file))
+        module = ["env", "PYTHONPATH=/usr/local/lib/p2pvps", "python3", "-m",
+                  "ansible_collections.p2pvps.fleet.plugins.modules.rental", "/etc/p2pvps/rental-agent.json"]
+        bare = ["python3", "-c", "pass"]
+
+        def measure(cmd):
+            out = pi.exec("python3", "-c", RUSAGE, *cmd).stdout.split()
+            return float(out[0]), int(out[1])
+
+        fleet.rent([pi])
+        measure(module)   # creates the container
+        runs = {"agent_noop": [measure(module) for _ in range(reps)],
+                "python_startup": [measure(bare) for _ in range(reps)]}
+        cpu = stats([r[0] for r in runs["agent_noop"]])
+        rss = max(r[1] for r in runs["agent_noop"])
+        base_cpu = stats([r[0] for r in runs["python_startup"]])
+        interval = 120
+        RESULTS["agent"] = {
+            "cpu_s": cpu, "peak_rss_kib": rss, "python_startup_cpu_s": base_cpu,
+            "ratio_to_python_startup": cpu["median"] / base_cpu["median"],
+            "core_fraction_at_120s": cpu["median"] / interval,
+            # A Pi Zero 2 W (Cortex-A53, 1 GHz) runs Python roughly 8x slower than one core here.
+            "core_fraction_pi_zero_2_estimate": cpu["median"] * 8 / interval,
+        }
+        log(f"agent no-op run: {cpu['median']:.2f} CPU s, peak RSS {rss / 1024:.0f} MiB, "
+            f"x{RESULTS['agent']['ratio_to_python_startup']:.1f} a bare python3 start")
+    finally:
+        fleet.destroy()
+
+
+# ---------------------------------------------------------------- 4. inventory scale
+
+
+def create_devices(market, count):
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {market.operator_token}"
+
+    def worker(start):
+        for index in range(start, count, 4):
+            session.post(f"{market.url}/api/v1/devices", json={"name": f"inv-{index:05d}"}, timeout=30)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def bench_inventory(workdir, sizes, reps):
+    table = {}
+    for size in sizes:
+        market = Marketplace(workdir / f"inv-{size}").start()
+        try:
+            create_devices(market, size)
+            proxy = RecordingForwarder(int(market.url.rsplit(":", 1)[1]))
+            token_file = workdir / f"inv-{size}.token"
+            token_file.write_text(market.operator_token)
+            cache_dir = workdir / f"inv-cache-{size}"
+            config = workdir / f"inv-{size}.marketplace.yml"
+            config.write_text(json.dumps({
+                "plugin": "p2pvps.fleet.marketplace", "url": proxy.url, "token_file": str(token_file),
+                "page_size": 500, "keyed_groups": [{"key": "p2pvps_status", "prefix": "status"}],
+                "cache": True, "cache_plugin": "ansible.builtin.jsonfile",
+                "cache_connection": str(cache_dir), "cache_timeout": 3600}))
+            static = workdir / f"inv-{size}.static.yml"
+            static.write_text(json.dumps({"all": {"children": {"status_new": {"hosts": {
+                f"inv-{i:05d}": {"p2pvps_status": "new"} for i in range(size)}}}}}))
+
+            def run(path, flush=False):
+                cmd = ["ansible-inventory", "-i", str(path), "--list"] + (["--flush-cache"] if flush else [])
+                elapsed, proc = timed(subprocess.run, cmd, env=ansible_env(), capture_output=True, text=True,
+                                      timeout=600, check=True)
+                return elapsed, len(json.loads(proc.stdout)["_meta"]["hostvars"])
+
+            cold, cached, base, calls = [], [], [], []
+            for dummy in range(reps):
+                proxy.reset()
+                elapsed, hosts = run(config, flush=True)
+                cold.append(elapsed)
+                calls.append(len(proxy.calls()))
+                assert hosts == size, (hosts, size)
+                proxy.reset()
+                cached.append(run(config)[0])
+                assert not proxy.calls(), "a cached run must not call the API"
+                base.append(run(static)[0])
+            table[size] = {"cold": stats(cold), "cached": stats(cached), "static_baseline": stats(base),
+                           "api_calls_cold": max(calls), "pages_expected": math.ceil(size / 500),
+                           "cold_over_static": statistics.median(cold) / statistics.median(base),
+                           "cached_over_static": statistics.median(cached) / statistics.median(base)}
+            log(f"inventory {size}: cold {statistics.median(cold):.2f}s ({max(calls)} API calls), cached "
+                f"{statistics.median(cached):.2f}s, static YAML {statistics.median(base):.2f}s")
+            proxy.close()
+        finally:
+            market.stop()
+    RESULTS["inventory"] = table
+
+
+# ---------------------------------------------------------------- 5. check-in load
+
+
+def load(market, paths, duration_s, threads):
+    """Hit `paths` (method, path, token, body) round-robin from `threads` for `duration_s`."""
+    latencies, errors = [], [0]
+    lock = threading.Lock()
+    deadline = time.monotonic() + duration_s
+
+    def worker(offset):
+        session = requests.Session()
+        index = offset
+        mine = []
+        while time.monotonic() < deadline:
+            method, path, token, body = paths[index % len(paths)]
+            index += threads
+            start = time.monotonic()
+            response = session.request(method, market.url + path, json=body, timeout=30,
+                                       headers={"Authorization": f"Bearer {token}"})
+            mine.append(time.monotonic() - start)
+            if response.status_code != 200:
+                with lock:
+                    errors[0] += 1
+        with lock:
+            latencies.extend(mine)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    latencies.sort()
+    return {"requests_per_s": len(latencies) / duration_s, "p50_ms": 1000 * latencies[len(latencies) // 2],
+            "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)], "errors": errors[0],
+            "requests": len(latencies)}
+
+
+def bench_checkin(workdir, duration_s, threads):
+    market = Marketplace(workdir / "load").start()
+    try:
+        devices = []
+        for index in range(200):
+            device_id, token = market.create_device(f"load-{index}")
+            market.register_device(device_id, token)
+            devices.append((device_id, token))
+        checkins = [("POST", f"/api/v1/devices/{d}/checkin", t, {"observed": {}}) for d, t in devices]
+        reads = [("GET", f"/api/v1/devices/{d}", t, None) for d, t in devices]
+        read = load(market, reads, duration_s, threads)
+        checkin = load(market, checkins, duration_s, threads)
+        needed = 10000 / 120
+        RESULTS["checkin"] = {"checkin": checkin, "device_read_baseline": read, "needed_per_s_10k_at_120s": needed,
+                              "headroom": checkin["requests_per_s"] / needed,
+                              "checkin_over_read": checkin["requests_per_s"] / read["requests_per_s"],
+                              "threads": threads, "duration_s": duration_s}
+        log(f"check-ins: {checkin['requests_per_s']:.0f}/s p50 {checkin['p50_ms']:.1f} ms p99 "
+            f"{checkin['p99_ms']:.1f} ms ({checkin['errors']} errors); 10k devices need {needed:.0f}/s")
+    finally:
+        market.stop()
+
+
+# ---------------------------------------------------------------- 6. lease latency
+
+
+def bench_latency():
+    name = f"l{uuid.uuid4().hex[:5]}"
+    proc = subprocess.run([sys.executable, "scripts/demo.py", "--name", name, "--down-after"], cwd=ROOT,
+                          env=ansible_env(), capture_output=True, text=True, timeout=1800, check=False)
+    login = re.search(r"renter logged in ([\d.]+) s after", proc.stdout)
+    wipe = re.search(r"container wiped ([\d.]+) s after", proc.stdout)
+    RESULTS["latency"] = {"agent_interval_s": 15,
+                          "create_to_login_s": float(login.group(1)) if login else None,
+                          "end_to_wipe_s": float(wipe.group(1)) if wipe else None}
+    log(f"lease latency (pull, 15 s timer): {RESULTS['latency']}")
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine():
+    cpu = next((text.split(":", 1)[1].strip() for text in Path("/proc/cpuinfo").read_text().splitlines()
+                if text.startswith("model name")), platform.machine())
+    docker = subprocess.run(["docker", "version", "-f", "{{.Server.Version}}"], capture_output=True,
+                            text=True, check=False).stdout.strip()
+    return f"{os.cpu_count()} x {cpu}, {platform.system()} {platform.release()}, Docker {docker}, Python {platform.python_version()}"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repetitions")
+    parser.add_argument("--only", default="converge,noop,agent,inventory,checkin,latency")
+    args = parser.parse_args(argv)
+    only = set(args.only.split(","))
+    reps = 2 if args.quick else 3
+    RESULTS["machine"] = machine()
+    RESULTS["started"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    with tempfile.TemporaryDirectory(prefix="p2pvps-bench-") as tmp:
+        workdir = Path(tmp)
+        steps = [
+            ("checkin", lambda: bench_checkin(workdir, 5 if args.quick else 10, 8)),
+            ("inventory", lambda: bench_inventory(workdir, [1000] if args.quick else [1000, 5000], reps)),
+            ("noop", bench_noop),
+            ("agent", lambda: bench_agent(workdir, reps)),
+            ("converge", lambda: bench_converge(workdir, [5] if args.quick else [5, 10, 20], reps)),
+            ("latency", bench_latency),
+        ]
+        for name, step in steps:
+            if name in only:
+                log(f"--- {name}")
+                step()
+    out = ROOT / "benchmarks" / ("results-quick.json" if args.quick else "results.json")
+    out.write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")
+    log(f"results in {out}")
+
+
+if __name__ == "__main__":
+    main()

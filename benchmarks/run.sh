@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The benchmarks' one command: set up this machine (as the tests do), then measure.
+#   bash benchmarks/run.sh            full run (about 30 minutes on 2 cores)
+#   bash benchmarks/run.sh --quick    a smaller run
+# Results: benchmarks/results.json; benchmarks/README.md explains them.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+bash scripts/bootstrap.sh
+. scripts/env.sh
+exec flock /tmp/p2pvps-docker.lock python benchmarks/run.py "$@"

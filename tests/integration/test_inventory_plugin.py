@@ -1,0 +1,189 @@
+"""The marketplace inventory plugin against the real reference server with 1,000 devices.
+
+A recording forwarder between `ansible-inventory` and the server counts the listing calls.
+"""
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.fixtures.common import ansible_env
+from tests.fixtures.proxies import RecordingForwarder
+from tests.fixtures.server import Marketplace
+
+DEVICES = 1000
+PAGE = 200
+INJECTION = "{{ lookup('ansible.builtin.pipe', 'echo INJECTED') }}"
+
+
+def create_devices(marketplace, count):
+    def worker(offset):
+        session = requests.Session()
+        session.headers["Authorization"] = f"Bearer {marketplace.operator_token}"
+        for index in range(offset, count, 4):
+            answer = session.post(f"{marketplace.url}/api/v1/devices", json={"name": f"pi-{index:04d}"}, timeout=30)
+            assert answer.status_code == 201, answer.text
+
+    threads = [threading.Thread(target=worker, args=(offset,)) for offset in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+@pytest.fixture(scope="module")
+def fleet_market(marketplace_factory):
+    market = marketplace_factory()
+    create_devices(market, DEVICES - 4)
+    arm = market.online_device("arm-1")
+    market.register_device(*arm, facts={"memory_mb": 4096, "disk_gb": 29.0, "cpu_model": "Cortex-A72",
+                                        "cpu_count": 4, "architecture": "arm64", "os": "Debian 12",
+                                        "docker_version": "20.10.24"})
+    small = market.online_device("armhf-1")
+    market.register_device(*small, facts={"memory_mb": 512, "disk_gb": 14.0, "cpu_model": "Cortex-A53",
+                                          "cpu_count": 4, "architecture": "armhf", "os": "Raspberry Pi OS 12",
+                                          "docker_version": "20.10.24"})
+    rented = market.online_device("rented-1")
+    market.create_rental(rented[0], renter="alice", hours=1)
+    market.create_device("evil-1", description=INJECTION)
+    forwarder = RecordingForwarder(int(market.url.rsplit(":", 1)[1]))
+    yield market, forwarder
+    forwarder.close()
+
+
+# Module scoped (the 1,000 devices are made once), unlike the conftest's factory.
+@pytest.fixture(scope="module")
+def marketplace_factory(tmp_path_factory):
+    started = []
+
+    def factory(**options):
+        market = Marketplace(tmp_path_factory.mktemp("inventory-market"), **options).start()
+        started.append(market)
+        return market
+
+    yield factory
+    for market in started:
+        market.stop()
+
+
+def write_config(tmp_path, forwarder, market, **extra):
+    token_file = tmp_path / "operator_token"
+    token_file.write_text(market.operator_token)
+    config = {
+        "plugin": "p2pvps.fleet.marketplace", "url": forwarder.url, "token_file": str(token_file),
+        "page_size": PAGE,
+        "groups": {"p2pvps_devices": "true", "big_memory": "p2pvps_device.facts.memory_mb | default(0) > 2048"},
+        "keyed_groups": [{"key": "p2pvps_architecture | default('unknown', true)", "prefix": "arch"},
+                         {"key": "p2pvps_rented | ternary('rented', 'free')", "prefix": "lease"},
+                         {"key": "p2pvps_status", "prefix": "status"}],
+        "compose": {"ansible_host": "p2pvps_device.name ~ '.pis.example.org'"},
+        "cache": True, "cache_plugin": "ansible.builtin.jsonfile",
+        "cache_connection": str(tmp_path / "cache"), "cache_timeout": 3600,
+    }
+    config.update(extra)
+    path = tmp_path / "fleet.marketplace.yml"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def inventory(path, *extra):
+    proc = subprocess.run(["ansible-inventory", "-i", str(path), "--list", *extra], env=ansible_env(),
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout), proc.stdout + proc.stderr
+
+
+def listing_calls(forwarder):
+    calls = forwarder.calls()
+    assert all(method == "GET" and path.startswith("/api/v1/devices?") for method, path in calls), calls
+    return len(calls)
+
+
+def hosts_of(data, group):
+    return set(data.get(group, {}).get("hosts", []))
+
+
+def test_groups_paging_and_cache(fleet_market, tmp_path):
+    market, forwarder = fleet_market
+    config = write_config(tmp_path, forwarder, market)
+    forwarder.reset()
+    started = time.monotonic()
+    data, output = inventory(config)
+    cold = time.monotonic() - started
+    assert listing_calls(forwarder) == DEVICES // PAGE    # one call per page, none per device
+    assert market.operator_token not in output
+    assert len(data["_meta"]["hostvars"]) == DEVICES
+    assert len(hosts_of(data, "p2pvps_devices")) == DEVICES
+    assert hosts_of(data, "arch_arm64") == {"arm-1", "rented-1"}     # online_device registers as arm64
+    assert hosts_of(data, "arch_armhf") == {"armhf-1"}
+    assert hosts_of(data, "lease_rented") == {"rented-1"}
+    assert hosts_of(data, "big_memory") == {"arm-1", "rented-1"}
+    assert len(hosts_of(data, "status_new")) == DEVICES - 3
+    assert len(hosts_of(data, "status_online")) == 3
+    host = data["_meta"]["hostvars"]["pi-0007"]["ansible_host"]
+    # ansible-inventory marks unsafe values in its JSON: the composed name comes from the API.
+    assert host in ("pi-0007.pis.example.org", {"__ansible_unsafe": "pi-0007.pis.example.org"})
+
+    forwarder.reset()
+    started = time.monotonic()
+    cached, dummy = inventory(config)
+    warm = time.monotonic() - started
+    assert listing_calls(forwarder) == 0 and cached == data
+    print(f"\nMEASURED inventory of {DEVICES} devices: cold {cold:.2f} s ({DEVICES // PAGE} calls), "
+          f"cached {warm:.2f} s (0 calls)")
+
+    forwarder.reset()
+    inventory(config, "--flush-cache")
+    assert listing_calls(forwarder) == DEVICES // PAGE
+
+
+def test_cache_ttl_is_not_reset_by_reads(fleet_market, tmp_path):
+    market, forwarder = fleet_market
+    config = write_config(tmp_path, forwarder, market, cache_timeout=6)
+    forwarder.reset()
+    inventory(config)
+    fetched = time.monotonic()
+    assert listing_calls(forwarder) == DEVICES // PAGE
+    time.sleep(max(0.0, fetched + 3 - time.monotonic()))
+    forwarder.reset()
+    inventory(config)
+    assert listing_calls(forwarder) == 0
+    time.sleep(max(0.0, fetched + 7 - time.monotonic()))
+    forwarder.reset()
+    inventory(config)
+    assert listing_calls(forwarder) == DEVICES // PAGE, "the read at +3 s must not have extended the TTL"
+
+
+def test_server_filters_and_query(fleet_market, tmp_path):
+    market, forwarder = fleet_market
+    online, dummy = inventory(write_config(tmp_path, forwarder, market, status="online", cache=False))
+    assert set(online["_meta"]["hostvars"]) == {"arm-1", "armhf-1", "rented-1"}
+    arm, dummy = inventory(write_config(tmp_path, forwarder, market, architecture="armhf", cache=False))
+    assert set(arm["_meta"]["hostvars"]) == {"armhf-1"}
+    query, dummy = inventory(write_config(tmp_path, forwarder, market, cache=False,
+                                          query="facts.memory_mb > `2048` && lease == null"))
+    assert set(query["_meta"]["hostvars"]) == {"arm-1"}
+
+
+def test_api_strings_are_unsafe(fleet_market, tmp_path):
+    market, forwarder = fleet_market
+    config = write_config(tmp_path, forwarder, market, cache=False, status="new", query="name == 'evil-1'")
+    proc = subprocess.run(["ansible", "-i", str(config), "evil-1", "-c", "local", "-m", "ansible.builtin.debug",
+                           "-a", "msg={{ p2pvps_device.description }}"], env=ansible_env(), capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "lookup('ansible.builtin.pipe'" in proc.stdout and "INJECTED\"" not in proc.stdout, proc.stdout
+
+
+def test_bad_token_is_a_clear_error_without_the_token(fleet_market, tmp_path):
+    market, forwarder = fleet_market
+    config = write_config(tmp_path, forwarder, market, cache=False)
+    (tmp_path / "operator_token").write_text("not-the-token-0123456789")
+    proc = subprocess.run(["ansible-inventory", "-i", str(config), "--list", "-vvv"], env=ansible_env(),
+                          capture_output=True, text=True, timeout=120, check=False)
+    output = proc.stdout + proc.stderr
+    assert "401" in output or "rejected" in output, output[-3000:]
+    assert "not-the-token-0123456789" not in output

@@ -1,0 +1,51 @@
+# Copyright (c) 2026, p2pvps.fleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""device_info's pure parts: the one-line summary and the local lease state it reads."""
+from __future__ import annotations
+
+import json
+
+from ansible_collections.p2pvps.fleet.plugins.modules import device_info
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _state
+
+LEASE = {'id': 'l-1', 'renter': 'alice', 'username': 'alice', 'expires_at': '2099-01-01T00:00:00Z'}
+
+
+def test_summary_of_a_rented_device():
+    market = {'status': 'online', 'lease': LEASE}
+    container = {'status': 'running'}
+    assert device_info.summary(market, None, container, True) == \
+        'online, lease l-1 until 2099-01-01T00:00:00Z, container running, tunnel up'
+
+
+def test_summary_without_marketplace_uses_the_local_lease():
+    local = {'id': 'l-2', 'expires_at': '2099-01-02T00:00:00Z'}
+    assert device_info.summary(None, local, None, None) == \
+        'marketplace unknown, lease l-2 until 2099-01-02T00:00:00Z, container none, tunnel unknown'
+
+
+def test_summary_of_a_free_device():
+    assert device_info.summary({'status': 'offline', 'lease': None}, None, None, False) == \
+        'offline, no lease, container none, tunnel down'
+
+
+def test_local_lease_view_reports_unreadable_state(tmp_path):
+    (tmp_path / _state.STATE_FILE).write_text('{not json')
+    problems = []
+    assert device_info.local_lease_view(str(tmp_path), problems) is None
+    assert problems and 'unreadable' in problems[0]
+
+
+def test_local_lease_view_reads_no_lease(tmp_path):
+    (tmp_path / _state.STATE_FILE).write_text(json.dumps({'version': 1, 'lease': None}))
+    problems = []
+    assert device_info.local_lease_view(str(tmp_path), problems) is None
+    assert problems == []
+
+
+def test_state_round_trip(tmp_path):
+    path = str(tmp_path / 'state' / _state.STATE_FILE)
+    _state.write_state(path, None)
+    assert (tmp_path / 'state' / _state.STATE_FILE).stat().st_mode & 0o777 == 0o600
+    lease, warning = _state.read_state(path)
+    assert lease is None and warning is None
