@@ -257,8 +257,8 @@ def bench_agent(workdir, reps):
 
         fleet.rent([pi])
         measure(module)   # creates the container
-        runs = {"agent_noop": [measure(module) for _ in range(reps)],
-                "python_startup": [measure(bare) for _ in range(reps)]}
+        runs = {"agent_noop": [measure(module) for dummy in range(reps)],
+                "python_startup": [measure(bare) for dummy in range(reps)]}
         cpu = stats([r[0] for r in runs["agent_noop"]])
         rss = max(r[1] for r in runs["agent_noop"])
         base_cpu = stats([r[0] for r in runs["python_startup"]])

@@ -156,6 +156,7 @@ def rent_and_return(marketplace, workdir, tunnel, pi, device_id):
     step(f"rental {rental['id']} created for alice on {pi.name}; waiting for the device's agent "
          f"(timer every {AGENT_INTERVAL_S} s)")
     command = f"ssh -i {key} -p {port} alice@{tunnel.ip} uname -a"
+
     def renter_login():
         proc = renter_ssh(key, "alice", tunnel, port, "uname -a; id")
         return proc.stdout.strip() if proc.returncode == 0 else None

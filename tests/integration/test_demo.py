@@ -51,7 +51,8 @@ class Demo:
 
 
 def in_container(container_id, *cmd, check=True, timeout=300, **kwargs):
-    proc = subprocess.run(["docker", "exec", container_id, *cmd], capture_output=True, text=True,
+    interactive = ["-i"] if "input" in kwargs else []
+    proc = subprocess.run(["docker", "exec", *interactive, container_id, *cmd], capture_output=True, text=True,
                           timeout=timeout, check=False, **kwargs)
     if check:
         assert proc.returncode == 0, f"{cmd}: {proc.stdout[-3000:]}{proc.stderr[-3000:]}"
