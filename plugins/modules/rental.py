@@ -66,8 +66,9 @@ options:
       - V(present) converges the renter container to the marketplace's lease.
       - V(absent) removes every renter container and lease volume of this device and forgets the
         lease (for decommissioning). It still checks in once, to learn whether the marketplace
-        holds a live lease; a live lease (the marketplace's, or the local one before its
-        C(expires_at)) is not cut unless O(force=true), and the task fails instead.
+        holds a live lease; a live lease (the marketplace's or, while the marketplace cannot be
+        reached, the remembered one before its C(expires_at)) is not cut unless O(force=true),
+        and the task fails instead.
     type: str
     choices: [present, absent]
     default: present
@@ -289,7 +290,7 @@ class RentalManager:
         api_ok, desired = self.checkin(containers, local_state)
         now = datetime.datetime.now(datetime.timezone.utc)
         if self.params['state'] == 'absent':
-            self.refuse_live_lease(desired, local_state, now)
+            self.refuse_live_lease(desired if api_ok else local_state, now)
             desired, api_ok = None, True
         plan = _rental.decide(desired, api_ok, containers, local_state, now, volumes,
                               local_port=self.params['local_port'])
@@ -323,12 +324,12 @@ class RentalManager:
             self.module.fail_json(msg=self.result['api_error'], **self.result)
         self.module.exit_json(**self.result)
 
-    def refuse_live_lease(self, desired, local_state, now):
-        live = [lease for lease in (desired, local_state) if lease is not None and not lease.expired(now)]
-        if live and not self.params['force']:
+    def refuse_live_lease(self, lease, now):
+        """Fail unless forced when `lease` (the marketplace's, or the local one while it is down) is live."""
+        if lease is not None and not lease.expired(now) and not self.params['force']:
             self.module.fail_json(
                 msg='lease %s is live until %s: end the rental first, or set force=true to cut it; '
-                    'nothing was changed' % (live[0].id, _rental.format_time(live[0].expires_at)),
+                    'nothing was changed' % (lease.id, _rental.format_time(lease.expires_at)),
                 **self.result)
 
     def check_images(self, plan):

@@ -36,6 +36,7 @@ def test_noop_converge_makes_one_api_call_and_few_docker_calls(docker_engine, ma
     require(image_available(RENTER_IMAGE), f"the local image {RENTER_IMAGE}")
     device = marketplace.create_device(f"noop-{uuid.uuid4().hex[:6]}")
     marketplace.register_device(device["id"], device["device_token"])
+    marketplace.checkin(device["id"], device["device_token"])
     port = int(marketplace.url.rsplit(":", 1)[1])
     api = RecordingForwarder(port)
     engine = RecordingForwarder(DOCKER_SOCKET, listen_path=tmp_path / "docker.sock")

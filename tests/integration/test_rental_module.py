@@ -487,3 +487,22 @@ def test_state_absent_after_the_lease_ended(renter_image, marketplace, tmp_path)
         assert not renter_containers(lease_id)
     finally:
         cleanup_lease(lease_id, tmp_path / 'state')
+
+
+def test_state_absent_with_the_marketplace_down_trusts_the_local_lease(renter_image, fake_market, tmp_path):
+    lease_id = 'dcm-' + uuid.uuid4().hex[:12]
+    pub = make_keypair(tmp_path / 'key')[1]
+    args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'decommission-token-1',
+            'state_dir': str(tmp_path / 'state'), 'local_port': free_port(), 'timeout': 5}
+    try:
+        fake_market.answer({'lease': fake_lease(lease_id, [pub])})
+        assert kinds(run_rental(args)) == ['create', 'write_state']
+        fake_market.answer({'error': 'unavailable'}, status=503)
+        refused = run_rental(dict(args, state='absent'))
+        assert refused.get('failed') is True and 'is live until' in refused['msg'], refused
+        assert renter_containers(lease_id)
+        forced = run_rental(dict(args, state='absent', force=True))
+        assert kinds(forced) == ['remove_container', 'remove_volume', 'write_state'], forced
+        assert forced['api_error'] and not renter_containers(lease_id)
+    finally:
+        cleanup_lease(lease_id, tmp_path / 'state')
