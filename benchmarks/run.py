@@ -305,11 +305,20 @@ def bench_inventory(workdir, sizes, reps):
             token_file.write_text(market.operator_token)
             cache_dir = workdir / f"inv-cache-{size}"
             config = workdir / f"inv-{size}.marketplace.yml"
-            config.write_text(json.dumps({
-                "plugin": "p2pvps.fleet.marketplace", "url": proxy.url, "token_file": str(token_file),
-                "page_size": 500, "keyed_groups": [{"key": "p2pvps_status", "prefix": "status"}],
-                "cache": True, "cache_plugin": "ansible.builtin.jsonfile",
-                "cache_connection": str(cache_dir), "cache_timeout": 3600}))
+            common = {"plugin": "p2pvps.fleet.marketplace", "url": proxy.url, "token_file": str(token_file),
+                      "page_size": 500, "cache": True, "cache_plugin": "ansible.builtin.jsonfile",
+                      "cache_connection": str(cache_dir), "cache_timeout": 3600}
+            config.write_text(json.dumps(common))
+            # The same groups from Jinja2 expressions, as before the built-in groups existed.
+            templated = workdir / f"inv-{size}-templated.marketplace.yml"
+            templated.write_text(json.dumps({**common, "builtin_groups": False,
+                                             "groups": {"p2pvps_devices": "true"},
+                                             "keyed_groups": [
+                                                 {"key": "p2pvps_status", "prefix": "p2pvps_status"},
+                                                 {"key": "p2pvps_architecture | default('unknown', true)",
+                                                  "prefix": "p2pvps_arch"},
+                                                 {"key": "p2pvps_rented | ternary('rented', 'free')",
+                                                  "prefix": "p2pvps", "separator": "_"}]}))
             static = workdir / f"inv-{size}.static.yml"
             static.write_text(json.dumps({"all": {"children": {"status_new": {"hosts": {
                 f"inv-{i:05d}": {"p2pvps_status": "new"} for i in range(size)}}}}}))
@@ -320,7 +329,7 @@ def bench_inventory(workdir, sizes, reps):
                                       timeout=600, check=True)
                 return elapsed, len(json.loads(proc.stdout)["_meta"]["hostvars"])
 
-            cold, cached, base, calls = [], [], [], []
+            cold, cached, base, calls, keyed = [], [], [], [], []
             for dummy in range(reps):
                 proxy.reset()
                 elapsed, hosts = run(config, flush=True)
@@ -331,7 +340,10 @@ def bench_inventory(workdir, sizes, reps):
                 cached.append(run(config)[0])
                 assert not proxy.calls(), "a cached run must not call the API"
                 base.append(run(static)[0])
+                keyed.append(run(templated)[0])
             table[size] = {"cold": stats(cold), "cached": stats(cached), "static_baseline": stats(base),
+                           "cached_templated_groups": stats(keyed),
+                           "templated_over_builtin": statistics.median(keyed) / statistics.median(cached),
                            "api_calls_cold": max(calls), "pages_expected": math.ceil(size / 500),
                            "cold_over_static": statistics.median(cold) / statistics.median(base),
                            "cached_over_static": statistics.median(cached) / statistics.median(base)}
@@ -429,6 +441,73 @@ def machine():
     return f"{os.cpu_count()} x {cpu}, {platform.system()} {platform.release()}, Docker {docker}, Python {platform.python_version()}"
 
 
+def render(results):
+    """results.json as Markdown tables (benchmarks/results.md)."""
+    lines = [f"# Benchmark results ({results['started']})", "", f"Machine: {results['machine']}", ""]
+    converge = results.get("converge")
+    if converge:
+        lines += ["## Fleet converge: p2pvps.fleet.converge vs uri + community.docker (seconds, median of runs; "
+                  "speed-up = baseline / ours)", "",
+                  "| hosts | case | ours min | ours median | baseline min | baseline median | speed-up (median) |",
+                  "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+        for size, row in converge.items():
+            if not str(size).isdigit():
+                continue
+            for case, cell in row.items():
+                lines.append(f"| {size} | {case} | {cell['ours']['min']:.1f} | {cell['ours']['median']:.1f} | "
+                             f"{cell['baseline']['min']:.1f} | {cell['baseline']['median']:.1f} | "
+                             f"x{cell['speedup_median']:.2f} |")
+        for who, rows in (converge.get("profile") or {}).items():
+            lines += ["", f"profile_tasks, no-op converge, {who}:", "", "```text", *rows, "```"]
+        mitogen = converge.get("mitogen") or {}
+        lines += ["", "Mitogen (our no-op converge, whole fleet): " + (
+            mitogen.get("error", "")[:300] if "error" in mitogen else
+            f"plain {mitogen['plain_noop']['median']:.1f} s, mitogen {mitogen['mitogen_noop']['median']:.1f} s, "
+            f"x{mitogen['speedup_median']:.2f}")]
+    if "noop" in results:
+        lines += ["", "## No-op cost per host (counted, tests/integration/test_noop_cost.py)", "",
+                  f"{results['noop']['measured']}"]
+    agent = results.get("agent")
+    if agent:
+        lines += ["", "## Device agent: one pull-mode run with a live lease (no change)", "",
+                  "| CPU s (min / median) | peak RSS | bare `python3 -c pass` CPU s | ratio | share of a core at 120 s "
+                  "| estimate on a Pi Zero 2 |", "| ---: | ---: | ---: | ---: | ---: | ---: |",
+                  f"| {agent['cpu_s']['min']:.2f} / {agent['cpu_s']['median']:.2f} | "
+                  f"{agent['peak_rss_kib'] / 1024:.0f} MiB | {agent['python_startup_cpu_s']['median']:.3f} | "
+                  f"x{agent['ratio_to_python_startup']:.1f} | {100 * agent['core_fraction_at_120s']:.2f} % | "
+                  f"{100 * agent['core_fraction_pi_zero_2_estimate']:.1f} % |"]
+    inventory = results.get("inventory")
+    if inventory:
+        lines += ["", "## Inventory plugin (ansible-inventory --list, seconds, median)", "",
+                  "| devices | cold | API calls | cached | cached, same groups by keyed_groups | static YAML of "
+                  "the same hosts | cold / static | cached / static |",
+                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for size, row in inventory.items():
+            lines.append(f"| {size} | {row['cold']['median']:.2f} | {row['api_calls_cold']} "
+                         f"(pages: {row['pages_expected']}) | {row['cached']['median']:.2f} | "
+                         f"{row['cached_templated_groups']['median']:.2f} | "
+                         f"{row['static_baseline']['median']:.2f} | x{row['cold_over_static']:.2f} | "
+                         f"x{row['cached_over_static']:.2f} |")
+    checkin = results.get("checkin")
+    if checkin:
+        lines += ["", f"## Check-ins on the reference server (SQLite, {checkin['threads']} client threads on the "
+                  f"same 2 cores, {checkin['duration_s']} s each)", "",
+                  "| call | req/s | p50 ms | p99 ms | errors |", "| --- | ---: | ---: | ---: | ---: |"]
+        for name in ("checkin", "device_read_baseline"):
+            row = checkin[name]
+            lines.append(f"| {name} | {row['requests_per_s']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+                         f"{row['errors']} |")
+        lines += ["", f"10,000 devices at a 120 s interval need {checkin['needed_per_s_10k_at_120s']:.0f} check-ins/s: "
+                  f"headroom x{checkin['headroom']:.1f}; a check-in costs x{1 / checkin['checkin_over_read']:.2f} "
+                  "a device read."]
+    latency = results.get("latency")
+    if latency:
+        lines += ["", "## Lease latency (demo, pull mode, timer every 15 s)", "",
+                  f"rental created -> renter logged in: {latency['create_to_login_s']} s; "
+                  f"rental ended -> container gone: {latency['end_to_wipe_s']} s"]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repetitions")
@@ -452,9 +531,10 @@ def main(argv=None):
             if name in only:
                 log(f"--- {name}")
                 step()
-    out = ROOT / "benchmarks" / ("results-quick.json" if args.quick else "results.json")
-    out.write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")
-    log(f"results in {out}")
+    stem = "results-quick" if args.quick else "results"
+    (ROOT / "benchmarks" / f"{stem}.json").write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")
+    (ROOT / "benchmarks" / f"{stem}.md").write_text(render(RESULTS))
+    log(f"results in benchmarks/{stem}.md and .json")
 
 
 if __name__ == "__main__":

@@ -105,8 +105,6 @@ def write_inventory(fleet, workdir, marketplace, tunnel, pis, tokens):
         "plugin": "p2pvps.fleet.marketplace",
         "url": marketplace.url,
         "token_file": str(marketplace.data_dir / "operator_token"),
-        "groups": {"p2pvps_devices": "true"},
-        "keyed_groups": [{"key": "p2pvps_status", "prefix": "status"}],
     }, indent=2) + "\n")
     return inventory
 

@@ -75,7 +75,7 @@ def write_config(tmp_path, forwarder, market, **extra):
     config = {
         "plugin": "p2pvps.fleet.marketplace", "url": forwarder.url, "token_file": str(token_file),
         "page_size": PAGE,
-        "groups": {"p2pvps_devices": "true", "big_memory": "p2pvps_device.facts.memory_mb | default(0) > 2048"},
+        "groups": {"big_memory": "p2pvps_device.facts.memory_mb | default(0) > 2048"},
         "keyed_groups": [{"key": "p2pvps_architecture | default('unknown', true)", "prefix": "arch"},
                          {"key": "p2pvps_rented | ternary('rented', 'free')", "prefix": "lease"},
                          {"key": "p2pvps_status", "prefix": "status"}],
@@ -155,6 +155,14 @@ def test_cache_ttl_is_not_reset_by_reads(fleet_market, tmp_path):
     forwarder.reset()
     inventory(config)
     assert listing_calls(forwarder) == DEVICES // PAGE, "the read at +3 s must not have extended the TTL"
+
+
+def test_builtin_groups_can_be_turned_off(fleet_market, tmp_path):
+    market, forwarder = fleet_market
+    data, dummy = inventory(write_config(tmp_path, forwarder, market, cache=False, builtin_groups=False,
+                                         status="online"))
+    assert not [group for group in data if group.startswith("p2pvps_")], sorted(data)
+    assert hosts_of(data, "lease_rented") == {"rented-1"}     # keyed_groups still apply
 
 
 def test_server_filters_and_query(fleet_market, tmp_path):
