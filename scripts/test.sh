@@ -16,4 +16,6 @@ ansible-lint --profile production --nocolor -q
 step "ansible-test sanity"
 bash scripts/sanity.sh
 step "pytest"
-python -m pytest "$@"
+# Two workers: Docker-heavy groups (demo fleet, molecule, host renter containers) run side by
+# side; tests that share a fixture or the host's renter containers stay on one worker (xdist_group).
+python -m pytest -n 2 --dist loadgroup "$@"

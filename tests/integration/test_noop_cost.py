@@ -14,7 +14,8 @@ from tests.fixtures.common import ansible_env, free_port, image_available, requi
 from tests.fixtures.proxies import RecordingForwarder
 from tests.fixtures.server import ed25519_public_key
 
-pytestmark = [pytest.mark.docker]
+# Same worker as test_rental_module.py (renter containers on the host's Docker Engine).
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("host_renters")]
 RENTER_IMAGE = "p2pvps/renter:latest"
 DOCKER_SOCKET = "/var/run/docker.sock"
 # Docker calls of a no-op: version negotiation, volumes, containers, inspect, the keys file,

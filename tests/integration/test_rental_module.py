@@ -22,7 +22,9 @@ import pytest
 
 from tests.fixtures.common import ansible_env, free_port, image_available, require, run_ansible
 
-pytestmark = [pytest.mark.docker]
+# One worker for every test that runs renter containers on the host's Docker Engine: the
+# rental module removes renter containers that are not its lease.
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group('host_renters')]
 
 RENTER_IMAGE = 'p2pvps/renter:latest'
 SSH_OPTS = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
@@ -216,7 +218,7 @@ def test_fake_marketplace_malformed_answers(renter_image, fake_market, tmp_path)
         wait_login(port, fake_lease(lease_id, [])['username'], key_path)
         print('\nMEASURED (fake marketplace) lease -> converge -> renter login: %.2f s' % (time.monotonic() - t_created))
         assert fake_market.requests[-1][1] == 'Bearer secret-token-xyz'
-        before = sorted(docker('ps', '-aq', '--no-trunc').split())
+        before = sorted(docker('ps', '-aq', '--no-trunc', '--filter', 'label=p2pvps.role').split())
 
         for name, body, words in MALFORMED:
             status = 500 if name == 'http 500' else 200
@@ -232,7 +234,7 @@ def test_fake_marketplace_malformed_answers(renter_image, fake_market, tmp_path)
             assert lenient['api_error'] and lenient['lease_id'] == lease_id, name
             assert lenient['container_id'] == container_id
             assert any('nothing live was wiped' in w for w in lenient.get('warnings', [])), name
-            assert sorted(docker('ps', '-aq', '--no-trunc').split()) == before, name
+            assert sorted(docker('ps', '-aq', '--no-trunc', '--filter', 'label=p2pvps.role').split()) == before, name
             for bad in ('bad-root', 'bad-trav', 'bad-opts', 'bad-huge', 'bad-bool', 'bad-cpus', 'x1'):
                 assert not renter_containers(bad)
 
