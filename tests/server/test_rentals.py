@@ -146,7 +146,7 @@ def _key_with_type(declared, inner=b"ssh-ed25519"):
     "ssh-ed25519 !!!notbase64!!!",
     _key_with_type("ssh-rsa"),                                          # body is not an rsa key
     "ssh-ed25519 " + "A" * 5000,                                        # too long
-])
+], ids=["empty", "not-a-key", "options", "two-lines", "tab", "dss", "not-base64", "wrong-type", "too-long"])
 def test_bad_ssh_keys(shared_marketplace, shared_device, key):
     device_id, dummy = shared_device
     answer = shared_marketplace.request("POST", "/api/v1/rentals", json=rental_body(device_id, ssh_public_key=key))
