@@ -16,6 +16,6 @@ ansible-lint --profile production --nocolor -q
 step "ansible-test sanity"
 bash scripts/sanity.sh
 step "pytest"
-# Two workers: Docker-heavy groups (demo fleet, molecule, host renter containers) run side by
-# side; tests that share a fixture or the host's renter containers stay on one worker (xdist_group).
-python -m pytest -n 2 --dist loadgroup "$@"
+# Two workers, a test file each at a time (--dist loadfile): the demo fleet, the molecule
+# scenarios and the host's renter containers (test_rental_module.py) each stay on one worker.
+python -m pytest -n 2 --dist loadfile "$@"

@@ -21,7 +21,7 @@ import requests
 from tests.fixtures.common import ROOT, ansible_env, docker_available, require
 from tests.fixtures.devices import DEVICE_DOCKER_IMAGE, create_fleet
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("demo")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 class Demo:

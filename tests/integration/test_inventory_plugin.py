@@ -14,7 +14,6 @@ from tests.fixtures.common import ansible_env
 from tests.fixtures.proxies import RecordingForwarder
 from tests.fixtures.server import Marketplace
 
-pytestmark = pytest.mark.xdist_group("inventory")   # the module's 1,000-device server is made once
 DEVICES = 1000
 PAGE = 200
 INJECTION = "{{ lookup('ansible.builtin.pipe', 'echo INJECTED') }}"

@@ -12,7 +12,7 @@ import pytest
 
 from tests.fixtures.common import ROOT, ansible_env, docker_available, image_available, require
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.xdist_group("molecule")]
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 MOLECULE_DIR = ROOT / "molecule"
 SCENARIOS = sorted(p.parent.name for p in MOLECULE_DIR.glob("*/molecule.yml"))

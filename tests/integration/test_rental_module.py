@@ -21,10 +21,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tests.fixtures.common import ansible_env, free_port, image_available, require, run_ansible
+from tests.fixtures.proxies import RecordingForwarder
 
-# One worker for every test that runs renter containers on the host's Docker Engine: the
-# rental module removes renter containers that are not its lease.
-pytestmark = [pytest.mark.docker, pytest.mark.xdist_group('host_renters')]
+# Every test that runs renter containers on the host's Docker Engine lives in this file, so
+# that they never run side by side (pytest -n 2 --dist loadfile): the rental module removes
+# renter containers that are not its lease.
+pytestmark = [pytest.mark.docker]
 
 RENTER_IMAGE = 'p2pvps/renter:latest'
 SSH_OPTS = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
@@ -507,4 +509,38 @@ def test_state_absent_with_the_marketplace_down_trusts_the_local_lease(renter_im
         assert kinds(forced) == ['remove_container', 'remove_volume', 'write_state'], forced
         assert forced['api_error'] and not renter_containers(lease_id)
     finally:
+        cleanup_lease(lease_id, tmp_path / 'state')
+
+
+# ------------------------------------------------------------------ what a no-op costs
+
+# Docker calls of a no-op: version negotiation, volumes, containers, inspect, the keys file,
+# the volume's disk status. A regression above this bound fails the test.
+MAX_DOCKER_CALLS_NOOP = 6
+
+
+def test_noop_converge_makes_one_api_call_and_few_docker_calls(renter_image, marketplace, tmp_path):
+    """Counted by recording forwarders in front of the real server and the real Docker socket."""
+    device = new_device(marketplace)
+    api = RecordingForwarder(int(marketplace.url.rsplit(':', 1)[1]))
+    engine = RecordingForwarder('/var/run/docker.sock', listen_path=tmp_path / 'docker.sock')
+    lease_id = marketplace.create_rental(device['id'], renter='nora', hours=1)['id']
+    args = real_args(marketplace, device, tmp_path / 'state', free_port(), marketplace_url=api.url,
+                     docker_host=engine.url)
+    try:
+        assert run_rental(args)['changed'] is True
+        api.reset()
+        engine.reset()
+        noop = run_rental(args)
+        assert noop['changed'] is False and noop['lease_id'] == lease_id, noop
+        api_calls, docker_calls = api.calls(), engine.calls()
+        shown = [method + ' ' + path.split('?')[0] for method, path in docker_calls]
+        print('\nMEASURED no-op converge: %d API call(s) %s; %d Docker call(s) %s'
+              % (len(api_calls), api_calls, len(docker_calls), shown))
+        assert api_calls == [('POST', '/api/v1/devices/%s/checkin' % device['id'])]
+        assert len(docker_calls) <= MAX_DOCKER_CALLS_NOOP, docker_calls
+        assert all(method == 'GET' for method, dummy in docker_calls), 'a no-op must not write'
+    finally:
+        api.close()
+        engine.close()
         cleanup_lease(lease_id, tmp_path / 'state')
