@@ -472,7 +472,7 @@ def render(results):
             f"plain {mitogen['plain_noop']['median']:.1f} s, mitogen {mitogen['mitogen_noop']['median']:.1f} s, "
             f"x{mitogen['speedup_median']:.2f}")]
     if "noop" in results:
-        lines += ["", "## No-op cost per host (counted, tests/integration/test_rental_module.py::test_noop_converge_makes_one_api_call_and_few_docker_calls)", "",
+        lines += ["", "
                   f"{results['noop']['measured']}"]
     agent = results.get("agent")
     if agent:
