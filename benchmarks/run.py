@@ -472,7 +472,8 @@ def render(results):
             f"plain {mitogen['plain_noop']['median']:.1f} s, mitogen {mitogen['mitogen_noop']['median']:.1f} s, "
             f"x{mitogen['speedup_median']:.2f}")]
     if "noop" in results:
-        lines += ["", "
+        lines += ["", "## No-op cost per host (counted; asserted by test_rental_module.py::"
+                  "test_noop_converge_makes_one_api_call_and_few_docker_calls)", "",
                   f"{results['noop']['measured']}"]
     agent = results.get("agent")
     if agent:
