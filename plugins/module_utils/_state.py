@@ -6,9 +6,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+import time
 
 from ansible.module_utils.common.text.converters import to_native
 
@@ -49,3 +51,38 @@ def write_state(path, lease):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+class StateLockTimeout(Exception):
+    pass
+
+
+class StateLock(object):
+    """An exclusive lock on the state directory: one converge at a time on a device.
+
+    The rental_agent timer and a push-mode converge from the operator can start together;
+    without it both would see no container and both would create one.
+    """
+
+    def __init__(self, state_dir, timeout=120):
+        self.path = os.path.join(state_dir, '.lock')
+        self.timeout = timeout
+        self.fd = None
+
+    def __enter__(self):
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise StateLockTimeout('another converge has held %s for more than %d s' % (self.path, self.timeout))
+                time.sleep(0.2)
+
+    def __exit__(self, *exc_info):
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)

@@ -244,7 +244,13 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import (
     RenterDocker,
     sdk_problem,
 )
-from ansible_collections.p2pvps.fleet.plugins.module_utils._state import STATE_FILE, read_state, write_state
+from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
+    STATE_FILE,
+    StateLock,
+    StateLockTimeout,
+    read_state,
+    write_state,
+)
 
 
 class RentalManager:
@@ -405,7 +411,12 @@ def main():
     if problem:
         module.fail_json(msg=problem[0], exception=problem[1])
     try:
-        RentalManager(module).run()
+        if module.check_mode and not os.path.isdir(module.params['state_dir']):
+            RentalManager(module).run()   # nothing to lock, nothing will be written
+        with StateLock(module.params['state_dir']):
+            RentalManager(module).run()
+    except StateLockTimeout as exc:
+        module.fail_json(msg='rental converge not run: %s' % to_native(exc))
     except DockerException as exc:
         module.fail_json(msg='Docker Engine error at %s: %s' % (module.params['docker_host'], to_native(exc)))
     except (RentalDockerError, OSError) as exc:

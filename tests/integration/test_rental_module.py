@@ -544,3 +544,22 @@ def test_noop_converge_makes_one_api_call_and_few_docker_calls(renter_image, mar
         api.close()
         engine.close()
         cleanup_lease(lease_id, tmp_path / 'state')
+
+
+def test_concurrent_converges_create_one_container(renter_image, marketplace, tmp_path):
+    """The device timer and a push-mode converge starting together: one creates, one keeps."""
+    device = new_device(marketplace)
+    lease_id = marketplace.create_rental(device['id'], renter='olga', hours=1)['id']
+    args = real_args(marketplace, device, tmp_path / 'state', free_port())
+    results = []
+    try:
+        threads = [threading.Thread(target=lambda: results.append(run_rental(args))) for dummy in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not any(r.get('failed') for r in results), results
+        assert sorted(kinds(r) for r in results) == [[], ['create', 'write_state']], results
+        assert len(renter_containers(lease_id)) == 1
+    finally:
+        cleanup_lease(lease_id, tmp_path / 'state')
