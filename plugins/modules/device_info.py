@@ -174,11 +174,11 @@ def tunnel_view(module, service, problems):
     if not systemctl:
         problems.append('tunnel: systemctl not found')
         return None
-    rc, out, dummy = module.run_command([systemctl, 'is-active', service])
+    rc, out, err = module.run_command([systemctl, 'is-active', service])
     state = out.strip()
     if state in ('active', 'reloading'):
         return True
-    if rc != 0 and state in ('', 'unknown') and 'could not be found' in dummy:
+    if rc != 0 and state in ('', 'unknown') and 'could not be found' in err:
         problems.append('tunnel: %s is not installed' % service)
     return False
 
