@@ -118,6 +118,11 @@ notes:
     is applied online where the kernel lets the module resize a mounted ext4 file system
     (C(CAP_SYS_RESOURCE)); otherwise the container is stopped for the resize and started again
     (same container).
+  - The module is the only writer of the renter's C(authorized_keys) (root-owned, outside the
+    renter's reach). It trusts the keys recorded in C(lease.json) for the container of that lease
+    and reads the file from the container only when there is no such record (first run, lost
+    O(state_dir), a container of another lease); a key file changed by hand inside a container
+    is therefore not noticed while the state file says otherwise.
 seealso:
   - module: p2pvps.fleet.device_register
 """
@@ -152,6 +157,12 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+msg:
+  description: One line for the operator - the lease after this run, the actions taken (or that
+    would be taken in check mode) and the API error if there was one.
+  returned: success
+  type: str
+  sample: lease 5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60, actions create, write_state
 lease_id:
   description: Id of the lease the device runs after this run, or V(null) without a lease.
   returned: always
@@ -292,7 +303,8 @@ class RentalManager:
             self.module.warn(warning)
         volumes = self.docker.lease_volumes()
         mounted = [] if self.module.check_mode else self.docker.mount_lease_disks(volumes)
-        containers = self.docker.renter_containers()
+        recorded_keys = {} if local_state is None else {local_state.id: local_state.keys_hash}
+        containers = self.docker.renter_containers(recorded_keys)
         api_ok, desired = self.checkin(containers, local_state)
         now = datetime.datetime.now(datetime.timezone.utc)
         if self.params['state'] == 'absent':
@@ -326,6 +338,7 @@ class RentalManager:
         if lease is not None:
             self.result['disk_limit_enforced'], self.result['disk_limit_reason'] = self.disk_status(lease)
 
+        self.result['msg'] = summary(self.result)
         if self.result['api_error'] and self.params['fail_on_api_error']:
             self.module.fail_json(msg=self.result['api_error'], **self.result)
         self.module.exit_json(**self.result)
@@ -391,6 +404,14 @@ class RentalManager:
         elif kind == 'write_state':
             write_state(self.state_path, lease)
         return container_id
+
+
+def summary(result):
+    actions = ', '.join(action['action'] for action in result['actions']) or 'none'
+    line = 'lease %s, actions %s' % (result['lease_id'] or 'none', actions)
+    if result['api_error']:
+        line += ' - API error: %s' % result['api_error']
+    return line
 
 
 def main():

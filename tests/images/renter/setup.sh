@@ -10,6 +10,7 @@ KbdInteractiveAuthentication no
 PermitRootLogin no
 AuthorizedKeysFile /etc/ssh/authorized_keys/%u
 UseDNS no
+HostKey /etc/ssh/ssh_host_ed25519_key
 PrintMotd no
 CONF
 chmod 0755 /usr/local/sbin/p2pvps-renter-init
