@@ -135,23 +135,24 @@ class LeaseDisk:
         except OSError:
             return None
 
-    def mounted(self):
+    def _mountinfo_line(self):
+        """The /proc/self/mountinfo line of the mountpoint, or None when it is not mounted."""
         target = os.path.realpath(self.mountpoint)
         with open('/proc/self/mountinfo') as handle:
             for line in handle:
                 fields = line.split(' ')
                 if len(fields) > 4 and fields[4] == target:
-                    return True
-        return False
+                    return line
+        return None
+
+    def mounted(self):
+        return self._mountinfo_line() is not None
 
     def mount_source(self):
-        target = os.path.realpath(self.mountpoint)
-        with open('/proc/self/mountinfo') as handle:
-            for line in handle:
-                fields = line.split(' ')
-                if len(fields) > 4 and fields[4] == target and ' - ' in line:
-                    return line.split(' - ', 1)[1].split(' ')[1]
-        return None
+        line = self._mountinfo_line()
+        if line is None or ' - ' not in line:
+            return None
+        return line.split(' - ', 1)[1].split(' ')[1]
 
     def create(self, size_gb):
         os.makedirs(os.path.dirname(self.image), mode=0o700, exist_ok=True)

@@ -22,16 +22,14 @@ author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
   - p2pvps.fleet._marketplace
+  - p2pvps.fleet._marketplace.attributes
   - p2pvps.fleet._marketplace.actiongroup
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
 options:
   state_dir:
@@ -170,17 +168,19 @@ def container_view(docker_host, problems):
 
 
 def tunnel_view(module, service, problems):
+    """True/False: the tunnel unit is active or not; None when systemd cannot be asked."""
     systemctl = module.get_bin_path('systemctl')
     if not systemctl:
         problems.append('tunnel: systemctl not found')
         return None
-    rc, out, err = module.run_command([systemctl, 'is-active', service])
-    state = out.strip()
-    if state in ('active', 'reloading'):
-        return True
-    if rc != 0 and state in ('', 'unknown') and 'could not be found' in err:
+    rc, out, err = module.run_command([systemctl, 'show', '--property=LoadState,ActiveState', '--', service])
+    if rc != 0:
+        problems.append('tunnel: systemctl show %s failed: %s' % (service, (err or out).strip()[:200]))
+        return None
+    unit = dict(line.split('=', 1) for line in out.splitlines() if '=' in line)
+    if unit.get('LoadState') == 'not-found':
         problems.append('tunnel: %s is not installed' % service)
-    return False
+    return unit.get('ActiveState') in ('active', 'reloading')
 
 
 def summary(market, local, container, tunnel):

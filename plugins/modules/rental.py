@@ -41,22 +41,20 @@ author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
   - p2pvps.fleet._marketplace
+  - p2pvps.fleet._marketplace.attributes
   - p2pvps.fleet._marketplace.actiongroup
 attributes:
   check_mode:
-    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
     details:
       - The check-in with the marketplace happens in check mode too; it is the read that
         tells which lease the device should run.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: full
     details:
       - The diff shows the remembered lease (keys by fingerprint) and the renter containers
         before and after.
   idempotent:
-    description: When run twice in a row outside check mode, with the same arguments, the second invocation indicates no change.
     support: full
     details:
       - Holds while the marketplace's answer stays the same (a renewed lease changes the state file).
@@ -236,6 +234,7 @@ diff:
   type: dict
 """
 
+import contextlib
 import datetime
 import os
 
@@ -406,6 +405,14 @@ class RentalManager:
         return container_id
 
 
+def state_lock(module):
+    """The lock that serialises converges on this device; none is needed (or can be made without
+    writing) in check mode on a device that has no state directory yet."""
+    if module.check_mode and not os.path.isdir(module.params['state_dir']):
+        return contextlib.nullcontext()
+    return StateLock(module.params['state_dir'])
+
+
 def summary(result):
     actions = ', '.join(action['action'] for action in result['actions']) or 'none'
     line = 'lease %s, actions %s' % (result['lease_id'] or 'none', actions)
@@ -432,9 +439,7 @@ def main():
     if problem:
         module.fail_json(msg=problem[0], exception=problem[1])
     try:
-        if module.check_mode and not os.path.isdir(module.params['state_dir']):
-            RentalManager(module).run()   # nothing to lock, nothing will be written
-        with StateLock(module.params['state_dir']):
+        with state_lock(module):
             RentalManager(module).run()
     except StateLockTimeout as exc:
         module.fail_json(msg='rental converge not run: %s' % to_native(exc))

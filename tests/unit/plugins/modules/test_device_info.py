@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from ansible_collections.p2pvps.fleet.plugins.modules import device_info
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _state
 
@@ -49,3 +51,35 @@ def test_state_round_trip(tmp_path):
     assert (tmp_path / 'state' / _state.STATE_FILE).stat().st_mode & 0o777 == 0o600
     lease, warning = _state.read_state(path)
     assert lease is None and warning is None
+
+
+class FakeSystemd:
+    """Stands in for AnsibleModule: systemctl is there and answers `answer`."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.commands = []
+
+    def get_bin_path(self, name):
+        return '/usr/bin/' + name
+
+    def run_command(self, argv):
+        self.commands.append(argv)
+        return self.answer
+
+
+@pytest.mark.parametrize('answer, expected, problem', [
+    ((0, 'LoadState=loaded\nActiveState=active\n', ''), True, None),
+    ((0, 'ActiveState=activating\nLoadState=loaded\n', ''), False, None),
+    ((0, 'LoadState=not-found\nActiveState=inactive\n', ''), False, 'p2pvps-tunnel.service is not installed'),
+    ((1, '', 'System has not been booted with systemd'), None, 'booted with systemd'),
+])
+def test_tunnel_view(answer, expected, problem):
+    problems = []
+    fake = FakeSystemd(answer)
+    assert device_info.tunnel_view(fake, 'p2pvps-tunnel.service', problems) is expected
+    assert fake.commands[0][1:] == ['show', '--property=LoadState,ActiveState', '--', 'p2pvps-tunnel.service']
+    if problem is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and problem in problems[0], problems
