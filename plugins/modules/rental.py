@@ -337,10 +337,9 @@ class RentalManager:
         if lease is not None:
             self.result['disk_limit_enforced'], self.result['disk_limit_reason'] = self.disk_status(lease)
 
-        self.result['msg'] = summary(self.result)
         if self.result['api_error'] and self.params['fail_on_api_error']:
             self.module.fail_json(msg=self.result['api_error'], **self.result)
-        self.module.exit_json(**self.result)
+        self.module.exit_json(msg=summary(self.result), **self.result)
 
     def refuse_live_lease(self, lease, now):
         """Fail unless forced when `lease` (the marketplace's, or the local one while it is down) is live."""
