@@ -448,71 +448,86 @@ def machine():
     return f"{os.cpu_count()} x {cpu}, {platform.system()} {platform.release()}, Docker {docker}, Python {platform.python_version()}"
 
 
+def _converge_lines(converge):
+    lines = ["## Fleet converge: p2pvps.fleet.converge vs uri + community.docker (seconds, median of runs; "
+             "speed-up = baseline / ours)", "",
+             "| hosts | case | ours min | ours median | baseline min | baseline median | speed-up (median) |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for size, row in converge.items():
+        if not str(size).isdigit():
+            continue
+        for case, cell in row.items():
+            lines.append(f"| {size} | {case} | {cell['ours']['min']:.1f} | {cell['ours']['median']:.1f} | "
+                         f"{cell['baseline']['min']:.1f} | {cell['baseline']['median']:.1f} | "
+                         f"x{cell['speedup_median']:.2f} |")
+    for who, rows in (converge.get("profile") or {}).items():
+        lines += ["", f"profile_tasks, no-op converge, {who}:", "", "```text", *rows, "```"]
+    mitogen = converge.get("mitogen") or {}
+    lines += ["", "Mitogen (our no-op converge, whole fleet): " + (
+        mitogen.get("error", "")[:300] if "error" in mitogen else
+        f"plain {mitogen['plain_noop']['median']:.1f} s, mitogen {mitogen['mitogen_noop']['median']:.1f} s, "
+        f"x{mitogen['speedup_median']:.2f}")]
+    return lines
+
+
+def _noop_lines(noop):
+    return ["", "## No-op cost per host (counted; asserted by test_rental_module.py::"
+            "test_noop_converge_makes_one_api_call_and_few_docker_calls)", "", f"{noop['measured']}"]
+
+
+def _agent_lines(agent):
+    return ["", "## Device agent: one pull-mode run with a live lease (no change)", "",
+            "| CPU s (min / median) | peak RSS | bare `python3 -c pass` CPU s | ratio | share of a core at 120 s "
+            "| estimate on a Pi Zero 2 |", "| ---: | ---: | ---: | ---: | ---: | ---: |",
+            f"| {agent['cpu_s']['min']:.2f} / {agent['cpu_s']['median']:.2f} | "
+            f"{agent['peak_rss_kib'] / 1024:.0f} MiB | {agent['python_startup_cpu_s']['median']:.3f} | "
+            f"x{agent['ratio_to_python_startup']:.1f} | {100 * agent['core_fraction_at_120s']:.2f} % | "
+            f"{100 * agent['core_fraction_pi_zero_2_estimate']:.1f} % |"]
+
+
+def _inventory_lines(inventory):
+    lines = ["", "## Inventory plugin (ansible-inventory --list, seconds, median)", "",
+             "| devices | cold | API calls | cached | cached, same groups by keyed_groups | static YAML of "
+             "the same hosts | cold / static | cached / static |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for size, row in inventory.items():
+        lines.append(f"| {size} | {row['cold']['median']:.2f} | {row['api_calls_cold']} "
+                     f"(pages: {row['pages_expected']}) | {row['cached']['median']:.2f} | "
+                     f"{row['cached_templated_groups']['median']:.2f} | "
+                     f"{row['static_baseline']['median']:.2f} | x{row['cold_over_static']:.2f} | "
+                     f"x{row['cached_over_static']:.2f} |")
+    return lines
+
+
+def _checkin_lines(checkin):
+    lines = ["", f"## Check-ins on the reference server (SQLite, {checkin['threads']} client threads on the "
+             f"same 2 cores, {checkin['duration_s']} s each)", "",
+             "| call | req/s | p50 ms | p99 ms | errors |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name in ("checkin", "device_read_baseline"):
+        row = checkin[name]
+        lines.append(f"| {name} | {row['requests_per_s']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+                     f"{row['errors']} |")
+    return lines + ["", f"10,000 devices at a 120 s interval need {checkin['needed_per_s_10k_at_120s']:.0f} "
+                    f"check-ins/s: headroom x{checkin['headroom']:.1f}; a check-in costs "
+                    f"x{1 / checkin['checkin_over_read']:.2f} a device read."]
+
+
+def _latency_lines(latency):
+    return ["", "## Lease latency (demo, pull mode, timer every 15 s)", "",
+            f"rental created -> renter logged in: {latency['create_to_login_s']} s; "
+            f"rental ended -> container gone: {latency['end_to_wipe_s']} s"]
+
+
+SECTIONS = (("converge", _converge_lines), ("noop", _noop_lines), ("agent", _agent_lines),
+            ("inventory", _inventory_lines), ("checkin", _checkin_lines), ("latency", _latency_lines))
+
+
 def render(results):
-    """results.json as Markdown tables (benchmarks/results.md)."""
+    """results.json as Markdown tables (benchmarks/results.md), a section per benchmark that ran."""
     lines = [f"# Benchmark results ({results['started']})", "", f"Machine: {results['machine']}", ""]
-    converge = results.get("converge")
-    if converge:
-        lines += ["## Fleet converge: p2pvps.fleet.converge vs uri + community.docker (seconds, median of runs; "
-                  "speed-up = baseline / ours)", "",
-                  "| hosts | case | ours min | ours median | baseline min | baseline median | speed-up (median) |",
-                  "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
-        for size, row in converge.items():
-            if not str(size).isdigit():
-                continue
-            for case, cell in row.items():
-                lines.append(f"| {size} | {case} | {cell['ours']['min']:.1f} | {cell['ours']['median']:.1f} | "
-                             f"{cell['baseline']['min']:.1f} | {cell['baseline']['median']:.1f} | "
-                             f"x{cell['speedup_median']:.2f} |")
-        for who, rows in (converge.get("profile") or {}).items():
-            lines += ["", f"profile_tasks, no-op converge, {who}:", "", "```text", *rows, "```"]
-        mitogen = converge.get("mitogen") or {}
-        lines += ["", "Mitogen (our no-op converge, whole fleet): " + (
-            mitogen.get("error", "")[:300] if "error" in mitogen else
-            f"plain {mitogen['plain_noop']['median']:.1f} s, mitogen {mitogen['mitogen_noop']['median']:.1f} s, "
-            f"x{mitogen['speedup_median']:.2f}")]
-    if "noop" in results:
-        lines += ["", "## No-op cost per host (counted; asserted by test_rental_module.py::"
-                  "test_noop_converge_makes_one_api_call_and_few_docker_calls)", "",
-                  f"{results['noop']['measured']}"]
-    agent = results.get("agent")
-    if agent:
-        lines += ["", "## Device agent: one pull-mode run with a live lease (no change)", "",
-                  "| CPU s (min / median) | peak RSS | bare `python3 -c pass` CPU s | ratio | share of a core at 120 s "
-                  "| estimate on a Pi Zero 2 |", "| ---: | ---: | ---: | ---: | ---: | ---: |",
-                  f"| {agent['cpu_s']['min']:.2f} / {agent['cpu_s']['median']:.2f} | "
-                  f"{agent['peak_rss_kib'] / 1024:.0f} MiB | {agent['python_startup_cpu_s']['median']:.3f} | "
-                  f"x{agent['ratio_to_python_startup']:.1f} | {100 * agent['core_fraction_at_120s']:.2f} % | "
-                  f"{100 * agent['core_fraction_pi_zero_2_estimate']:.1f} % |"]
-    inventory = results.get("inventory")
-    if inventory:
-        lines += ["", "## Inventory plugin (ansible-inventory --list, seconds, median)", "",
-                  "| devices | cold | API calls | cached | cached, same groups by keyed_groups | static YAML of "
-                  "the same hosts | cold / static | cached / static |",
-                  "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-        for size, row in inventory.items():
-            lines.append(f"| {size} | {row['cold']['median']:.2f} | {row['api_calls_cold']} "
-                         f"(pages: {row['pages_expected']}) | {row['cached']['median']:.2f} | "
-                         f"{row['cached_templated_groups']['median']:.2f} | "
-                         f"{row['static_baseline']['median']:.2f} | x{row['cold_over_static']:.2f} | "
-                         f"x{row['cached_over_static']:.2f} |")
-    checkin = results.get("checkin")
-    if checkin:
-        lines += ["", f"## Check-ins on the reference server (SQLite, {checkin['threads']} client threads on the "
-                  f"same 2 cores, {checkin['duration_s']} s each)", "",
-                  "| call | req/s | p50 ms | p99 ms | errors |", "| --- | ---: | ---: | ---: | ---: |"]
-        for name in ("checkin", "device_read_baseline"):
-            row = checkin[name]
-            lines.append(f"| {name} | {row['requests_per_s']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
-                         f"{row['errors']} |")
-        lines += ["", f"10,000 devices at a 120 s interval need {checkin['needed_per_s_10k_at_120s']:.0f} check-ins/s: "
-                  f"headroom x{checkin['headroom']:.1f}; a check-in costs x{1 / checkin['checkin_over_read']:.2f} "
-                  "a device read."]
-    latency = results.get("latency")
-    if latency:
-        lines += ["", "## Lease latency (demo, pull mode, timer every 15 s)", "",
-                  f"rental created -> renter logged in: {latency['create_to_login_s']} s; "
-                  f"rental ended -> container gone: {latency['end_to_wipe_s']} s"]
+    for key, section in SECTIONS:
+        if results.get(key):
+            lines += section(results[key])
     return "\n".join(lines) + "\n"
 
 
