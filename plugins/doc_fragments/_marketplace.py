@@ -64,6 +64,53 @@ notes:
   - Answers larger than 1 MiB, compressed answers and answers that are not JSON objects are refused.
 """
 
+    # Options of the marketplace API client for the web gateway (module_utils/_api.py,
+    # MARKETPLACE_GATEWAY_ARGS): the gateway token instead of a device's.
+    GATEWAY = r"""
+options:
+  marketplace_url:
+    description:
+      - Base URL of the P2P VPS marketplace API, for example V(https://market.example.org).
+      - Must be C(https://) or C(http://), without credentials, query string or fragment.
+      - If not set, the value of the E(P2PVPS_MARKETPLACE_URL) environment variable is used.
+        One of them is required.
+    type: str
+  gateway_token:
+    description:
+      - The marketplace's gateway token (it may read the route list, nothing else).
+      - If not set, the value of the E(P2PVPS_GATEWAY_TOKEN) environment variable is used.
+      - Prefer O(gateway_token_file); O(gateway_token_file) wins when both are set.
+      - The token is never logged, and never part of an error message or of the diff.
+    type: str
+  gateway_token_file:
+    description:
+      - Path of a file on the managed host holding the gateway token (surrounding white space
+        is ignored). The file must exist; it should be mode C(0600), a warning says when
+        every user can read it.
+      - Takes precedence over O(gateway_token).
+    type: path
+  validate_certs:
+    description:
+      - Whether to verify the marketplace's TLS certificate.
+      - Only set to V(false) for a test marketplace with a self-signed certificate.
+    type: bool
+    default: true
+  timeout:
+    description:
+      - Overall deadline of each API call in seconds, covering connecting, all retries and the
+        waits between them, and reading the whole answer.
+      - Connection errors and HTTP 502, 503 and 504 are retried with exponential backoff
+        (C(Retry-After) is honoured up to 10 seconds) while the deadline allows.
+    type: int
+    default: 30
+requirements:
+  - requests (Python library on the managed host)
+notes:
+  - Redirects are never followed, so the token is never sent elsewhere; point O(marketplace_url)
+    at the final URL.
+  - Answers larger than 1 MiB, compressed answers and answers that are not JSON objects are refused.
+"""
+
     # Descriptions of the standard attributes (modules state support and details).
     ATTRIBUTES = r"""
 options: {}

@@ -787,30 +787,54 @@ class MarketplaceClient(object):
             if isinstance(value, bool):
                 value = 'true' if value else 'false'
             params[name] = str(value)
-        answer = self._call('GET', '/devices', params=params)
-        self._shape(answer, ('items', 'next_cursor'), 'device page', 'GET', '/devices')
-        if not isinstance(answer['items'], list) or not all(isinstance(item, dict) for item in answer['items']):
-            raise self._error(MarketplaceMalformed, 'malformed answer: items of the device page must be a list of '
-                              'objects', 'GET', self.base_url + API_PREFIX + '/devices')
-        cursor = answer['next_cursor']
-        if cursor is not None and (not isinstance(cursor, str) or not cursor or len(cursor) > 2048):
-            raise self._error(MarketplaceMalformed, 'malformed answer: next_cursor must be a non-empty string or '
-                              'null', 'GET', self.base_url + API_PREFIX + '/devices')
-        return answer
+        return self._page('/devices', params, 'device page')
 
     def iter_devices(self, page_size=100, **filters):
         """Yield the devices page by page (a list per page, one call per page)."""
+        return self._pages(lambda cursor: self.list_devices(limit=page_size, cursor=cursor, **filters), '/devices')
+
+    def list_routes(self, limit=500, cursor=None):
+        """One page of web routes -> {items: [...], next_cursor: str or None} (gateway or operator token).
+
+        Only the page's shape is checked here; each item is validated by its user
+        (_web_routes.parse_routes), so that one bad item never hides the others."""
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise MarketplaceError('page size must be an integer from 1 to 1000')
+        params = {'limit': str(limit)}
+        if cursor is not None:
+            params['cursor'] = cursor
+        return self._page('/routes', params, 'route page')
+
+    def iter_routes(self, page_size=500):
+        """Yield the web routes page by page (a list per page, one call per page)."""
+        return self._pages(lambda cursor: self.list_routes(limit=page_size, cursor=cursor), '/routes')
+
+    def _page(self, path, params, what):
+        """GET one keyset page and check its shape: {items: [objects], next_cursor: str or null}."""
+        url = self.base_url + API_PREFIX + path
+        answer = self._call('GET', path, params=params)
+        self._shape(answer, ('items', 'next_cursor'), what, 'GET', path)
+        if not isinstance(answer['items'], list) or not all(isinstance(item, dict) for item in answer['items']):
+            raise self._error(MarketplaceMalformed, 'malformed answer: items of the %s must be a list of objects'
+                              % what, 'GET', url)
+        cursor = answer['next_cursor']
+        if cursor is not None and (not isinstance(cursor, str) or not cursor or len(cursor) > 2048):
+            raise self._error(MarketplaceMalformed, 'malformed answer: next_cursor must be a non-empty string or '
+                              'null', 'GET', url)
+        return answer
+
+    def _pages(self, fetch, path):
         seen = set()
         cursor = None
         while True:
-            page = self.list_devices(limit=page_size, cursor=cursor, **filters)
+            page = fetch(cursor)
             yield page['items']
             cursor = page['next_cursor']
             if cursor is None:
                 return
             if cursor in seen:
                 raise self._error(MarketplaceMalformed, 'malformed answer: the paging cursor repeats', 'GET',
-                                  self.base_url + API_PREFIX + '/devices')
+                                  self.base_url + API_PREFIX + path)
             seen.add(cursor)
 
     def create_device(self, name, description=None, owner=None):
@@ -897,27 +921,28 @@ MARKETPLACE_COMMON_ARGS = dict(
 )
 
 
-def read_token_file(path):
-    """The token in `path` (stripped); ValueError with a message that never holds the content."""
+def read_token_file(path, what='device token'):
+    """The token in `path` (stripped) and whether every user may read it; ValueError with a
+    message that never holds the content. `what` names the token in messages."""
     try:
         info = os.stat(path)
     except OSError as exc:
-        raise ValueError('cannot read the device token file %s: %s' % (path, exc.strerror))
+        raise ValueError('cannot read the %s file %s: %s' % (what, path, exc.strerror))
     if not stat.S_ISREG(info.st_mode):
-        raise ValueError('the device token file %s is not a regular file' % path)
+        raise ValueError('the %s file %s is not a regular file' % (what, path))
     if info.st_size > 8192:
-        raise ValueError('the device token file %s is too big to hold a token' % path)
+        raise ValueError('the %s file %s is too big to hold a token' % (what, path))
     try:
         with open(path, 'rb') as handle:
             raw = handle.read(8193)
     except OSError as exc:
-        raise ValueError('cannot read the device token file %s: %s' % (path, exc.strerror))
+        raise ValueError('cannot read the %s file %s: %s' % (what, path, exc.strerror))
     try:
         token = raw.decode('utf-8').strip()
     except UnicodeDecodeError:
-        raise ValueError('the device token file %s is not text' % path)
+        raise ValueError('the %s file %s is not text' % (what, path))
     if not token:
-        raise ValueError('the device token file %s is empty' % path)
+        raise ValueError('the %s file %s is empty' % (what, path))
     return token, bool(info.st_mode & (stat.S_IROTH | stat.S_IWOTH))
 
 
@@ -954,3 +979,50 @@ def client_from_module(module, retries=3, backoff=0.5):
     except MarketplaceError as exc:
         module.fail_json(msg=str(exc))
     return DeviceClient(client, params['device_id'])
+
+
+# ---------------------------------------------------------------- gateway modules
+
+#: Options of modules that run on a tunnel server's web gateway (module web_routes).
+MARKETPLACE_GATEWAY_ARGS = dict(
+    marketplace_url=dict(type='str', fallback=(env_fallback, ['P2PVPS_MARKETPLACE_URL'])),
+    gateway_token=dict(type='str', no_log=True, fallback=(env_fallback, ['P2PVPS_GATEWAY_TOKEN'])),
+    gateway_token_file=dict(type='path'),
+    validate_certs=dict(type='bool', default=True),
+    timeout=dict(type='int', default=30),
+)
+
+
+def gateway_client_from_module(module, retries=3, backoff=0.5):
+    """A MarketplaceClient with the gateway token from the module's MARKETPLACE_GATEWAY_ARGS,
+    or module.fail_json().
+
+    The token comes from O(gateway_token_file) when it is set, otherwise from O(gateway_token)
+    (or P2PVPS_GATEWAY_TOKEN). A token read from a file is added to the module's no_log values.
+    """
+    if not HAS_REQUESTS:
+        module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
+    params = module.params
+    if not params.get('marketplace_url'):
+        module.fail_json(msg='marketplace_url is required (the option or the environment variable '
+                             'P2PVPS_MARKETPLACE_URL)')
+    token_file = params.get('gateway_token_file')
+    if token_file:
+        try:
+            token, world_readable = read_token_file(token_file, 'gateway token')
+        except ValueError as exc:
+            module.fail_json(msg=str(exc))
+        module.no_log_values.add(token)
+        if world_readable:
+            module.warn('the gateway token file %s can be read by every user of this host; make it 0600'
+                        % token_file)
+    else:
+        token = params.get('gateway_token')
+        if not token:
+            module.fail_json(msg='a gateway token is required: set gateway_token_file or gateway_token '
+                                 '(or the environment variable P2PVPS_GATEWAY_TOKEN)')
+    try:
+        return MarketplaceClient(params['marketplace_url'], token, validate_certs=params['validate_certs'],
+                                 timeout=params['timeout'], retries=retries, backoff=backoff)
+    except MarketplaceError as exc:
+        module.fail_json(msg=str(exc))

@@ -344,6 +344,32 @@ def test_register_and_page_shapes_are_checked(raw_server):
         client_for(server.url).list_devices()
 
 
+@pytest.mark.parametrize('body, words', [
+    ({'items': {}, 'next_cursor': None}, 'list of objects'),
+    ({'items': [{'hostname': 'a.web.test'}, 'b.web.test'], 'next_cursor': None}, 'list of objects'),
+    ({'items': []}, 'has no "next_cursor"'),
+    ({'items': [], 'next_cursor': 7}, 'next_cursor'),
+    ({'items': [], 'next_cursor': ''}, 'next_cursor'),
+    ([], 'JSON object'),
+])
+def test_route_page_shapes_are_checked(raw_server, body, words):
+    server = raw_server(lambda conn, req: conn.sendall(answer(200, body)))
+    with pytest.raises(MarketplaceMalformed) as exc:
+        list(client_for(server.url).iter_routes(page_size=2))
+    assert words in str(exc.value), exc.value
+    assert_clean(exc.value)
+    assert server.requests[0]['path'] == '/api/v1/routes?limit=2'
+
+
+def test_route_pages_follow_the_cursor(raw_server):
+    pages = [{'items': [{'hostname': 'a.web.test'}], 'next_cursor': 'c1'},
+             {'items': [{'hostname': 'b.web.test'}, {'port': 'junk'}], 'next_cursor': None}]
+    server = raw_server(lambda conn, req: conn.sendall(answer(200, pages[len(server.requests) - 1])))
+    seen = list(client_for(server.url).iter_routes(page_size=1000))
+    assert seen == [pages[0]['items'], pages[1]['items']]
+    assert [r['path'] for r in server.requests] == ['/api/v1/routes?limit=1000', '/api/v1/routes?limit=1000&cursor=c1']
+
+
 def test_rejection_detail_is_truncated_and_token_scrubbed(raw_server):
     detail = 'token %s is bad; ' % TOKEN + 'y' * 5000
     server = raw_server(lambda conn, req: conn.sendall(answer(403, {'error': 'forbidden', 'detail': detail})))

@@ -360,3 +360,68 @@ _api.client_from_module(M())
     assert proc.returncode == 0, proc.stderr
     assert 'FAILED' in proc.stdout and 'Failed to import the required Python library (requests)' in proc.stdout
     assert 'True' in proc.stdout
+
+
+# ---------------------------------------------------------------- gateway_client_from_module
+
+class FakeGatewayModule(FakeModule):
+    def __init__(self, **params):
+        super().__init__()
+        self.params = dict(marketplace_url='https://market.example.org', gateway_token=None,
+                           gateway_token_file=None, validate_certs=True, timeout=30)
+        self.params.update(params)
+
+
+def test_gateway_args():
+    spec = api.MARKETPLACE_GATEWAY_ARGS
+    assert spec['gateway_token']['no_log'] is True
+    assert spec['gateway_token']['fallback'][1] == ['P2PVPS_GATEWAY_TOKEN']
+    assert spec['marketplace_url']['fallback'][1] == ['P2PVPS_MARKETPLACE_URL']
+    assert spec['gateway_token_file']['type'] == 'path'
+    assert 'device_id' not in spec and 'device_token' not in spec
+
+
+def test_gateway_client_from_module_with_token():
+    client = api.gateway_client_from_module(FakeGatewayModule(gateway_token=TOKEN, timeout=9))
+    assert isinstance(client, api.MarketplaceClient) and client.timeout == 9
+    assert client._session.auth._token == TOKEN
+
+
+def test_gateway_client_from_module_token_file_wins(tmp_path):
+    path = tmp_path / 'gateway_token'
+    path.write_text('%s\n' % TOKEN)
+    os.chmod(path, 0o644)
+    module = FakeGatewayModule(gateway_token='ignored', gateway_token_file=str(path))
+    client = api.gateway_client_from_module(module)
+    assert client._session.auth._token == TOKEN and TOKEN in module.no_log_values
+    assert 'gateway token file' in module.warnings[0] and TOKEN not in module.warnings[0]
+
+
+@pytest.mark.parametrize('params, words', [
+    ({}, 'gateway token is required'),
+    ({'gateway_token': TOKEN, 'marketplace_url': None}, 'P2PVPS_MARKETPLACE_URL'),
+    ({'gateway_token_file': '/nonexistent/gateway_token'}, 'cannot read the gateway token file'),
+    ({'gateway_token': 'two words'}, 'cannot be sent'),
+])
+def test_gateway_client_from_module_fails_clearly(params, words):
+    with pytest.raises(Failed) as exc:
+        api.gateway_client_from_module(FakeGatewayModule(**params))
+    assert words in str(exc.value) and TOKEN not in str(exc.value)
+
+
+def test_read_token_file_names_the_token(tmp_path):
+    with pytest.raises(ValueError) as exc:
+        api.read_token_file(str(tmp_path / 'none'))
+    assert 'cannot read the device token file' in str(exc.value)
+    (tmp_path / 'empty').write_text('')
+    with pytest.raises(ValueError) as exc:
+        api.read_token_file(str(tmp_path / 'empty'), 'gateway token')
+    assert 'the gateway token file' in str(exc.value) and 'empty' in str(exc.value)
+
+
+def test_route_page_size_is_checked_before_any_call():
+    client = api.MarketplaceClient('http://127.0.0.1:9', TOKEN)
+    for limit in (0, 1001, True, '10'):
+        with pytest.raises(api.MarketplaceError) as exc:
+            client.list_routes(limit=limit)
+        assert '1 to 1000' in str(exc.value)
