@@ -23,6 +23,8 @@ import tarfile
 import time
 import traceback
 
+from dataclasses import dataclass
+
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.compat.version import LooseVersion
 
@@ -67,13 +69,57 @@ AUTHORIZED_KEYS_DIR = '/etc/ssh/authorized_keys'
 # container. DAC_OVERRIDE was measured as not needed and is not given.
 CAP_ADD = ['CHOWN', 'SETUID', 'SETGID', 'SYS_CHROOT', 'FOWNER', 'KILL', 'AUDIT_WRITE']
 LABEL_DISK = 'p2pvps.disk'
+LABEL_MOUNT = 'p2pvps.mount'
 DISK_LOOP = 'ext4-loop'
 DISK_NONE = 'none'
 GIB = 1024 ** 3
+# Everything a renter can write outside tmpfs lives on the lease disk: the home, and these
+# system directories, copied from the image into the lease's volumes when the container is
+# first created (Docker copies an image's content into an empty volume). The root file system
+# itself is read-only, so package installs work and nothing lands on the owner's SD card.
+SYSTEM_DIRS = ('etc', 'usr', 'var', 'opt', 'srv', 'root')
+RENTER_NETWORK = 'p2pvps-renter'
+OOM_SCORE_ADJ = 1000
+SPEC_VERSION = '2'
+# sshd's privilege separation needs no more than CAP_ADD; a renter who is root in a user
+# namespace (Docker's userns-remap) also needs these to manage their own files as root
+# (dpkg, chown of other users' files). They act only inside the namespace.
+CAP_ADD_ROOT = ['DAC_OVERRIDE', 'FSETID']
 
 
 class RentalDockerError(Exception):
     """A Docker or disk operation of the rental converge failed."""
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The module's sandbox settings for renter containers.
+
+    bridge: Linux bridge of the renter network (the docker role's isolation rules name it).
+    write_bps / write_iops: write budget on the lease disk's loop device (0: none).
+    """
+    bridge: str = 'p2pvps0'
+    write_bps: int = 0
+    write_iops: int = 0
+
+    def spec(self):
+        """One string for the container label: a change recreates the container (home kept)."""
+        return 'v%s;net=%s/%s;wbps=%d;wiops=%d' % (SPEC_VERSION, RENTER_NETWORK, self.bridge,
+                                                   self.write_bps, self.write_iops)
+
+
+def tmpfs_mounts(memory_mb):
+    """Size-capped tmpfs for the writable scratch paths (tmpfs pages count against the memory limit)."""
+    scratch = min(1024, max(16, memory_mb // 4))
+    return {
+        '/tmp': 'rw,nosuid,nodev,size=%dm,mode=1777' % scratch,
+        '/var/tmp': 'rw,nosuid,nodev,size=%dm,mode=1777' % scratch,
+        '/run': 'rw,nosuid,nodev,noexec,size=16m,mode=755',
+    }
+
+
+def system_volume_name(lease_id, name):
+    return '%s-%s' % (_rental.volume_name(lease_id), name)
 
 
 def sdk_problem():
@@ -103,12 +149,16 @@ def _run(argv):
 
 
 class LeaseDisk:
-    """A per-lease ext4 file system in a sparse image file, loop-mounted by the module.
+    """A per-lease ext4 file system in an image file allocated in full, loop-mounted by the module.
 
-    The lease volume binds `<mountpoint>/home`, a directory that exists only inside the
-    mounted file system: when the file system is not mounted (after a reboot) the
-    container fails to start instead of silently writing to the unlimited root disk,
-    and the next converge mounts it and starts the container again.
+    The lease volumes bind `<mountpoint>/home` and `<mountpoint>/system/<dir>`, directories
+    that exist only inside the mounted file system: when the file system is not mounted
+    (after a reboot) the container fails to start instead of silently writing to the
+    unlimited root disk, and the next converge mounts it and starts the container again.
+    The image is allocated block by block when it is made (never sparse): a full SD card
+    cannot make the renter's file system fail later.
+    `<disk_dir>/<lease>.dev` links to the loop device, so the container's write budget,
+    resolved by Docker at every start, follows the device across remounts.
     """
 
     def __init__(self, disk_dir, lease_id):
@@ -116,6 +166,11 @@ class LeaseDisk:
         self.image = os.path.join(disk_dir, lease_id + '.img')
         self.mountpoint = os.path.join(disk_dir, lease_id)
         self.device_dir = os.path.join(self.mountpoint, 'home')
+        self.system_root = os.path.join(self.mountpoint, 'system')
+        self.link = os.path.join(disk_dir, lease_id + '.dev')
+
+    def system_dir(self, name):
+        return os.path.join(self.system_root, name)
 
     @staticmethod
     def unsupported_reason():
@@ -154,27 +209,72 @@ class LeaseDisk:
             return None
         return line.split(' - ', 1)[1].split(' ')[1]
 
-    def create(self, size_gb):
+    def create(self, size_gb, owner=None):
         os.makedirs(os.path.dirname(self.image), mode=0o700, exist_ok=True)
         if not os.path.exists(self.image):
             tmp = self.image + '.tmp'
             with open(tmp, 'wb') as handle:
-                handle.truncate(size_gb * GIB)
+                os.posix_fallocate(handle.fileno(), 0, size_gb * GIB)
             os.chmod(tmp, 0o600)
-            _run(['mkfs.ext4', '-q', '-F', '-m', '0', '-E', 'lazy_itable_init=1,lazy_journal_init=1',
+            # nodiscard: mkfs would otherwise punch the freshly allocated blocks out again.
+            _run(['mkfs.ext4', '-q', '-F', '-m', '0', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1',
                   '-L', 'p2pvps-lease', tmp])
             os.replace(tmp, self.image)
-        self.ensure_mounted()
+        self.ensure_mounted(owner)
 
-    def ensure_mounted(self):
-        """Mount the lease file system (idempotent); True when a mount was done."""
+    def ensure_mounted(self, owner=None):
+        """Mount the lease file system (idempotent); True when a mount was done.
+
+        owner: (uid, gid) that owns the home and system directories when they are made
+        (the renter's root under user-namespace remapping; None: root).
+        """
         if self.mounted():
+            self._link_device()
             return False
         os.makedirs(self.mountpoint, mode=0o700, exist_ok=True)
-        _run(['mount', '-t', 'ext4', '-o', 'loop,nosuid,nodev', self.image, self.mountpoint])
-        if not os.path.isdir(self.device_dir):
-            os.mkdir(self.device_dir, 0o755)
+        _run(['mount', '-t', 'ext4', '-o', 'loop,nosuid,nodev,nodiscard', self.image, self.mountpoint])
+        self._refuse_discards()
+        self.make_dirs(owner)
+        self._link_device()
         return True
+
+    def _refuse_discards(self):
+        """Keep the image allocated: a discard (fstrim.timer, a renter's deletes) would punch holes
+        in it, and refilling them on a full card fails. Best effort: /sys may be read-only."""
+        source = self.mount_source() or ''
+        try:
+            with open('/sys/block/%s/queue/discard_max_bytes' % os.path.basename(source), 'w') as handle:
+                handle.write('0')
+        except OSError:
+            pass
+
+    def make_dirs(self, owner=None):
+        for path in [self.device_dir] + [self.system_dir(name) for name in SYSTEM_DIRS]:
+            if not os.path.isdir(path):
+                os.makedirs(path, 0o755)
+                if owner is not None:
+                    os.chown(path, *owner)
+
+    def reset_system(self, owner=None):
+        """Forget the system directories (copied from an older image); the home stays."""
+        if self.mounted() and os.path.isdir(self.system_root):
+            shutil.rmtree(self.system_root)
+            self.make_dirs(owner)
+
+    def _link_device(self):
+        source = self.mount_source()
+        if source is None or not source.startswith('/dev/'):
+            return
+        try:
+            if os.readlink(self.link) == source:
+                return
+        except OSError:
+            pass
+        tmp = self.link + '.tmp'
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(source, tmp)
+        os.replace(tmp, self.link)
 
     def grow(self, size_gb):
         """Grow the image and its file system; online when mounted (needs CAP_SYS_RESOURCE).
@@ -184,7 +284,7 @@ class LeaseDisk:
         """
         if size_gb * GIB > os.stat(self.image).st_size:
             with open(self.image, 'r+b') as handle:
-                handle.truncate(size_gb * GIB)
+                os.posix_fallocate(handle.fileno(), 0, size_gb * GIB)
         if self.mounted():
             source = self.mount_source()
             try:
@@ -210,8 +310,8 @@ class LeaseDisk:
             except OSError:
                 # something unexpected inside the mountpoint directory: leave it for the operator
                 pass
-        for path in (self.image, self.image + '.tmp'):
-            if os.path.exists(path):
+        for path in (self.image, self.image + '.tmp', self.link):
+            if os.path.lexists(path):
                 os.unlink(path)
 
 
@@ -221,6 +321,8 @@ class RenterDocker:
     def __init__(self, docker_host, disk_dir, timeout=60):
         self.client = docker.DockerClient(base_url=docker_host, version='auto', timeout=timeout)
         self.disk_dir = disk_dir
+        self.inspected = {}   # container id -> its last `docker inspect`, read once per run
+        self.volume_options = None   # volume name -> driver options, from the last listing
 
     # ------------------------------------------------------------ observe
 
@@ -240,8 +342,25 @@ class RenterDocker:
                 attrs = self.client.api.inspect_container(item['Id'])
             except NotFound:
                 continue   # removed while we looked
+            self.inspected[attrs['Id']] = attrs
             observed.append(self._observe(attrs, recorded_keys or {}))
         return observed
+
+    def container_state(self, container_id, fresh=False):
+        """The container's State from this run's inspect (fresh: inspected again)."""
+        attrs = None if fresh else self.inspected.get(container_id)
+        if attrs is None:
+            attrs = self.inspected[container_id] = self.client.api.inspect_container(container_id)
+        return attrs.get('State') or {}
+
+    def container_sandbox(self, container_id, fresh=False):
+        """What the renter container `container_id` really enforces (see sandbox_report)."""
+        attrs = None if fresh else self.inspected.get(container_id)
+        if attrs is None:
+            attrs = self.inspected[container_id] = self.client.api.inspect_container(container_id)
+        if fresh or self.volume_options is None:
+            self.lease_volumes()
+        return sandbox_report(attrs, self.volume_options, self.disk_dir)
 
     def _observe(self, attrs, recorded_keys):
         labels = attrs.get('Config', {}).get('Labels') or {}
@@ -250,8 +369,8 @@ class RenterDocker:
         lease_id = _safe(_rental.parse_lease_id, labels.get(_rental.LABEL_LEASE))
         username = _safe(_rental.parse_username, labels.get(_rental.LABEL_USER))
         expires = _safe(_rental.parse_time, labels.get(_rental.LABEL_EXPIRES))
-        binding = ((host.get('PortBindings') or {}).get(_rental.RENTER_PORT) or [{}])[0] or {}
-        port = binding.get('HostPort')
+        binding = _binding(host, _rental.RENTER_PORT)
+        web = _binding(host, _rental.WEB_PORT)
         keys_hash = recorded_keys.get(lease_id)
         if keys_hash is None and username:
             keys_hash = self._keys_hash(attrs['Id'], username)
@@ -265,14 +384,20 @@ class RenterDocker:
             status=state.get('Status') or '',
             image=attrs.get('Config', {}).get('Image'),
             username=username,
-            local_port=int(port) if port and str(port).isdigit() else None,
+            local_port=_port(binding),
             local_ip=binding.get('HostIp'),
+            web_port=_port(web),
+            web_ip=web.get('HostIp'),
+            web_url=labels.get(_rental.LABEL_WEB_URL),
+            spec=labels.get(_rental.LABEL_SPEC),
             memory_bytes=host.get('Memory') or None,
             nano_cpus=host.get('NanoCpus') or None,
             pids=host.get('PidsLimit') or None,
             keys_hash=keys_hash,
             expires_at=expires,
             created=attrs.get('Created', ''),
+            started_at=state.get('StartedAt') or '',
+            pid=state.get('Pid') or None,
         )
 
     def _keys_hash(self, container_id, username):
@@ -293,6 +418,7 @@ class RenterDocker:
 
     def lease_volumes(self):
         volumes = self.client.api.volumes(filters={'label': '%s=%s' % (_rental.LABEL_ROLE, _rental.ROLE_RENTER)})
+        self.volume_options = {item.get('Name'): item.get('Options') or {} for item in volumes.get('Volumes') or []}
         observed = []
         for item in volumes.get('Volumes') or []:
             lease_id = _safe(_rental.parse_lease_id, (item.get('Labels') or {}).get(_rental.LABEL_LEASE))
@@ -332,27 +458,69 @@ class RenterDocker:
 
     # ------------------------------------------------------------ change
 
-    def ensure_volume(self, lease, require_disk_limit=False):
-        """Create the lease volume if missing, mount its disk if it has one; (enforced, reason)."""
+    def engine_owner(self):
+        """(uid, gid) of the renter's root on the host when Docker remaps user namespaces, else None.
+
+        With userns-remap, Docker keeps its data in `<data-root>/<uid>.<gid>`: that uid is
+        root inside the containers and an unprivileged user on the device.
+        """
+        info = self.client.api.info()
+        if not any('name=userns' in option for option in info.get('SecurityOptions') or []):
+            return None
+        tail = os.path.basename(info.get('DockerRootDir') or '')
+        uid, dot, gid = tail.partition('.')
+        if not (dot and uid.isdigit() and gid.isdigit()):
+            raise RentalDockerError('Docker remaps user namespaces, but its data root %r does not tell '
+                                    'the remapped uid' % info.get('DockerRootDir'))
+        return int(uid), int(gid)
+
+    def ensure_network(self, bridge):
+        """The renter network: its own Linux bridge, no traffic between its containers, no IPv6."""
+        try:
+            network = self.client.api.inspect_network(RENTER_NETWORK)
+        except NotFound:
+            try:
+                self.client.api.create_network(
+                    RENTER_NETWORK, driver='bridge', enable_ipv6=False, check_duplicate=True,
+                    labels={_rental.LABEL_ROLE: 'renter-network'},
+                    options={'com.docker.network.bridge.name': bridge,
+                             'com.docker.network.bridge.enable_icc': 'false'})
+            except APIError as exc:
+                if not exc.is_client_error():   # 409: made meanwhile by another converge
+                    raise
+            network = self.client.api.inspect_network(RENTER_NETWORK)
+        options = network.get('Options') or {}
+        if options.get('com.docker.network.bridge.enable_icc') != 'false' or network.get('EnableIPv6') \
+                or options.get('com.docker.network.bridge.name') != bridge:
+            raise RentalDockerError(
+                'the Docker network %s exists but is not the renter network (it needs bridge %s, '
+                'inter-container traffic off and no IPv6); remove it and converge again'
+                % (RENTER_NETWORK, bridge))
+
+    def ensure_volume(self, lease, require_disk_limit=False, owner=None):
+        """Create the lease's volumes if missing, mount its disk if it has one; (enforced, reason)."""
         name = lease.volume_name
         try:
             self.client.api.inspect_volume(name)
         except NotFound:
-            self._create_volume(lease, require_disk_limit)
+            self._create_volume(lease, require_disk_limit, owner)
         enforced, reason = self.disk_status(lease.id)
+        disk = LeaseDisk(self.disk_dir, lease.id)
         if enforced:
-            LeaseDisk(self.disk_dir, lease.id).ensure_mounted()
+            disk.ensure_mounted(owner)
+            disk.make_dirs(owner)
         elif require_disk_limit:
             raise RentalDockerError('a disk limit is required but not enforced: %s' % reason)
+        self._ensure_system_volumes(lease.id, disk if enforced else None)
         return enforced, reason
 
-    def _create_volume(self, lease, require_disk_limit):
+    def _create_volume(self, lease, require_disk_limit, owner):
         labels = {_rental.LABEL_ROLE: _rental.ROLE_RENTER, _rental.LABEL_LEASE: lease.id}
         reason = LeaseDisk.unsupported_reason()
         if reason is None:
             disk = LeaseDisk(self.disk_dir, lease.id)
             try:
-                disk.create(lease.limits.disk_gb)
+                disk.create(lease.limits.disk_gb, owner)
             except (OSError, RentalDockerError) as exc:
                 reason = 'creating the loop-mounted ext4 file system failed: %s' % exc
                 _safe_destroy(disk)
@@ -367,41 +535,85 @@ class RenterDocker:
         labels['p2pvps.disk_reason'] = reason[:200]
         self.client.api.create_volume(name=lease.volume_name, driver='local', labels=labels)
 
-    def create(self, lease, local_port):
-        """Create and start the renter container of `lease` (its volume must exist); its id."""
-        labels = {
-            _rental.LABEL_ROLE: _rental.ROLE_RENTER,
-            _rental.LABEL_LEASE: lease.id,
-            _rental.LABEL_USER: lease.username,
-            _rental.LABEL_KEYS: lease.keys_hash,
-            _rental.LABEL_EXPIRES: _rental.format_time(lease.expires_at),
-        }
+    def _lease_volume_names(self, lease_id, mount=None):
+        label = '%s=%s' % (_rental.LABEL_LEASE, lease_id)
+        filters = {'label': [label, '%s=%s' % (LABEL_MOUNT, mount)] if mount else [label]}
+        return [item['Name'] for item in self.client.api.volumes(filters=filters).get('Volumes') or []]
+
+    def _ensure_system_volumes(self, lease_id, disk):
+        """The volumes of the writable system directories: on the lease disk when it is enforced."""
+        present = set(self._lease_volume_names(lease_id, 'system'))
+        for name in SYSTEM_DIRS:
+            volume = system_volume_name(lease_id, name)
+            if volume in present:
+                continue
+            labels = {_rental.LABEL_ROLE: _rental.ROLE_RENTER, _rental.LABEL_LEASE: lease_id, LABEL_MOUNT: 'system'}
+            options = None
+            if disk is not None:
+                options = {'type': 'none', 'o': 'bind', 'device': disk.system_dir(name)}
+            self.client.api.create_volume(name=volume, driver='local', labels=labels, driver_opts=options)
+
+    def reset_system(self, lease_id, owner=None):
+        """Remove the lease's copies of the system directories (the home volume stays)."""
+        for name in self._lease_volume_names(lease_id, 'system'):
+            self._remove_volume_named(name)
+        LeaseDisk(self.disk_dir, lease_id).reset_system(owner)
+
+    def create(self, lease, publish, sandbox, owner=None):
+        """Create and start the renter container of `lease` (its volumes must exist); its id.
+
+        owner: the renter's root on the host under user-namespace remapping (see engine_owner);
+        only then may the renter log in as root (root in the container, nobody on the device).
+        """
+        root_login = owner is not None
         host_config = self.client.api.create_host_config(
-            binds={lease.volume_name: {'bind': '%s/%s' % (RENTER_HOME, lease.username), 'mode': 'rw'}},
-            port_bindings={_rental.RENTER_PORT: ('127.0.0.1', local_port)},
+            binds=self._binds(lease),
+            port_bindings=_port_bindings(publish),
             restart_policy={'Name': 'unless-stopped'},
             mem_limit=lease.limits.memory_bytes,
             memswap_limit=lease.limits.memory_bytes,
             nano_cpus=lease.limits.nano_cpus,
             pids_limit=lease.limits.pids,
+            oom_score_adj=OOM_SCORE_ADJ,
+            read_only=True,
+            tmpfs=tmpfs_mounts(lease.limits.memory_mb),
+            sysctls={'net.ipv6.conf.all.disable_ipv6': '1', 'net.ipv6.conf.default.disable_ipv6': '1'},
             security_opt=['no-new-privileges'],
             cap_drop=['ALL'],
-            cap_add=list(CAP_ADD),
-            network_mode='bridge',
+            cap_add=CAP_ADD + (CAP_ADD_ROOT if root_login else []),
+            network_mode=RENTER_NETWORK,
             privileged=False,
+            **self._write_budget(lease.id, sandbox)
         )
         created = self.client.api.create_container(
             image=lease.image,
             name=lease.container_name,
-            labels=labels,
-            environment={'P2PVPS_RENTER_USER': lease.username,
-                         'P2PVPS_AUTHORIZED_KEYS': '\n'.join(lease.keys)},
-            ports=[2222],
+            labels=_labels(lease, publish),
+            environment=_environment(lease, root_login),
+            ports=[int(port.split('/')[0]) for port in _port_bindings(publish)],
             host_config=host_config,
             hostname=lease.container_name[:63],
         )
         self.client.api.start(created['Id'])
         return created['Id']
+
+    def _binds(self, lease):
+        binds = {lease.volume_name: {'bind': '%s/%s' % (RENTER_HOME, lease.username), 'mode': 'rw'}}
+        for name in SYSTEM_DIRS:
+            binds[system_volume_name(lease.id, name)] = {'bind': '/' + name, 'mode': 'rw'}
+        return binds
+
+    def _write_budget(self, lease_id, sandbox):
+        """Docker's write limits on the lease disk's loop device (through the link that follows it)."""
+        disk = LeaseDisk(self.disk_dir, lease_id)
+        if not (sandbox.write_bps or sandbox.write_iops) or not os.path.exists(disk.link):
+            return {}
+        budget = {}
+        if sandbox.write_bps:
+            budget['device_write_bps'] = [{'Path': disk.link, 'Rate': sandbox.write_bps}]
+        if sandbox.write_iops:
+            budget['device_write_iops'] = [{'Path': disk.link, 'Rate': sandbox.write_iops}]
+        return budget
 
     def start(self, container_id, lease_id=None):
         if lease_id is not None:
@@ -411,17 +623,21 @@ class RenterDocker:
         self.client.api.start(container_id)
 
     def update_keys(self, container_id, lease):
-        """Rewrite /etc/ssh/authorized_keys/<user> (root-owned, 0644) without recreating."""
+        """Rewrite /etc/ssh/authorized_keys/<user> and .../root (root-owned, 0644) without recreating.
+
+        root's copy is only read by sshd where the renter may log in as root (user namespaces).
+        """
         content = lease.authorized_keys.encode('utf-8')
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode='w') as tar:
-            info = tarfile.TarInfo(lease.username)
-            info.size = len(content)
-            info.mode = 0o644
-            info.uid = info.gid = 0
-            info.mtime = int(time.time())
-            info.uname = info.gname = 'root'
-            tar.addfile(info, io.BytesIO(content))
+            for name in (lease.username, 'root'):
+                info = tarfile.TarInfo(name)
+                info.size = len(content)
+                info.mode = 0o644
+                info.uid = info.gid = 0
+                info.mtime = int(time.time())
+                info.uname = info.gname = 'root'
+                tar.addfile(info, io.BytesIO(content))
         if not self.client.api.put_archive(container_id, AUTHORIZED_KEYS_DIR, buf.getvalue()):
             raise RentalDockerError('writing the authorized keys into the container failed')
 
@@ -444,11 +660,17 @@ class RenterDocker:
             pass
 
     def remove_volume(self, lease_id):
+        """Remove every volume of the lease (home and system directories) and its disk."""
+        names = set(self._lease_volume_names(lease_id)) | {_rental.volume_name(lease_id)}
+        for name in sorted(names):
+            self._remove_volume_named(name)
+        LeaseDisk(self.disk_dir, lease_id).destroy()
+
+    def _remove_volume_named(self, name):
         try:
-            self.client.api.remove_volume(_rental.volume_name(lease_id), force=True)
+            self.client.api.remove_volume(name, force=True)
         except NotFound:
             pass
-        LeaseDisk(self.disk_dir, lease_id).destroy()
 
     def resize_disk(self, lease, container_id=None):
         """Grow the lease disk; when it cannot grow online, stop the container for it."""
@@ -465,12 +687,108 @@ class RenterDocker:
         if running:
             self.client.api.start(container_id)
 
+    def image_allowed(self, image, allowed):
+        """Whether `image` is in `allowed`: by the exact name, or by the local image's id or repo digest."""
+        if image in allowed:
+            return True
+        try:
+            attrs = self.client.api.inspect_image(image)
+        except NotFound:
+            return False
+        return attrs.get('Id') in allowed or any(digest in allowed for digest in attrs.get('RepoDigests') or [])
+
     def image_present(self, image):
         try:
             self.client.api.inspect_image(image)
             return True
         except NotFound:
             return False
+
+
+def sandbox_report(attrs, volume_options, disk_dir):
+    """What a renter container enforces, read from its `docker inspect` (for status reports).
+
+    volume_options: volume name -> the volume's driver options (from the volume listing).
+    disk: `whole` when the root file system is read-only, the scratch paths are size-capped
+    tmpfs and every volume binds a directory of the loop-mounted lease disk; `home` when only
+    the renter's home does (containers made by older versions of this collection); else `none`.
+    """
+    host = attrs.get('HostConfig') or {}
+    env = dict(item.partition('=')[::2] for item in (attrs.get('Config') or {}).get('Env') or [])
+    disk_root = os.path.realpath(disk_dir) + os.sep
+    volumes = [m for m in attrs.get('Mounts') or [] if m.get('Type') == 'volume']
+    on_disk = [m for m in volumes if _volume_device(volume_options, m).startswith(disk_root)]
+    tmpfs = host.get('Tmpfs') or {}
+    capped = all('size=' in (tmpfs.get(path) or '') for path in ('/tmp', '/var/tmp', '/run'))
+    if host.get('ReadonlyRootfs') and capped and volumes and len(on_disk) == len(volumes):
+        disk = 'whole'
+    elif any(m.get('Destination', '').startswith(RENTER_HOME + '/') for m in on_disk):
+        disk = 'home'
+    else:
+        disk = 'none'
+    sysctls = host.get('Sysctls') or {}
+    write_bps = host.get('BlkioDeviceWriteBps') or []
+    write_iops = host.get('BlkioDeviceWriteIOps') or []
+    return {
+        'disk': disk,
+        'read_only_root': bool(host.get('ReadonlyRootfs')),
+        'ipv6': 'off' if sysctls.get('net.ipv6.conf.all.disable_ipv6') == '1' else 'on',
+        'network': host.get('NetworkMode'),
+        'user_namespace': 'on' if env.get('P2PVPS_ROOT_LOGIN') == '1' else 'off',
+        'oom_score_adj': host.get('OomScoreAdj'),
+        'write_budget_bps': write_bps[0].get('Rate') if write_bps else None,
+        'write_budget_iops': write_iops[0].get('Rate') if write_iops else None,
+    }
+
+
+def _volume_device(volume_options, mount):
+    device = (volume_options.get(mount.get('Name')) or {}).get('device')
+    return os.path.realpath(device) if device else ''
+
+
+def _port_bindings(publish):
+    bindings = {_rental.RENTER_PORT: ('127.0.0.1', publish.ssh_port)}
+    if publish.web_port is not None:
+        bindings[_rental.WEB_PORT] = ('127.0.0.1', publish.web_port)
+    return bindings
+
+
+def _labels(lease, publish):
+    labels = {
+        _rental.LABEL_ROLE: _rental.ROLE_RENTER,
+        _rental.LABEL_LEASE: lease.id,
+        _rental.LABEL_USER: lease.username,
+        _rental.LABEL_KEYS: lease.keys_hash,
+        _rental.LABEL_EXPIRES: _rental.format_time(lease.expires_at),
+        _rental.LABEL_SPEC: publish.spec or '',
+    }
+    if lease.web is not None:
+        labels[_rental.LABEL_WEB_URL] = lease.web.url
+    return labels
+
+
+def _environment(lease, root_login):
+    """What the renter image's init reads (tests/images/renter/files/usr/local/sbin/p2pvps-renter-init)."""
+    limits = lease.limits
+    return {
+        'P2PVPS_RENTER_USER': lease.username,
+        'P2PVPS_AUTHORIZED_KEYS': '\n'.join(lease.keys),
+        'P2PVPS_ROOT_LOGIN': '1' if root_login else '0',
+        'P2PVPS_WEB_URL': '' if lease.web is None else lease.web.url,
+        'P2PVPS_WEB_PORT': _rental.WEB_PORT.split('/')[0],
+        'P2PVPS_LIMITS': '%d MB memory, %g CPU, %d processes, %d GB disk' % (
+            limits.memory_mb, limits.cpus, limits.pids, limits.disk_gb),
+    }
+
+
+def _binding(host_config, port):
+    """The first host binding of a container port ({} when it is not published)."""
+    return ((host_config.get('PortBindings') or {}).get(port) or [{}])[0] or {}
+
+
+def _port(binding):
+    port = binding.get('HostPort')
+    return int(port) if port and str(port).isdigit() else None
 
 
 def _safe(parse, value):

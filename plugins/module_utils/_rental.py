@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime
 import hashlib
 import math
@@ -25,11 +26,18 @@ import struct
 from dataclasses import dataclass, field
 
 RENTER_PORT = '2222/tcp'
+# The port a renter's web server listens on inside the container (an unprivileged user can
+# bind it); published on 127.0.0.1 of the device only, where the tunnel forwards web traffic.
+WEB_PORT = '8080/tcp'
 LABEL_ROLE = 'p2pvps.role'
 LABEL_LEASE = 'p2pvps.lease'
 LABEL_KEYS = 'p2pvps.keys'
 LABEL_USER = 'p2pvps.user'
 LABEL_EXPIRES = 'p2pvps.expires_at'
+LABEL_WEB_URL = 'p2pvps.web_url'
+# The module's sandbox settings the container was created with (read-only root, tmpfs sizes,
+# network, write budget...): a container made with other settings is recreated, volume kept.
+LABEL_SPEC = 'p2pvps.spec'
 ROLE_RENTER = 'renter'
 
 LEASE_ID_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$')
@@ -44,6 +52,10 @@ IMAGE_RE = re.compile(
     r'(?:@sha256:[a-f0-9]{64})?$'
 )
 MAX_IMAGE_LEN = 255
+_LABEL = r'[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?'
+HOSTNAME_RE = re.compile(r'^' + _LABEL + r'(?:\.' + _LABEL + r')+$')
+MAX_HOSTNAME_LEN = 253
+WEB_URL_RE = re.compile(r'^https?://(?P<host>[a-z0-9.-]{1,253})(?::[0-9]{1,5})?/$')
 EXPIRES_RE = re.compile(
     r'^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]00:?00)$'
 )
@@ -110,6 +122,16 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Web:
+    """The lease's public web address (the marketplace routes it to the device's web port)."""
+    hostname: str
+    url: str
+
+    def to_dict(self):
+        return {'hostname': self.hostname, 'url': self.url}
+
+
+@dataclass(frozen=True)
 class Lease:
     id: str
     username: str
@@ -117,6 +139,7 @@ class Lease:
     image: str
     expires_at: datetime.datetime
     limits: Limits
+    web: Web | None = None
 
     @property
     def container_name(self):
@@ -147,6 +170,7 @@ class Lease:
             'image': self.image,
             'expires_at': format_time(self.expires_at),
             'limits': self.limits.to_dict(),
+            'web': None if self.web is None else self.web.to_dict(),
         }
 
     def summary(self):
@@ -158,6 +182,7 @@ class Lease:
             'image': self.image,
             'expires_at': format_time(self.expires_at),
             'limits': self.limits.to_dict(),
+            'web': None if self.web is None else self.web.to_dict(),
         }
 
 
@@ -173,12 +198,18 @@ class ObservedContainer:
     username: str | None = None
     local_port: int | None = None
     local_ip: str | None = None
+    web_port: int | None = None
+    web_ip: str | None = None
+    web_url: str | None = None
+    spec: str | None = None
     memory_bytes: int | None = None
     nano_cpus: int | None = None
     pids: int | None = None
     keys_hash: str | None = None
     expires_at: datetime.datetime | None = None
     created: str = ''
+    started_at: str = ''
+    pid: int | None = None
 
     def summary(self):
         return {
@@ -188,6 +219,7 @@ class ObservedContainer:
             'image': self.image,
             'username': self.username,
             'local_port': self.local_port,
+            'web_port': self.web_port,
             'limits': {
                 'memory_mb': None if self.memory_bytes is None else self.memory_bytes // (1024 * 1024),
                 'cpus': None if self.nano_cpus is None else self.nano_cpus / 1e9,
@@ -206,8 +238,8 @@ class ObservedVolume:
 
 @dataclass(frozen=True)
 class Action:
-    # kind: remove_container, remove_volume, create, start, update_keys, update_limits,
-    # resize_disk or write_state
+    # kind: remove_container, remove_volume, reset_system, create, start, update_keys,
+    # update_limits, resize_disk or write_state
     kind: str
     lease_id: str | None = None
     container_id: str | None = None
@@ -393,6 +425,22 @@ def parse_limits(raw):
     return Limits(**values)
 
 
+def parse_web(raw):
+    """The lease's optional web block {hostname, url} (None when absent or null)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise LeaseError('lease web must be an object or null, got %s' % _describe(raw))
+    hostname = _require_str(raw.get('hostname'), 'web.hostname', MAX_HOSTNAME_LEN)
+    if not HOSTNAME_RE.fullmatch(hostname):
+        raise LeaseError('lease web.hostname %s is not a lower-case DNS name' % _describe(hostname))
+    url = _require_str(raw.get('url'), 'web.url', MAX_HOSTNAME_LEN + 16)
+    match = WEB_URL_RE.fullmatch(url)
+    if match is None or match.group('host') != hostname:
+        raise LeaseError('lease web.url %s is not http(s)://<web.hostname>[:port]/' % _describe(url))
+    return Web(hostname=hostname, url=url)
+
+
 LEASE_FIELDS = ('id', 'username', 'ssh_authorized_keys', 'image', 'expires_at', 'limits')
 
 
@@ -416,6 +464,7 @@ def parse_lease(raw):
         image=parse_image(raw['image']),
         expires_at=parse_time(raw['expires_at']),
         limits=parse_limits(raw['limits']),
+        web=parse_web(raw.get('web')),
     )
 
 
@@ -443,17 +492,72 @@ def state_content(lease):
     return {'version': STATE_VERSION, 'lease': None if lease is None else lease.to_dict()}
 
 
+# ---------------------------------------------------------------- the device's own limits
+
+@dataclass(frozen=True)
+class Capacity:
+    """What this device can give a lease: its memory minus a reserve, its CPUs."""
+    memory_mb: int
+    cpus: int
+
+
+def fit_to_device(lease, capacity):
+    """(lease, notes): memory and CPUs cut down to what the device has.
+
+    Docker refuses more CPUs than the device has (the container would never start), and a
+    memory limit above the device's memory is no limit at all; both are cut, with a note.
+    The disk is never cut: a disk that does not fit is refused where it is created.
+    """
+    if lease is None:
+        return None, []
+    limits = lease.limits
+    notes = []
+    memory_mb, cpus = limits.memory_mb, limits.cpus
+    if memory_mb > capacity.memory_mb:
+        notes.append('lease %s asks for %d MB of memory, this device can give %d MB: cut to %d MB'
+                     % (lease.id, memory_mb, capacity.memory_mb, capacity.memory_mb))
+        memory_mb = capacity.memory_mb
+    if cpus > capacity.cpus:
+        notes.append('lease %s asks for %g CPUs, this device has %d: cut to %d'
+                     % (lease.id, cpus, capacity.cpus, capacity.cpus))
+        cpus = float(capacity.cpus)
+    if not notes:
+        return lease, notes
+    fitted = Limits(memory_mb=memory_mb, cpus=cpus, pids=limits.pids, disk_gb=limits.disk_gb)
+    return dataclasses.replace(lease, limits=fitted), notes
+
+
 # ---------------------------------------------------------------- decisions
 
-def _container_matches(lease, container, local_port):
+@dataclass(frozen=True)
+class Publish:
+    """How the module publishes and builds a renter container (its options, not the lease's).
+
+    ssh_port / web_port: ports on 127.0.0.1 of the device (web_port None: no web port).
+    spec: the module's sandbox settings as one string; None only where a caller does not
+    compare them (a container made with other settings is recreated, its volumes kept).
+    """
+    ssh_port: int = 2222
+    web_port: int | None = None
+    spec: str | None = None
+
+
+def _container_matches(lease, container, publish):
     """Reasons why `container` cannot serve `lease` by an in-place change (empty: it can)."""
     reasons = []
     if container.image != lease.image:
         reasons.append('image changed')
     if container.username != lease.username:
         reasons.append('username changed')
-    if container.local_port != local_port or container.local_ip != '127.0.0.1':
+    if container.local_port != publish.ssh_port or container.local_ip != '127.0.0.1':
         reasons.append('local port changed')
+    if container.web_port != publish.web_port or (
+            publish.web_port is not None and container.web_ip != '127.0.0.1'):
+        reasons.append('web port changed')
+    if container.web_url != (None if lease.web is None else lease.web.url):
+        reasons.append('web address changed')
+    if publish.spec is not None and container.spec != publish.spec:
+        reasons.append('sandbox settings changed')
     return reasons
 
 
@@ -474,21 +578,22 @@ def _remove(container, reason):
     return Action('remove_container', container.lease_id, container.id, container.name, reason)
 
 
-def _expected_summary(lease, local_port):
+def _expected_summary(lease, publish):
     return {
         'name': lease.container_name,
         'lease_id': lease.id,
         'state': 'running',
         'image': lease.image,
         'username': lease.username,
-        'local_port': local_port,
+        'local_port': publish.ssh_port,
+        'web_port': publish.web_port,
         'limits': {'memory_mb': lease.limits.memory_mb, 'cpus': lease.limits.cpus,
                    'pids': lease.limits.pids},
         'keys_sha256': lease.keys_hash,
     }
 
 
-def _converge_lease(lease, containers, volumes, local_port, actions, notes, reason_new):
+def _converge_lease(lease, containers, volumes, publish, actions, notes, reason_new):
     """Actions that make `lease` served by exactly one correct, running container."""
     mine = [c for c in containers if c.lease_id == lease.id]
     keep = _pick(mine, lease.id) if mine else None
@@ -498,11 +603,15 @@ def _converge_lease(lease, containers, volumes, local_port, actions, notes, reas
     if keep is None:
         actions.append(Action('create', lease.id, None, lease.container_name, reason_new))
     else:
-        mismatch = _container_matches(lease, keep, local_port)
+        mismatch = _container_matches(lease, keep, publish)
         if mismatch:
-            actions.append(_remove(keep, 'recreate (volume kept): ' + ', '.join(mismatch)))
-            actions.append(Action('create', lease.id, None, lease.container_name,
-                                  'recreate (volume kept): ' + ', '.join(mismatch)))
+            reason = 'recreate (home kept): ' + ', '.join(mismatch)
+            actions.append(_remove(keep, reason))
+            if 'image changed' in mismatch:
+                # The system directories were copied from the old image; the new image's
+                # are copied in again when the container is created (the home is kept).
+                actions.append(Action('reset_system', lease.id, None, lease.container_name, reason))
+            actions.append(Action('create', lease.id, None, lease.container_name, reason))
             keep = None
         else:
             if _limits_differ(lease, keep):
@@ -540,7 +649,8 @@ def _lease_ids(containers, volumes):
     return ids
 
 
-def decide(desired, api_ok, observed_containers, local_state, now, observed_volumes=(), local_port=2222):
+def decide(desired, api_ok, observed_containers, local_state, now, observed_volumes=(), local_port=2222,
+           publish=None):
     """Compute the converge plan.
 
     desired: Lease or None, the marketplace's answer; only used when api_ok.
@@ -550,7 +660,9 @@ def decide(desired, api_ok, observed_containers, local_state, now, observed_volu
     local_state: Lease or None from the state file.
     now: aware datetime (UTC).
     observed_volumes: ObservedVolume list, lease volumes present on the engine.
+    publish: Publish (ports and sandbox settings); by default only local_port is compared.
     """
+    publish = publish or Publish(ssh_port=local_port)
     containers = list(observed_containers)
     volumes = {v.lease_id: v for v in observed_volumes}
     actions = []
@@ -570,21 +682,21 @@ def decide(desired, api_ok, observed_containers, local_state, now, observed_volu
             reason = 'new lease'
             if local_state is not None and local_state.id != desired.id:
                 reason = 'lease changed from %s' % local_state.id
-            keep = _converge_lease(desired, containers, volumes, local_port, actions, notes, reason)
+            keep = _converge_lease(desired, containers, volumes, publish, actions, notes, reason)
         else:
             for lease_id in _lease_ids(containers, volumes):
                 _wipe(lease_id, containers, volumes, actions, 'no lease on the marketplace')
     else:
-        lease_after, keep = _decide_offline(containers, volumes, local_state, now, local_port, actions, notes)
+        lease_after, keep = _decide_offline(containers, volumes, local_state, now, actions, notes)
 
     if _state_differs(local_state, lease_after):
         actions.append(Action('write_state', None if lease_after is None else lease_after.id, None, None,
                               'remember the lease' if lease_after is not None else 'forget the lease'))
 
     # Removals first (a new container may need the old one's port and name), then the rest.
-    order = {'remove_container': 0, 'remove_volume': 1}
-    actions.sort(key=lambda a: order.get(a.kind, 2))
-    after = _predict_after(before, actions, lease_after, local_port, local_state)
+    order = {'remove_container': 0, 'remove_volume': 1, 'reset_system': 2}
+    actions.sort(key=lambda a: order.get(a.kind, 3))
+    after = _predict_after(before, actions, lease_after, publish)
     return Plan(actions=actions, diff_before=before, diff_after=after, lease_after=lease_after,
                 keep=keep, notes=notes)
 
@@ -595,7 +707,7 @@ def _state_differs(local_state, lease_after):
     return local_state.to_dict() != lease_after.to_dict()
 
 
-def _decide_offline(containers, volumes, local_state, now, local_port, actions, notes):
+def _decide_offline(containers, volumes, local_state, now, actions, notes):
     """The API failed: keep what is live, wipe only what expired on local time."""
     lease_after = local_state
     keep = None
@@ -604,7 +716,7 @@ def _decide_offline(containers, volumes, local_state, now, local_port, actions, 
               'lease expired at %s (local time; marketplace unavailable)' % format_time(local_state.expires_at))
         lease_after = None
     elif local_state is not None:
-        keep = _converge_offline(local_state, containers, volumes, local_port, actions, notes)
+        keep = _converge_offline(local_state, containers, actions, notes)
     # Containers of other leases: only their own label says when they expire.
     for container in containers:
         if local_state is not None and container.lease_id == local_state.id:
@@ -625,7 +737,7 @@ def _decide_offline(containers, volumes, local_state, now, local_port, actions, 
     return lease_after, keep
 
 
-def _converge_offline(lease, containers, volumes, local_port, actions, notes):
+def _converge_offline(lease, containers, actions, notes):
     """A live lease from the state file while the API is down: keep it running, change nothing else."""
     mine = [c for c in containers if c.lease_id == lease.id]
     if not mine:
@@ -644,7 +756,7 @@ def _converge_offline(lease, containers, volumes, local_port, actions, notes):
     return keep
 
 
-def _predict_after(before, actions, lease_after, local_port, local_state):
+def _predict_after(before, actions, lease_after, publish):
     removed = set(a.container_name for a in actions if a.kind == 'remove_container')
     # a name can be removed and created again (recreate): created ones are re-added below
     containers = [dict(c) for c in before['containers'] if c['name'] not in removed]
@@ -657,7 +769,7 @@ def _predict_after(before, actions, lease_after, local_port, local_state):
     for action in actions:
         if action.kind in ('create', 'update_keys', 'update_limits') and desired is not None \
                 and action.lease_id == desired.id:
-            expected = _expected_summary(desired, local_port)
+            expected = _expected_summary(desired, publish)
             containers = [c for c in containers if c['name'] != expected['name']]
             containers.append(expected)
     containers.sort(key=lambda s: (s['name'], s['lease_id'] or ''))

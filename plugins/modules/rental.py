@@ -20,15 +20,35 @@ description:
     published on C(127.0.0.1:local_port) only, with the lease's memory, CPU and process
     limits, C(no-new-privileges), all capabilities dropped except what sshd needs, no host
     network and no Docker socket, and a restart policy so it survives reboots.
-  - A new lease id removes the old container and its volume and creates the new one.
+  - A new lease id removes the old container and its volumes and creates the new one.
     New keys are written into the running container without recreating it; new memory,
-    CPU and process limits are applied in place; a new image, user name or local port
-    recreates the container and keeps the renter's volume.
-  - The renter's home is a per-lease volume. Where the module runs as root and the host has
-    loop devices and C(mkfs.ext4), the volume is an ext4 file system of the lease's
-    C(disk_gb) in a sparse image file under O(state_dir), so the disk limit is enforced;
-    otherwise the volume has no size limit, and RV(disk_limit_enforced) says so with
-    the reason.
+    CPU and process limits are applied in place; a new image, user name, local port, web
+    address or sandbox setting recreates the container and keeps the renter's home (a new
+    image also gets fresh copies of the system directories).
+  - The sandbox. The container's root file system is read-only. Everything the renter can
+    write lives on the lease's disk: the home (C(/home/<user>)) and copies of the image's
+    C(/etc), C(/usr), C(/var), C(/opt), C(/srv) and C(/root), made by Docker when the
+    container is created, so a renter can install packages. C(/tmp), C(/var/tmp) and C(/run)
+    are size-capped tmpfs (they count against the memory limit). Where the module runs as
+    root and the host has loop devices and C(mkfs.ext4), the lease disk is an ext4 file
+    system of the lease's C(disk_gb) in an image file under O(state_dir) allocated in full
+    (never sparse), so the whole container is capped at C(disk_gb); otherwise the volumes
+    have no size limit, a warning says so, and RV(disk_limit_enforced) and RV(sandbox)
+    report it.
+  - A lease whose disk does not fit the device's free space minus O(disk_reserve_mb) is
+    refused (the task fails, nothing of that lease is created, other leases are still
+    removed); memory above the device's memory minus O(memory_reserve_mb) and more CPUs
+    than the device has are cut to what it has, with a warning.
+  - Renter containers run on their own Docker network (C(p2pvps-renter), Linux bridge
+    O(renter_bridge)) with traffic between its containers off and IPv6 off, with a high
+    C(oom_score_adj) (under memory pressure the kernel kills the renter's processes first,
+    not the tunnel or this agent), a write budget on the lease disk (O(write_bps),
+    O(write_iops)) and a bandwidth cap each way (O(bandwidth_mbit)). Before it creates a
+    container the module checks that the host's isolation rules (role
+    C(p2pvps.fleet.docker)) are in place (O(require_isolation)).
+  - Root inside, nobody outside. Where Docker remaps user namespaces (C(userns-remap), set by
+    the C(p2pvps.fleet.docker) role), the renter may also log in as root with the same keys;
+    that root is an unprivileged user on the device. Elsewhere the renter has no root.
   - Durable and fail-safe. The last lease is kept in C(lease.json) in O(state_dir) (written
     atomically, mode 0600) and in container labels. When the marketplace is unreachable,
     times out or answers anything that does not validate, nothing is wiped except a lease
@@ -81,6 +101,70 @@ options:
         forwards the marketplace's remote port to it.
     type: int
     default: 2222
+  web_local_port:
+    description:
+      - Port on C(127.0.0.1) of the device where the renter container's web port (C(8080)
+        inside) is published; the tunnel forwards the device's web port on the tunnel server
+        to it. V(0) publishes no web port.
+    type: int
+    default: 2280
+  allowed_images:
+    description:
+      - The renter images this device runs. A lease with any other image is refused, even when
+        that image is present on the device.
+      - Each entry is an image name as the lease gives it (V(p2pvps/renter:1.2)), an image id
+        (V(sha256:...), the local image's id) or a repository digest (V(name@sha256:...));
+        ids and digests are the safer choice, a name can be re-tagged.
+      - Empty allows every image present on the device.
+    type: list
+    elements: str
+    default: []
+  require_isolation:
+    description:
+      - Check before creating a renter container that the host's isolation rules (written by
+        the C(p2pvps.fleet.docker) role) are in place, and refuse the lease when they are not.
+    type: bool
+    default: true
+  isolation_script:
+    description: The script of the C(p2pvps.fleet.docker) role whose C(check) verifies the rules.
+    type: path
+    default: /usr/local/sbin/p2pvps-docker-isolation
+  renter_bridge:
+    description:
+      - Name of the Linux bridge of the renter network C(p2pvps-renter), created by the module
+        when missing. The docker role's isolation rules use the same name (C(docker_renter_bridge)).
+    type: str
+    default: p2pvps0
+  memory_reserve_mb:
+    description: Memory the device keeps for itself; a lease gets at most the rest.
+    type: int
+    default: 256
+  disk_reserve_mb:
+    description:
+      - Free space the device keeps for Docker, the journal and the agent; a lease disk that
+        would leave less is refused.
+    type: int
+    default: 1024
+  bandwidth_mbit:
+    description:
+      - Bandwidth cap of the renter container in each direction, in Mbit/s (C(tc) token bucket
+        on both ends of its network link). V(0) disables it.
+      - Applied after every start of the container (the module records what it shaped, so a
+        run without a restart costs nothing); after a reboot the next run applies it again.
+    type: int
+    default: 20
+  write_bps:
+    description:
+      - Write budget of the renter container on its lease disk, in bytes per second (Docker's
+        C(--device-write-bps) on the disk's loop device). V(0) disables it.
+      - On cgroup v2 it also throttles buffered writes; on cgroup v1 only direct and
+        synchronous writes are throttled (the kernel does not attribute write-back there).
+    type: int
+    default: 10485760
+  write_iops:
+    description: Write operations per second allowed on the lease disk (V(0) disables it).
+    type: int
+    default: 300
   state_dir:
     description:
       - Directory of the local lease state (C(lease.json)) and of the per-lease disk images.
@@ -96,8 +180,9 @@ options:
     description:
       - Fail instead of creating a lease volume without a size limit when this host cannot
         enforce the lease's C(disk_gb).
+      - When not set, a disk limit is required wherever this host can enforce one (root, loop
+        devices, C(mkfs.ext4)); elsewhere the lease runs without one, loudly (warning, RV(sandbox)).
     type: bool
-    default: false
   docker_host:
     description: The Docker Engine to use.
     type: str
@@ -105,7 +190,8 @@ options:
 requirements:
   - Docker SDK for Python (C(docker)) 5.0 or newer; 7.1 or newer when C(requests) is 2.32 or newer
   - requests
-  - Root for the enforced per-lease disk (loop devices, C(mkfs.ext4), C(mount))
+  - Root for the enforced per-lease disk (loop devices, C(mkfs.ext4), C(mount)) and the bandwidth cap
+    (C(tc), C(nsenter))
 notes:
   - Renter containers carry the labels C(p2pvps.role=renter), C(p2pvps.lease), C(p2pvps.user),
     C(p2pvps.keys) and C(p2pvps.expires_at); containers and volumes without them are never touched.
@@ -116,11 +202,17 @@ notes:
     is applied online where the kernel lets the module resize a mounted ext4 file system
     (C(CAP_SYS_RESOURCE)); otherwise the container is stopped for the resize and started again
     (same container).
-  - The module is the only writer of the renter's C(authorized_keys) (root-owned, outside the
-    renter's reach). It trusts the keys recorded in C(lease.json) for the container of that lease
-    and reads the file from the container only when there is no such record (first run, lost
-    O(state_dir), a container of another lease); a key file changed by hand inside a container
-    is therefore not noticed while the state file says otherwise.
+  - The module writes the renter's C(authorized_keys) (root-owned; a renter who is root in their
+    container can change it, which only affects their own lease). It trusts the keys recorded in
+    C(lease.json) for the container of that lease and reads the file from the container only when
+    there is no such record (first run, lost O(state_dir), a container of another lease); a key
+    file changed by hand inside a container is therefore not noticed while the state file says
+    otherwise.
+  - Push mode (the C(p2pvps.fleet.converge) playbook) and pull mode (the C(p2pvps.fleet.rental_agent)
+    timer) must run the module with the same sandbox options, or each run would recreate the
+    container the other made; both read the same C(rental_agent_*) variables.
+  - The write budget follows the lease disk's loop device through C(<state_dir>/disks/<lease>.dev),
+    which the module updates when it mounts the disk; Docker resolves it at every container start.
 seealso:
   - module: p2pvps.fleet.device_register
 """
@@ -145,6 +237,17 @@ EXAMPLES = r"""
     fail_on_api_error: true
     require_disk_limit: true
     local_port: 2222
+
+- name: Only the operator's renter image, by id; a tighter sandbox
+  p2pvps.fleet.rental:
+    marketplace_url: https://market.example.org
+    device_id: "{{ p2pvps_device_id }}"
+    device_token_file: /etc/p2pvps/device_token
+    allowed_images:
+      - sha256:4f8b6a3c1d2e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4
+    bandwidth_mbit: 10
+    write_bps: 5242880
+    memory_reserve_mb: 384
 
 - name: Decommission - remove the renter container and volumes (fails while a lease is live)
   p2pvps.fleet.rental:
@@ -183,6 +286,7 @@ lease:
     image: p2pvps/renter:latest
     expires_at: "2026-11-25T14:00:00Z"
     limits: {memory_mb: 512, cpus: 1.0, pids: 256, disk_gb: 4}
+    web: {hostname: alice-k3j9xq.web.example.org, url: "https://alice-k3j9xq.web.example.org/"}
 actions:
   description: What was done (or, in check mode, would be done), in order.
   returned: always
@@ -191,8 +295,8 @@ actions:
   contains:
     action:
       description: >-
-        One of V(mount_disk), V(remove_container), V(remove_volume), V(create), V(start),
-        V(update_keys), V(update_limits), V(resize_disk), V(write_state).
+        One of V(mount_disk), V(remove_container), V(remove_volume), V(reset_system), V(create),
+        V(start), V(update_keys), V(update_limits), V(resize_disk), V(write_state), V(limit_bandwidth).
       type: str
     lease_id:
       description: The lease concerned.
@@ -223,6 +327,51 @@ disk_limit_reason:
   returned: always
   type: str
   sample: the lease volume is a 4 GiB ext4 file system in a loop-mounted image
+refused:
+  description: Why the lease could not be created on this device (image not allowed or missing,
+    isolation rules missing, disk does not fit); V(null) otherwise. The task fails when set.
+  returned: always
+  type: str
+  sample: lease 5f2d... needs a 64 GB disk; this device has 11.2 GB free in /var/lib/p2pvps/disks ...
+sandbox:
+  description: What the renter container enforces, read from the container itself; V(null) without one.
+  returned: always
+  type: dict
+  contains:
+    disk:
+      description: V(whole) (read-only root, size-capped tmpfs, every volume on the lease disk),
+        V(home) (only the home, older containers) or V(none).
+      type: str
+    read_only_root:
+      description: Whether the root file system is read-only.
+      type: bool
+    ipv6:
+      description: V(off) when IPv6 is disabled in the container's network namespace.
+      type: str
+    network:
+      description: The container's Docker network.
+      type: str
+    user_namespace:
+      description: V(on) when the renter's root is remapped to an unprivileged user of the device.
+      type: str
+    oom_score_adj:
+      description: The container's OOM score adjustment.
+      type: int
+    write_budget_bps:
+      description: Write budget on the lease disk in bytes per second (V(null) none).
+      type: int
+    write_budget_iops:
+      description: Write operations per second on the lease disk (V(null) none).
+      type: int
+    bandwidth_mbit:
+      description: The bandwidth cap each way (V(null) none).
+      type: int
+    isolation_rules:
+      description: V(checked) when the host's isolation rules were verified before creating.
+      type: str
+  sample: {disk: whole, read_only_root: true, ipv6: "off", network: p2pvps-renter, user_namespace: "on",
+           oom_score_adj: 1000, write_budget_bps: 10485760, write_budget_iops: 300, bandwidth_mbit: 20,
+           isolation_rules: checked}
 checkin_interval_s:
   description: Check-in interval the marketplace asked for (V(null) on API error).
   returned: always
@@ -237,11 +386,12 @@ diff:
 import contextlib
 import datetime
 import os
+import re
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental, _sandbox
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
@@ -252,6 +402,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import (
     LeaseDisk,
     RentalDockerError,
     RenterDocker,
+    Sandbox,
     sdk_problem,
 )
 from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
@@ -262,6 +413,10 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
     write_state,
 )
 
+# What a refused lease may still do: end what is not that lease.
+REMOVALS = ('remove_container', 'remove_volume')
+_UNKNOWN = object()
+
 
 class RentalManager:
     def __init__(self, module):
@@ -269,9 +424,16 @@ class RentalManager:
         self.params = module.params
         self.state_path = os.path.join(self.params['state_dir'], STATE_FILE)
         self.docker = RenterDocker(self.params['docker_host'], os.path.join(self.params['state_dir'], 'disks'))
+        self.sandbox = Sandbox(bridge=self.params['renter_bridge'], write_bps=self.params['write_bps'],
+                               write_iops=self.params['write_iops'])
+        web_port = self.params['web_local_port']
+        self.publish = _rental.Publish(ssh_port=self.params['local_port'], web_port=web_port or None,
+                                       spec=self.sandbox.spec())
         self.result = {'changed': False, 'lease_id': None, 'container_id': None, 'lease': None,
                        'actions': [], 'api_error': None, 'disk_limit_enforced': None,
-                       'disk_limit_reason': None, 'checkin_interval_s': None}
+                       'disk_limit_reason': None, 'checkin_interval_s': None, 'refused': None,
+                       'sandbox': None}
+        self.owner = _UNKNOWN
 
     def checkin(self, containers, local_state):
         """(api_ok, desired lease) from one check-in; errors end up in result['api_error']."""
@@ -309,15 +471,20 @@ class RentalManager:
         if self.params['state'] == 'absent':
             self.refuse_live_lease(desired if api_ok else local_state, now)
             desired, api_ok = None, True
-        plan = _rental.decide(desired, api_ok, containers, local_state, now, volumes,
-                              local_port=self.params['local_port'])
-        self.check_images(plan)
+        desired, fitted = _rental.fit_to_device(desired, _sandbox.capacity(self.params['memory_reserve_mb']))
+        plan = _rental.decide(desired, api_ok, containers, local_state, now, volumes, publish=self.publish)
+        refusal = self.preflight(plan)
+        if refusal:
+            self.result['refused'] = refusal
+            plan.actions = [action for action in plan.actions if action.kind in REMOVALS]
 
         if self.result['api_error']:
             self.module.warn('%s; nothing live was wiped.' % self.result['api_error'])
         for note in plan.notes:
             if self.result['api_error'] or 'shrinks' in note:
                 self.module.warn(note)
+        for note in fitted:
+            self.module.warn(note)
 
         self.result['actions'] = [
             {'action': 'mount_disk', 'lease_id': lease_id, 'container': None,
@@ -330,13 +497,16 @@ class RentalManager:
         if not self.module.check_mode:
             container_id = self.apply(plan, container_id)
 
-        lease = plan.lease_after
+        lease = None if refusal else plan.lease_after
         self.result['lease_id'] = None if lease is None else lease.id
         self.result['lease'] = None if lease is None else lease.summary()
         self.result['container_id'] = None if lease is None else container_id
         if lease is not None:
             self.result['disk_limit_enforced'], self.result['disk_limit_reason'] = self.disk_status(lease)
+            self.report_sandbox(plan, container_id)
 
+        if refusal:
+            self.module.fail_json(msg='%s; nothing of that lease was created' % refusal, **self.result)
         if self.result['api_error'] and self.params['fail_on_api_error']:
             self.module.fail_json(msg=self.result['api_error'], **self.result)
         self.module.exit_json(msg=summary(self.result), **self.result)
@@ -349,14 +519,25 @@ class RentalManager:
                     'nothing was changed' % (lease.id, _rental.format_time(lease.expires_at)),
                 **self.result)
 
-    def check_images(self, plan):
+    def preflight(self, plan):
+        """Why the lease to create cannot be created here (None: it can), before anything changes."""
         lease = plan.lease_after
-        for action in plan.actions:
-            if action.kind == 'create' and not self.docker.image_present(lease.image):
-                self.module.fail_json(
-                    msg='image %s of lease %s is not present on this device (renter images are not pulled '
-                        'or built by this module); nothing was changed' % (lease.image, lease.id),
-                    **self.result)
+        if lease is None or 'create' not in plan.kinds():
+            return None
+        if not self.docker.image_present(lease.image):
+            return ('image %s of lease %s is not present on this device (renter images are not pulled or built '
+                    'by this module)' % (lease.image, lease.id))
+        allowed = self.params['allowed_images']
+        if allowed and not self.docker.image_allowed(lease.image, allowed):
+            return ('image %s of lease %s is not one of the renter images this device allows (allowed_images: %s)'
+                    % (lease.image, lease.id, ', '.join(allowed)))
+        if self.params['require_isolation']:
+            problem = _sandbox.isolation_problem(self.params['isolation_script'])
+            if problem:
+                return 'lease %s is not started: %s' % (lease.id, problem)
+        if self.docker.disk_status(lease.id)[0] is None:   # a new lease disk
+            return _sandbox.disk_refusal(lease, self.docker.disk_dir, self.params['disk_reserve_mb'])
+        return None
 
     def disk_status(self, lease):
         enforced, reason = self.docker.disk_status(lease.id)
@@ -364,20 +545,31 @@ class RentalManager:
             unsupported = LeaseDisk.unsupported_reason()
             enforced = unsupported is None
             reason = 'the lease volume would be a loop-mounted ext4 file system' if enforced else unsupported
+        elif not enforced:
+            self.module.warn('the disk of lease %s is not limited: %s' % (lease.id, reason))
         return enforced, reason
+
+    def require_disk_limit(self):
+        """The option, or by default: required wherever this device can enforce it."""
+        if self.params['require_disk_limit'] is not None:
+            return self.params['require_disk_limit']
+        return LeaseDisk.unsupported_reason() is None
 
     def apply(self, plan, container_id):
         lease = plan.lease_after
         done = []
         if plan.actions:
             os.makedirs(self.params['state_dir'], mode=0o700, exist_ok=True)
+        step = None
         try:
-            for action in plan.actions:
-                container_id = self.apply_one(action, lease, container_id)
-                done.append(action.kind)
-        except (DockerException, RentalDockerError, OSError) as exc:
+            for step in plan.actions:
+                container_id = self.apply_one(step, lease, container_id)
+                done.append(step.kind)
+            step = _rental.Action('limit_bandwidth', None if lease is None else lease.id)
+            self.shape(lease, container_id, fresh=bool(done))
+        except (DockerException, RentalDockerError, _sandbox.SandboxError, OSError) as exc:
             self.module.fail_json(msg='%s of lease %s failed after %s: %s' % (
-                action.kind, action.lease_id, done or 'no change', to_native(exc)), **self.result)
+                step.kind, step.lease_id, done or 'no change', to_native(exc)), **self.result)
         return container_id
 
     def apply_one(self, action, lease, container_id):
@@ -388,9 +580,13 @@ class RentalManager:
                 container_id = None
         elif kind == 'remove_volume':
             self.docker.remove_volume(action.lease_id)
+        elif kind == 'reset_system':
+            self.docker.reset_system(action.lease_id, self.engine_owner())
         elif kind == 'create':
-            self.docker.ensure_volume(lease, self.params['require_disk_limit'])
-            container_id = self.docker.create(lease, self.params['local_port'])
+            owner = self.engine_owner()
+            self.docker.ensure_network(self.sandbox.bridge)
+            self.docker.ensure_volume(lease, self.require_disk_limit(), owner)
+            container_id = self.docker.create(lease, self.publish, self.sandbox, owner)
         elif kind == 'start':
             self.docker.start(action.container_id, action.lease_id)
         elif kind == 'update_keys':
@@ -398,10 +594,53 @@ class RentalManager:
         elif kind == 'update_limits':
             self.docker.update_limits(action.container_id, lease)
         elif kind == 'resize_disk':
-            self.docker.resize_disk(lease, container_id)
+            self.resize_disk(lease, container_id)
         elif kind == 'write_state':
             write_state(self.state_path, lease)
         return container_id
+
+    def engine_owner(self):
+        """The renter's root on the host (user-namespace remapping) or None; asked once, when needed."""
+        if self.owner is _UNKNOWN:
+            self.owner = self.docker.engine_owner()
+        return self.owner
+
+    def resize_disk(self, lease, container_id):
+        grow_mb = lease.limits.disk_gb * 1024 - (LeaseDisk(self.docker.disk_dir, lease.id).size_gb() or 0) * 1024
+        if grow_mb + self.params['disk_reserve_mb'] > _sandbox.free_mb(self.docker.disk_dir):
+            self.module.warn('the disk of lease %s is not grown to %d GB: this device has not enough free space'
+                             % (lease.id, lease.limits.disk_gb))
+            return
+        self.docker.resize_disk(lease, container_id)
+
+    def shape(self, lease, container_id, fresh):
+        """Cap the running renter container's bandwidth, once per container start (see _sandbox)."""
+        rate_kbit = self.params['bandwidth_mbit'] * 1000
+        if lease is None or container_id is None or not rate_kbit:
+            return
+        state = self.docker.container_state(container_id, fresh)
+        if not state.get('Running'):
+            return
+        record = {'container': container_id, 'started_at': state.get('StartedAt'), 'kbit': rate_kbit}
+        if _sandbox.read_shaping(self.params['state_dir']) == record:
+            return
+        _sandbox.shape(state['Pid'], rate_kbit)
+        _sandbox.write_shaping(self.params['state_dir'], record)
+        self.result['changed'] = True
+        self.result['actions'].append({'action': 'limit_bandwidth', 'lease_id': lease.id, 'container': None,
+                                       'reason': '%d Mbit/s each way' % self.params['bandwidth_mbit']})
+
+    def report_sandbox(self, plan, container_id):
+        if container_id is None:
+            return
+        fresh = bool(plan.actions) and not self.module.check_mode
+        report = self.docker.container_sandbox(container_id, fresh=fresh)
+        report['bandwidth_mbit'] = self.params['bandwidth_mbit'] or None
+        report['isolation_rules'] = 'checked' if self.params['require_isolation'] else 'not checked'
+        self.result['sandbox'] = report
+        if report['disk'] != 'whole':
+            self.module.warn('the renter container of lease %s does not have its whole disk limited (disk: %s)'
+                             % (plan.lease_after.id, report['disk']))
 
 
 def state_lock(module):
@@ -426,15 +665,23 @@ def main():
         state=dict(type='str', default='present', choices=['present', 'absent']),
         force=dict(type='bool', default=False),
         local_port=dict(type='int', default=2222),
+        web_local_port=dict(type='int', default=2280),
         state_dir=dict(type='path', default='/var/lib/p2pvps'),
         fail_on_api_error=dict(type='bool', default=False),
-        require_disk_limit=dict(type='bool', default=False),
+        require_disk_limit=dict(type='bool'),
+        disk_reserve_mb=dict(type='int', default=1024),
+        memory_reserve_mb=dict(type='int', default=256),
+        allowed_images=dict(type='list', elements='str', default=[]),
+        require_isolation=dict(type='bool', default=True),
+        isolation_script=dict(type='path', default=_sandbox.DEFAULT_ISOLATION_SCRIPT),
+        renter_bridge=dict(type='str', default='p2pvps0'),
+        bandwidth_mbit=dict(type='int', default=20),
+        write_bps=dict(type='int', default=10 * 1024 * 1024),
+        write_iops=dict(type='int', default=300),
         docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
-    if not 1 <= module.params['local_port'] <= 65535:
-        module.fail_json(msg='local_port must be between 1 and 65535')
-    problem = sdk_problem()
+    problem = option_problem(module.params) or sdk_problem()
     if problem:
         module.fail_json(msg=problem[0], exception=problem[1])
     try:
@@ -444,8 +691,32 @@ def main():
         module.fail_json(msg='rental converge not run: %s' % to_native(exc))
     except DockerException as exc:
         module.fail_json(msg='Docker Engine error at %s: %s' % (module.params['docker_host'], to_native(exc)))
-    except (RentalDockerError, OSError) as exc:
+    except (RentalDockerError, _sandbox.SandboxError, OSError) as exc:
         module.fail_json(msg='rental converge failed: %s' % to_native(exc))
+
+
+BRIDGE_RE = re.compile(r'^[A-Za-z0-9_.-]{1,15}$')
+IMAGE_ID_RE = re.compile(r'^sha256:[a-f0-9]{64}$')
+
+
+def option_problem(params):
+    """(message, None) for an option out of range, else None."""
+    for name, low in (('local_port', 1), ('web_local_port', 0)):
+        if not low <= params[name] <= 65535:
+            return ('%s must be between %d and 65535' % (name, low), None)
+    if params['web_local_port'] == params['local_port']:
+        return ('web_local_port and local_port must differ', None)
+    for name in ('disk_reserve_mb', 'memory_reserve_mb', 'bandwidth_mbit', 'write_bps', 'write_iops'):
+        if params[name] < 0:
+            return ('%s must be 0 or more' % name, None)
+    if not BRIDGE_RE.match(params['renter_bridge']):
+        return ('renter_bridge must be a Linux interface name (1-15 of A-Z a-z 0-9 _ . -)', None)
+    for image in params['allowed_images']:
+        try:
+            IMAGE_ID_RE.match(image) or _rental.parse_image(image)
+        except _rental.LeaseError:
+            return ('allowed_images: %r is neither an image reference nor an image id' % image[:80], None)
+    return None
 
 
 if __name__ == '__main__':

@@ -29,6 +29,8 @@ from tests.fixtures.proxies import RecordingForwarder
 pytestmark = [pytest.mark.docker]
 
 RENTER_IMAGE = 'p2pvps/renter:latest'
+# A new lease: container created, lease remembered, bandwidth cap put on its veth pair.
+CREATED = ['create', 'write_state', 'limit_bandwidth']
 SSH_OPTS = ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null',
             '-o', 'ConnectTimeout=3', '-o', 'LogLevel=ERROR']
 
@@ -68,6 +70,12 @@ def host_keys(container_id):
     """{host key file: its public key} of a renter container."""
     names = docker('exec', container_id, 'sh', '-c', 'cd /etc/ssh && ls ssh_host_*_key').split()
     return {name: docker('exec', container_id, 'cat', '/etc/ssh/%s.pub' % name) for name in names}
+
+
+def shaped_kbit(container_id):
+    """(download, upload) tbf rates in kbit/s on the container's veth pair, None where unshaped."""
+    from ansible_collections.p2pvps.fleet.plugins.module_utils import _sandbox
+    return _sandbox.shaped_rates_kbit(inspect(container_id)['State']['Pid'])
 
 
 def make_keypair(path):
@@ -214,13 +222,14 @@ def test_fake_marketplace_malformed_answers(renter_image, fake_market, tmp_path)
     key_path, pub = make_keypair(tmp_path / 'key')
     port = free_port()
     args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'secret-token-xyz',
-            'state_dir': str(tmp_path / 'state'), 'local_port': port}
+            'state_dir': str(tmp_path / 'state'), 'local_port': port, 'web_local_port': free_port(),
+            'require_isolation': False}
     try:
         fake_market.answer({'lease': fake_lease(lease_id, [pub]), 'checkin_interval_s': 60})
         t_created = time.monotonic()
         first = run_rental(args)
         assert first.get('failed') is not True, first
-        assert kinds(first) == ['create', 'write_state']
+        assert kinds(first) == CREATED
         assert first['checkin_interval_s'] == 60
         container_id = first['container_id']
         wait_login(port, fake_lease(lease_id, [])['username'], key_path)
@@ -263,12 +272,13 @@ def test_fake_marketplace_offline_expiry(renter_image, fake_market, tmp_path):
     key_path, pub = make_keypair(tmp_path / 'key')
     port = free_port()
     args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'offline-test-token-1',
-            'state_dir': str(tmp_path / 'state'), 'local_port': port, 'timeout': 5}
+            'state_dir': str(tmp_path / 'state'), 'local_port': port, 'web_local_port': free_port(), 'timeout': 5,
+            'require_isolation': False}
     expires_epoch = int(time.time()) + 20
     expires = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires_epoch))
     try:
         fake_market.answer({'lease': fake_lease(lease_id, [pub], expires_at=expires)})
-        assert kinds(run_rental(args)) == ['create', 'write_state']
+        assert kinds(run_rental(args)) == CREATED
         fake_market.answer({'error': 'unavailable'}, status=503)
         kept = run_rental(args)
         assert kept['changed'] is False and kept['lease_id'] == lease_id and kept['api_error']
@@ -287,9 +297,11 @@ def test_fake_marketplace_offline_expiry(renter_image, fake_market, tmp_path):
 # ------------------------------------------------------------------ the reference server
 
 def real_args(marketplace, device, state_dir, port, **extra):
+    # The host's own Docker Engine has no isolation rules (they would cut the simulated Pis off
+    # the host's services); the rules are tested on simulated Pis (test_sandbox.py).
     args = {'marketplace_url': marketplace.url, 'device_id': device['id'],
             'device_token': device['device_token'], 'state_dir': str(state_dir), 'local_port': port,
-            'timeout': 10}
+            'web_local_port': free_port(), 'timeout': 10, 'require_isolation': False}
     args.update(extra)
     return args
 
@@ -331,7 +343,7 @@ def test_rental_lifecycle(renter_image, marketplace, tmp_path):
         assert not (state_dir / 'lease.json').exists()
 
         first = run_rental(args, diff=True)
-        assert kinds(first) == ['create', 'write_state'], first
+        assert kinds(first) == CREATED, first
         container_id = first['container_id']
         wait_login(port, user, key1, timeout=60)
         login_s = time.monotonic() - t_created
@@ -349,14 +361,29 @@ def test_rental_lifecycle(renter_image, marketplace, tmp_path):
         assert host['Memory'] == 256 * 1024 ** 2 and host['NanoCpus'] == 500000000 and host['PidsLimit'] == 128
         assert host['CapDrop'] == ['ALL'] and 'SYS_ADMIN' not in host['CapAdd'] and 'NET_RAW' not in host['CapAdd']
         assert host['SecurityOpt'] == ['no-new-privileges'] and host['Privileged'] is False
-        assert host['NetworkMode'] != 'host' and host['RestartPolicy']['Name'] == 'unless-stopped'
-        assert host['PortBindings'] == {'2222/tcp': [{'HostIp': '127.0.0.1', 'HostPort': str(port)}]}
+        assert host['NetworkMode'] == 'p2pvps-renter' and host['RestartPolicy']['Name'] == 'unless-stopped'
+        assert host['ReadonlyRootfs'] is True and host['OomScoreAdj'] == 1000
+        assert sorted(host['Tmpfs']) == ['/run', '/tmp', '/var/tmp'] and 'size=64m' in host['Tmpfs']['/tmp']
+        assert host['Sysctls']['net.ipv6.conf.all.disable_ipv6'] == '1'
+        web_port = args['web_local_port']
+        assert host['PortBindings'] == {'2222/tcp': [{'HostIp': '127.0.0.1', 'HostPort': str(port)}],
+                                        '8080/tcp': [{'HostIp': '127.0.0.1', 'HostPort': str(web_port)}]}
         assert not any('docker.sock' in (m.get('Source') or '') for m in info['Mounts'])
         assert info['Config']['Labels']['p2pvps.lease'] == lease_id
-        assert [m['Name'] for m in info['Mounts']] == ['p2pvps-lease-%s' % lease_id]
+        volumes = sorted((m['Name'], m['Destination']) for m in info['Mounts'])
+        assert volumes == sorted([('p2pvps-lease-%s' % lease_id, '/home/%s' % user)] + [
+            ('p2pvps-lease-%s-%s' % (lease_id, name), '/' + name) for name in ('etc', 'usr', 'var', 'opt', 'srv', 'root')])
         assert first['disk_limit_enforced'] is True, first['disk_limit_reason']
+        assert first['sandbox']['disk'] == 'whole' and first['sandbox']['read_only_root'] is True, first['sandbox']
+        assert first['sandbox']['write_budget_bps'] == 10 * 1024 ** 2 and first['sandbox']['ipv6'] == 'off'
+        assert 'limit_bandwidth' in [a['action'] for a in first['actions']]
         size_kib = int(ssh(port, user, key1, 'df -k --output=size ~ | tail -1').stdout.split()[0])
         assert 0.85 * 1024 ** 2 < size_kib <= 1024 ** 2, size_kib  # the lease's 1 GB disk
+        # /usr is on the same 1 GB disk as the home, the root file system is read-only
+        assert ssh(port, user, key1, 'df -k --output=source /usr ~ | tail -2 | uniq | wc -l').stdout.strip() == '1'
+        assert 'Read-only file system' in ssh(port, user, key1, 'touch /opt-x /x').stderr
+        img = state_dir / 'disks' / (lease_id + '.img')
+        assert img.stat().st_blocks * 512 >= 1024 ** 3, 'the lease disk image is sparse'
         state = json.loads((state_dir / 'lease.json').read_text())
         assert state['lease']['id'] == lease_id
         assert oct((state_dir / 'lease.json').stat().st_mode & 0o777) == '0o600'
@@ -381,14 +408,19 @@ def test_rental_lifecycle(renter_image, marketplace, tmp_path):
         assert (host['Memory'], host['NanoCpus'], host['PidsLimit']) == (512 * 1024 ** 2, 10 ** 9, 256)
         assert run_rental(args)['changed'] is False
 
-        # container restart (reboot-like) -> same id, nothing to do; stopped -> started, same id
+        # container restart (reboot-like) -> same id, only the bandwidth cap of the new veth pair;
+        # stopped -> started, same id, capped again
+        assert shaped_kbit(container_id) == (20000, 20000)
         docker('restart', container_id)
+        assert shaped_kbit(container_id) == (None, None)
         after_restart = run_rental(args)
-        assert after_restart['changed'] is False and after_restart['container_id'] == container_id
+        assert kinds(after_restart) == ['limit_bandwidth'] and after_restart['container_id'] == container_id
+        assert shaped_kbit(container_id) == (20000, 20000)
+        assert run_rental(args)['changed'] is False
         assert host_keys(container_id) == first_host_keys
         docker('stop', container_id)
         started = run_rental(args)
-        assert kinds(started) == ['start'] and started['container_id'] == container_id
+        assert kinds(started) == ['start', 'limit_bandwidth'] and started['container_id'] == container_id
         wait_login(port, user, key2)
 
         # API stopped -> live lease kept, error reported (and failing only when asked to)
@@ -435,7 +467,7 @@ def test_rental_expired_with_api_down(renter_image, marketplace, tmp_path):
                                        duration_s=15)
     lease_id = rental['id']
     try:
-        assert kinds(run_rental(args)) == ['create', 'write_state']
+        assert kinds(run_rental(args)) == CREATED
         marketplace.stop()
         try:
             kept = run_rental(args)
@@ -467,7 +499,7 @@ def test_state_absent_refuses_a_live_lease_unless_forced(renter_image, marketpla
     rental = marketplace.create_rental(device['id'], renter='dora', ssh_public_key=pub, hours=1)
     lease_id = rental['id']
     try:
-        assert kinds(run_rental(args)) == ['create', 'write_state']
+        assert kinds(run_rental(args)) == CREATED
         refused = run_rental(dict(args, state='absent'))
         assert refused.get('failed') is True and 'is live until' in refused['msg'], refused
         assert renter_containers(lease_id) and volume_exists(lease_id)
@@ -493,7 +525,7 @@ def test_state_absent_after_the_lease_ended(renter_image, marketplace, tmp_path)
     args = real_args(marketplace, device, tmp_path / 'state', free_port())
     lease_id = marketplace.create_rental(device['id'], renter='eve', ssh_public_key=pub, hours=1)['id']
     try:
-        assert kinds(run_rental(args)) == ['create', 'write_state']
+        assert kinds(run_rental(args)) == CREATED
         marketplace.end_rental(lease_id)
         removed = run_rental(dict(args, state='absent'))
         assert removed.get('failed') is not True, removed
@@ -507,10 +539,11 @@ def test_state_absent_with_the_marketplace_down_trusts_the_local_lease(renter_im
     lease_id = 'dcm-' + uuid.uuid4().hex[:12]
     pub = make_keypair(tmp_path / 'key')[1]
     args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'decommission-token-1',
-            'state_dir': str(tmp_path / 'state'), 'local_port': free_port(), 'timeout': 5}
+            'state_dir': str(tmp_path / 'state'), 'local_port': free_port(), 'web_local_port': free_port(),
+            'timeout': 5, 'require_isolation': False}
     try:
         fake_market.answer({'lease': fake_lease(lease_id, [pub])})
-        assert kinds(run_rental(args)) == ['create', 'write_state']
+        assert kinds(run_rental(args)) == CREATED
         fake_market.answer({'error': 'unavailable'}, status=503)
         refused = run_rental(dict(args, state='absent'))
         assert refused.get('failed') is True and 'is live until' in refused['msg'], refused
@@ -579,7 +612,7 @@ def test_concurrent_converges_create_one_container(renter_image, marketplace, tm
         for thread in threads:
             thread.join()
         assert not any(r.get('failed') for r in results), results
-        assert sorted(kinds(r) for r in results) == [[], ['create', 'write_state']], results
+        assert sorted(kinds(r) for r in results) == [[], CREATED], results
         assert len(renter_containers(lease_id)) == 1
     finally:
         cleanup_lease(lease_id, tmp_path / 'state')

@@ -3,11 +3,11 @@ set -eu
 rm -f /etc/ssh/ssh_host_*
 install -d -m 0755 /etc/ssh/authorized_keys /run/sshd
 cat > /etc/ssh/sshd_config.d/10-renter.conf <<'CONF'
-# Renter VPS: keys only, keys kept where the renter cannot rewrite them.
+# Renter VPS: keys only, kept outside the home; PermitRootLogin is set at start
+# (05-root.conf, read first) by p2pvps-renter-init.
 Port 2222
 PasswordAuthentication no
 KbdInteractiveAuthentication no
-PermitRootLogin no
 AuthorizedKeysFile /etc/ssh/authorized_keys/%u
 UseDNS no
 HostKey /etc/ssh/ssh_host_ed25519_key

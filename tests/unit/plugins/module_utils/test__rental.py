@@ -220,6 +220,7 @@ L1_IMAGE = lease(image='p2pvps/renter:2')
 L1_USER = lease(username='bob')
 L1_RENEWED = lease(expires_at='2026-11-26T14:00:00Z')
 L1_EXPIRED = lease(expires_at=EARLIER)
+L1_WEB = lease(web={'hostname': 'alice-k3j9xq.web.test', 'url': 'https://alice-k3j9xq.web.test/'})
 L2 = lease(id='9a9a9a9a-0000-4000-8000-000000000002', username='carol')
 C1 = container(L1)
 C1_STOPPED = container(L1, running=False, status='exited')
@@ -258,8 +259,12 @@ DECISIONS = [
     ('disk shrinks: noted, not applied', L1_DISK_DOWN, True, [C1], L1, [V1], [('write_state', L1.id, None)]),
     ('disk unlimited volume: nothing to resize', L1_DISK_UP, True, [C1], L1, [volume(L1, None)], [
         ('write_state', L1.id, None)]),
-    ('image changed: recreate keeping volume', L1_IMAGE, True, [C1], L1, [V1], [
+    ('image changed: recreate keeping volume, system reset', L1_IMAGE, True, [C1], L1, [V1], [
+        ('remove_container', L1.id, C1.id), ('reset_system', L1.id, None), ('create', L1.id, None),
+        ('write_state', L1.id, None)]),
+    ('web address added: recreate', L1_WEB, True, [C1], L1, [V1], [
         ('remove_container', L1.id, C1.id), ('create', L1.id, None), ('write_state', L1.id, None)]),
+    ('web address kept: converged', L1_WEB, True, [container(L1_WEB, web_url=L1_WEB.web.url)], L1_WEB, [V1], []),
     ('username changed: recreate', L1_USER, True, [C1], L1, [V1], [
         ('remove_container', L1.id, C1.id), ('create', L1.id, None), ('write_state', L1.id, None)]),
     ('local port changed: recreate', L1, True, [container(L1, local_port=2200)], L1, [V1], [
@@ -310,6 +315,88 @@ def test_decide(name, desired, api_ok, containers, state, volumes, expected):
     for action in plan.actions:
         assert action.reason
         assert KEY_A.split(' ')[1] not in str(action.to_dict())
+
+
+PUBLISH = r.Publish(ssh_port=2222, web_port=2280, spec='v2;ro')
+C1_PUBLISHED = container(L1, web_port=2280, web_ip='127.0.0.1', spec='v2;ro')
+
+# (id, observed container, expected recreate reason or None)
+PUBLISH_CASES = [
+    ('same settings', C1_PUBLISHED, None),
+    ('web port missing', container(L1, spec='v2;ro'), 'web port changed'),
+    ('web port on all addresses', container(L1, web_port=2280, web_ip='0.0.0.0', spec='v2;ro'), 'web port changed'),
+    ('web port moved', container(L1, web_port=2281, web_ip='127.0.0.1', spec='v2;ro'), 'web port changed'),
+    ('older sandbox settings', container(L1, web_port=2280, web_ip='127.0.0.1', spec='v1'), 'sandbox settings changed'),
+    ('no settings label (older module)', container(L1, web_port=2280, web_ip='127.0.0.1'), 'sandbox settings changed'),
+]
+
+
+@pytest.mark.parametrize('name, observed, reason', PUBLISH_CASES, ids=[c[0] for c in PUBLISH_CASES])
+def test_publish_settings_recreate(name, observed, reason):
+    plan = r.decide(L1, True, [observed], L1, NOW, [V1], publish=PUBLISH)
+    if reason is None:
+        assert plan.actions == []
+        return
+    assert plan.kinds() == ['remove_container', 'create']
+    assert reason in plan.actions[1].reason and 'home kept' in plan.actions[1].reason
+    assert 'remove_volume' not in plan.kinds() and 'reset_system' not in plan.kinds()
+
+
+def test_no_web_port_means_none_published():
+    plan = r.decide(L1, True, [container(L1, web_port=2280, web_ip='127.0.0.1')], L1, NOW, [V1],
+                    publish=r.Publish(ssh_port=2222, web_port=None))
+    assert 'web port changed' in plan.actions[-1].reason
+    assert r.decide(L1, True, [C1], L1, NOW, [V1], publish=r.Publish(ssh_port=2222)).actions == []
+
+
+WEB_OK = {'hostname': 'alice-k3j9xq.web.test', 'url': 'https://alice-k3j9xq.web.test/'}
+WEB_INVALID = [
+    ('not an object', 'https://x.test/', 'must be an object'),
+    ('no hostname', {'url': 'https://x.test/'}, 'web.hostname must be a string'),
+    ('upper case', dict(WEB_OK, hostname='Alice.web.test', url='https://Alice.web.test/'), 'lower-case DNS name'),
+    ('single label', {'hostname': 'localhost', 'url': 'https://localhost/'}, 'lower-case DNS name'),
+    ('label too long', {'hostname': 'a' * 64 + '.test', 'url': 'https://' + 'a' * 64 + '.test/'}, 'DNS name'),
+    ('underscore', {'hostname': 'a_b.web.test', 'url': 'https://a_b.web.test/'}, 'DNS name'),
+    ('url elsewhere', dict(WEB_OK, url='https://evil.example/'), 'web.url'),
+    ('url with path', dict(WEB_OK, url='https://alice-k3j9xq.web.test/x'), 'web.url'),
+    ('javascript url', dict(WEB_OK, url='javascript:alert(1)'), 'web.url'),
+    ('url with credentials', dict(WEB_OK, url='https://u:p@alice-k3j9xq.web.test/'), 'web.url'),
+    ('url not a string', dict(WEB_OK, url=7), 'must be a string'),
+]
+
+
+@pytest.mark.parametrize('name, web, words', WEB_INVALID, ids=[w[0] for w in WEB_INVALID])
+def test_invalid_web_block_rejects_the_lease(name, web, words):
+    with pytest.raises(r.LeaseError) as err:
+        lease(web=web)
+    assert words in str(err.value)
+
+
+def test_web_block_round_trips():
+    assert lease(web=None).web is None and lease().web is None
+    with_port = lease(web={'hostname': 'a.web.test', 'url': 'http://a.web.test:8443/'})
+    assert with_port.web.url == 'http://a.web.test:8443/'
+    assert r.parse_lease(L1_WEB.to_dict()) == L1_WEB
+    assert r.parse_state(r.state_content(L1_WEB)) == L1_WEB
+    assert L1_WEB.summary()['web'] == WEB_OK
+    # a state file written before leases had a web block
+    old = r.state_content(L1)
+    del old['lease']['web']
+    assert r.parse_state(old) == L1
+
+
+def test_fit_to_device_cuts_memory_and_cpus_with_a_note():
+    big = lease(limits_memory_mb=65536, limits_cpus=64)
+    fitted, notes = r.fit_to_device(big, r.Capacity(memory_mb=768, cpus=4))
+    assert (fitted.limits.memory_mb, fitted.limits.cpus) == (768, 4.0)
+    assert fitted.limits.disk_gb == big.limits.disk_gb and fitted.limits.pids == big.limits.pids
+    assert len(notes) == 2 and '65536 MB' in notes[0] and '64 CPUs' in notes[1]
+    small, notes = r.fit_to_device(L1, r.Capacity(memory_mb=768, cpus=4))
+    assert small is L1 and notes == []
+    assert r.fit_to_device(None, r.Capacity(1, 1)) == (None, [])
+    # deterministic: fitting the fitted lease again changes nothing (no update every run)
+    again, notes = r.fit_to_device(fitted, r.Capacity(memory_mb=768, cpus=4))
+    assert again == fitted and notes == []
 
 
 def test_api_error_never_wipes_live_leases():

@@ -1,0 +1,176 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026, p2pvps.fleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+# PRIVATE: this file is part of p2pvps.fleet's internals. It is not a public API
+# of the collection and may change at any time, without deprecation. Do not use
+# it from outside the collection.
+#
+# The device side of the renter sandbox that is not Docker: what the device can give a
+# lease (memory, CPUs, free disk), whether the host's isolation rules are in place, and the
+# per-lease bandwidth cap (tc on both ends of the container's veth pair).
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental
+
+MIB = 1024 ** 2
+DEFAULT_ISOLATION_SCRIPT = '/usr/local/sbin/p2pvps-docker-isolation'
+_IFLINK_RE = re.compile(r'^\d+:\s+eth0@if(\d+):')
+
+
+class SandboxError(Exception):
+    """A host-side sandbox step (isolation check, shaping) failed."""
+
+
+def _run(argv, timeout=30):
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SandboxError('%s could not run: %s' % (argv[0], exc))
+    if proc.returncode != 0:
+        raise SandboxError('%s failed (%d): %s' % (' '.join(argv[:3]), proc.returncode,
+                                                   proc.stderr.decode('utf-8', 'replace').strip()[-400:]))
+    return proc.stdout.decode('utf-8', 'replace')
+
+
+# ---------------------------------------------------------------- capacity
+
+def memory_total_mb(meminfo='/proc/meminfo'):
+    with open(meminfo) as handle:
+        for line in handle:
+            if line.startswith('MemTotal:'):
+                return int(line.split()[1]) // 1024
+    raise SandboxError('MemTotal is missing from %s' % meminfo)
+
+
+def capacity(memory_reserve_mb):
+    """What a lease may use here: the device's memory minus the reserve (at least 64 MB), its CPUs."""
+    memory = max(64, memory_total_mb() - memory_reserve_mb)
+    return _rental.Capacity(memory_mb=memory, cpus=os.cpu_count() or 1)
+
+
+def free_mb(path):
+    """Free space (for unprivileged writers too) of the file system holding `path` or its parent."""
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    info = os.statvfs(probe)
+    return info.f_bavail * info.f_frsize // MIB
+
+
+def disk_refusal(lease, path, reserve_mb, free=free_mb):
+    """None when the lease's disk fits on the file system of `path`, else why it does not."""
+    needed = lease.limits.disk_gb * 1024
+    available = free(path)
+    if needed + reserve_mb <= available:
+        return None
+    return ('lease %s needs a %d GB disk; this device has %.1f GB free in %s and keeps %.1f GB for Docker, '
+            'the journal and the agent' % (lease.id, lease.limits.disk_gb, available / 1024.0, path,
+                                           reserve_mb / 1024.0))
+
+
+# ---------------------------------------------------------------- isolation rules
+
+def isolation_problem(script):
+    """None when the host's isolation rules for renters are in place, else what is missing.
+
+    The docker role's script writes the rules, so it is also the one that checks them.
+    """
+    if not os.path.exists(script):
+        return ('the isolation rules script %s is missing: apply the p2pvps.fleet.docker role with '
+                'docker_lan_isolation enabled' % script)
+    try:
+        _run([script, 'check'])
+    except SandboxError as exc:
+        return 'the isolation rules for renter containers are not in place: %s' % exc
+    return None
+
+
+# ---------------------------------------------------------------- bandwidth
+
+def _host_veth(pid):
+    """Name of the host end of the veth pair whose other end is eth0 of process `pid`'s netns."""
+    line = _run(['nsenter', '-t', str(pid), '-n', 'ip', '-o', 'link', 'show', 'eth0'])
+    match = _IFLINK_RE.match(line)
+    if match is None:
+        raise SandboxError('the container has no veth eth0 (%s)' % line.strip()[:120])
+    index = match.group(1)
+    for name in os.listdir('/sys/class/net'):
+        try:
+            with open('/sys/class/net/%s/ifindex' % name) as handle:
+                if handle.read().strip() == index:
+                    return name
+        except OSError:
+            continue
+    raise SandboxError('no host interface has index %s' % index)
+
+
+def _tbf(rate_kbit):
+    # Burst: 10 ms at the rate, at least 32 KiB so a single TSO segment always fits.
+    burst = max(32 * 1024, rate_kbit * 1000 // 8 // 100)
+    return ['tbf', 'rate', '%dkbit' % rate_kbit, 'burst', str(burst), 'latency', '100ms']
+
+
+def shape(pid, rate_kbit):
+    """Cap both directions of the container of `pid` at `rate_kbit`.
+
+    Download (to the renter) is shaped on the host end of the veth, upload on the container's
+    eth0 from outside its namespace: the renter has no CAP_NET_ADMIN and cannot lift either.
+    Returns the host interface name.
+    """
+    veth = _host_veth(pid)
+    _run(['tc', 'qdisc', 'replace', 'dev', veth, 'root'] + _tbf(rate_kbit))
+    _run(['nsenter', '-t', str(pid), '-n', 'tc', 'qdisc', 'replace', 'dev', 'eth0', 'root'] + _tbf(rate_kbit))
+    return veth
+
+
+def shaped_rates_kbit(pid):
+    """(download, upload) rates in kbit/s of the tbf qdiscs on the container's veth pair (None: none)."""
+    veth = _host_veth(pid)
+    down = _tbf_rate(_run(['tc', '-j', 'qdisc', 'show', 'dev', veth, 'root']))
+    up = _tbf_rate(_run(['nsenter', '-t', str(pid), '-n', 'tc', '-j', 'qdisc', 'show', 'dev', 'eth0', 'root']))
+    return down, up
+
+
+def _tbf_rate(tc_json):
+    try:
+        qdiscs = json.loads(tc_json or '[]')
+    except ValueError:
+        return None
+    for qdisc in qdiscs:
+        if qdisc.get('kind') == 'tbf':
+            rate = (qdisc.get('options') or {}).get('rate')
+            if isinstance(rate, int):
+                return rate * 8 // 1000
+    return None
+
+
+# The module is the only one that shapes renter containers: what it shaped, and when that
+# container had started, is kept here, so a no-op run needs no tc call. A restart (new veth
+# pair, no qdisc) changes the container's start time, and the next run shapes it again.
+SHAPING_FILE = 'shaping.json'
+
+
+def read_shaping(state_dir):
+    try:
+        with open(os.path.join(state_dir, SHAPING_FILE)) as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def write_shaping(state_dir, record):
+    path = os.path.join(state_dir, SHAPING_FILE)
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as handle:
+        json.dump(record, handle, sort_keys=True)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
