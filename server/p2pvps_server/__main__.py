@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 import uvicorn
 
 from p2pvps_server.app import create_app
-from p2pvps_server.settings import OPERATOR_TOKEN_ENV, Settings, parse_port_range
+from p2pvps_server.settings import (GATEWAY_TOKEN_ENV, OPERATOR_TOKEN_ENV, WEB_SCHEMES, Settings,
+                                    parse_port_range, parse_web_domain)
 from p2pvps_server.validation import check_ssh_public_key
 
 
@@ -18,6 +20,20 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be an integer >= 0")
+    return value
+
+
+def _non_negative_number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("must be a number >= 0")
     return value
 
 
@@ -35,13 +51,20 @@ def _host_key(text: str) -> str:
         raise argparse.ArgumentTypeError(f"tunnel host key: {exc}") from None
 
 
+def _web_domain(text: str) -> str:
+    try:
+        return parse_web_domain(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m p2pvps_server",
                                      description="p2pvps reference marketplace API server")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
     parser.add_argument("--data-dir", type=Path, default=Path("./marketplace-data"),
-                        help="directory for the database and the operator token file")
+                        help="directory for the database and the operator and gateway token files")
     parser.add_argument("--database-url", default=None,
                         help="SQLAlchemy URL (default sqlite:///<data-dir>/marketplace.db)")
     parser.add_argument("--port-range", type=_port_range, default=(20000, 20999),
@@ -57,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="tunnel server SSH host public key, e.g. 'ssh-ed25519 AAAA...'")
     parser.add_argument("--default-image", default="p2pvps/renter:latest",
                         help="renter image for leases that name none (default p2pvps/renter:latest)")
+    parser.add_argument("--web-domain", type=_web_domain, default=None,
+                        help="turn web hosting on: each lease gets <label>.<web-domain> (default: off)")
+    parser.add_argument("--web-port-range", type=_port_range, default=(30000, 30999),
+                        help="web ports to assign, LOW-HIGH (default 30000-30999)")
+    parser.add_argument("--web-scheme", choices=WEB_SCHEMES, default="https",
+                        help="scheme of the lease web URLs (default https)")
+    parser.add_argument("--memory-reserve-mb", type=_non_negative_int, default=256,
+                        help="memory a device keeps for itself, MB (default 256)")
+    parser.add_argument("--disk-reserve-gb", type=_non_negative_number, default=1.0,
+                        help="disk space a device keeps for itself, GB (default 1)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -66,23 +99,31 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     port_range=args.port_range, offline_after_s=args.offline_after,
                     checkin_interval_s=args.checkin_interval, tunnel_host=args.tunnel_host,
                     tunnel_port=args.tunnel_port, tunnel_user=args.tunnel_user,
-                    tunnel_host_key=args.tunnel_host_key, default_image=args.default_image)
+                    tunnel_host_key=args.tunnel_host_key, default_image=args.default_image,
+                    web_domain=args.web_domain, web_port_range=args.web_port_range, web_scheme=args.web_scheme,
+                    memory_reserve_mb=args.memory_reserve_mb, disk_reserve_gb=args.disk_reserve_gb)
+
+
+def token_source(env_name: str, path: Path) -> str:
+    """Where a token comes from, for the start-up message (never the token)."""
+    return f"environment variable {env_name}" if os.environ.get(env_name) else str(path.resolve())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = settings_from_args(args)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
+        settings = settings_from_args(args)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
         app = create_app(settings)
     except ValueError as exc:
         print(f"p2pvps_server: {exc}", file=sys.stderr)
         return 2
-    token_source = (f"environment variable {OPERATOR_TOKEN_ENV}" if os.environ.get(OPERATOR_TOKEN_ENV)
-                    else str(settings.operator_token_file.resolve()))
     print(f"p2pvps marketplace listening on {settings.base_url}", flush=True)
-    print(f"operator token: {token_source}", flush=True)
+    print(f"operator token: {token_source(OPERATOR_TOKEN_ENV, settings.operator_token_file)}", flush=True)
+    print(f"gateway token: {token_source(GATEWAY_TOKEN_ENV, settings.gateway_token_file)}", flush=True)
+    if settings.web_enabled:
+        print(f"web hosting on: {settings.web_scheme}://<label>.{settings.web_domain}/", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
                 access_log=args.log_level == "debug", server_header=False)
     return 0

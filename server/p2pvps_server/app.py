@@ -1,6 +1,7 @@
 """The FastAPI application factory."""
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,16 +12,20 @@ from p2pvps_server.db import Database
 from p2pvps_server.errors import BodySizeLimit, install_error_handlers
 from p2pvps_server.routes import router
 from p2pvps_server.service import MarketplaceService
-from p2pvps_server.settings import Settings, load_operator_token
+from p2pvps_server.settings import Settings, load_gateway_token, load_operator_token
 
 API_VERSION = "1.0.0"
+LOG = logging.getLogger("p2pvps_server")
 
 
-def create_app(settings: Settings, operator_token: str | None = None) -> FastAPI:
-    """Build the app: database schema created, operator token loaded, routes and handlers set."""
+def create_app(settings: Settings, operator_token: str | None = None, gateway_token: str | None = None) -> FastAPI:
+    """Build the app: database schema created or upgraded, tokens loaded, routes and handlers set."""
     token = operator_token or load_operator_token(settings)
+    gateway = gateway_token or load_gateway_token(settings)
     database = Database(settings.resolved_database_url)
-    database.create_schema()
+    added = database.create_schema()
+    if added:
+        LOG.info("database upgraded: added the columns %s", ", ".join(added))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -32,7 +37,7 @@ def create_app(settings: Settings, operator_token: str | None = None) -> FastAPI
     app.state.settings = settings
     app.state.database = database
     app.state.service = MarketplaceService(database, settings)
-    app.state.authenticator = Authenticator(database, token)
+    app.state.authenticator = Authenticator(database, token, gateway)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.include_router(router)

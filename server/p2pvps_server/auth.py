@@ -1,10 +1,11 @@
-"""Bearer tokens: the operator token (constant-time compare) and per-device tokens (sha256)."""
+"""Bearer tokens: the operator and gateway tokens (constant-time compare) and per-device tokens (sha256)."""
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Literal
 
 from sqlalchemy import select
 
@@ -24,16 +25,22 @@ def hash_token(token: str) -> str:
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the operator, or one device (by id)."""
+    """Who is calling: the operator, the web gateway (routes only), or one device (by id)."""
 
+    kind: Literal["operator", "gateway", "device"]
     device_id: str | None = None
 
     @property
     def is_operator(self) -> bool:
-        return self.device_id is None
+        return self.kind == "operator"
+
+    @property
+    def is_gateway(self) -> bool:
+        return self.kind == "gateway"
 
 
-OPERATOR = Caller()
+OPERATOR = Caller("operator")
+GATEWAY = Caller("gateway")
 
 
 def bearer_token(header: str | None) -> str:
@@ -47,24 +54,35 @@ def bearer_token(header: str | None) -> str:
 
 
 class Authenticator:
-    def __init__(self, database: Database, operator_token: str) -> None:
+    def __init__(self, database: Database, operator_token: str, gateway_token: str) -> None:
+        if operator_token == gateway_token:
+            raise ValueError("the gateway token must differ from the operator token")
         self._database = database
         self._operator_token = operator_token.encode("utf-8")
+        self._gateway_token = gateway_token.encode("utf-8")
 
     def caller(self, header: str | None) -> Caller:
         token = bearer_token(header)
-        if hmac.compare_digest(token.encode("utf-8"), self._operator_token):
+        given = token.encode("utf-8")
+        if hmac.compare_digest(given, self._operator_token):
             return OPERATOR
+        if hmac.compare_digest(given, self._gateway_token):
+            return GATEWAY
         with self._database.reading() as session:
             device_id = session.scalar(select(Device.id).where(Device.token_hash == hash_token(token)))
         if device_id is None:
             raise unauthorized("invalid token")
-        return Caller(device_id=device_id)
+        return Caller("device", device_id)
 
 
 def require_operator(caller: Caller) -> None:
     if not caller.is_operator:
         raise forbidden("this call needs the operator token")
+
+
+def require_gateway_or_operator(caller: Caller) -> None:
+    if not (caller.is_gateway or caller.is_operator):
+        raise forbidden("this call needs the gateway or the operator token")
 
 
 def require_device(caller: Caller, device_id: str) -> None:

@@ -1,8 +1,12 @@
-"""Database layer: SQLAlchemy 2 models, engine set-up and session scopes.
+"""Database layer: SQLAlchemy 2 models, engine set-up, schema upgrade and session scopes.
 
 SQLite is the default. Writes go through `Database.writing()`, which serialises them
 inside this process (SQLite allows one writer anyway, and a lock avoids SQLITE_BUSY on
 lock upgrades); the unique constraints still guard against other processes.
+
+There are no migrations: `create_schema()` creates missing tables and then adds the
+nullable columns that a database made by an older version lacks (with their unique
+indexes). Any other schema change needs a new database.
 """
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, UniqueConstraint, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import (JSON, Column, DateTime, Float, ForeignKey, Index, Integer, String, Table, UniqueConstraint,
+                        create_engine, event, inspect, text)
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
@@ -51,6 +56,7 @@ class Device(Base):
     __table_args__ = (
         UniqueConstraint("remote_port", name="uq_devices_remote_port"),
         UniqueConstraint("token_hash", name="uq_devices_token_hash"),
+        UniqueConstraint("web_remote_port", name="uq_devices_web_remote_port"),
         Index("ix_devices_owner", "owner"),
         Index("ix_devices_architecture", "architecture"),
         Index("ix_devices_last_checkin", "last_checkin"),
@@ -65,6 +71,7 @@ class Device(Base):
     architecture: Mapped[str | None] = mapped_column(String(32), nullable=True)
     tunnel_public_key: Mapped[str | None] = mapped_column(String(4096), nullable=True)
     remote_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    web_remote_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     observed: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     registered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -76,6 +83,7 @@ class Rental(Base):
     __table_args__ = (
         Index("ix_rentals_device_open", "device_id", "ended_at", "expires_at"),
         Index("ix_rentals_expires_at", "expires_at"),
+        UniqueConstraint("web_hostname", name="uq_rentals_web_hostname"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -92,12 +100,46 @@ class Rental(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    web_hostname: Mapped[str | None] = mapped_column(String(253), nullable=True)
 
 
 # At most one rental per device that has not been ended; expired ones are closed before a
 # new one is created. A partial unique index (SQLite and PostgreSQL both have them).
 Index("uq_rentals_one_open_per_device", Rental.device_id, unique=True,
       sqlite_where=Rental.ended_at.is_(None), postgresql_where=Rental.ended_at.is_(None))
+
+
+def add_missing_columns(connection: Connection) -> list[str]:
+    """Add the models' nullable columns that existing tables lack, and their unique indexes.
+
+    `create_all` creates missing tables only; this is the one upgrade step for databases
+    made before a column existed. Returns "table.column" of each column added.
+    """
+    inspector = inspect(connection)
+    added: list[str] = []
+    for table in Base.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                _add_column(connection, table, column)
+                added.append(f"{table.name}.{column.name}")
+    return added
+
+
+def _add_column(connection: Connection, table: Table, column: Column) -> None:
+    if not column.nullable:
+        raise ValueError(f"the database lacks the column {table.name}.{column.name}, which cannot be "
+                         "added to existing rows; start with a new database")
+    quote = connection.dialect.identifier_preparer.quote
+    column_type = column.type.compile(dialect=connection.dialect)
+    connection.execute(text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {column_type}"))
+    # SQLite cannot add a column with a UNIQUE constraint; a unique index does the same job.
+    for constraint in table.constraints:
+        if isinstance(constraint, UniqueConstraint) and list(constraint.columns.keys()) == [column.name]:
+            connection.execute(text(f"CREATE UNIQUE INDEX {quote(str(constraint.name))} "
+                                    f"ON {quote(table.name)} ({quote(column.name)})"))
 
 
 def _engine_options(url: str) -> dict[str, Any]:
@@ -130,8 +172,11 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock()
 
-    def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+    def create_schema(self) -> list[str]:
+        """Create missing tables, then add missing nullable columns; returns the columns added."""
+        with self._write_lock, self.engine.begin() as connection:
+            Base.metadata.create_all(connection)
+            return add_missing_columns(connection)
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -5,9 +5,10 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
-from p2pvps_server import schemas
-from p2pvps_server.auth import Caller, require_device, require_operator, require_operator_or_device
-from p2pvps_server.service import DeviceQuery, MarketplaceService
+from p2pvps_server import answers, schemas
+from p2pvps_server.auth import (Caller, require_device, require_gateway_or_operator, require_operator,
+                                require_operator_or_device)
+from p2pvps_server.service import MAX_ROUTE_CURSOR_LEN, DeviceQuery, MarketplaceService
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 DeviceId = Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
@@ -18,6 +19,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
                        (403, "token without rights to this call"), (404, "unknown id"),
                        (409, "conflict"), (413, "body too large"), (422, "invalid request"))
 }
+
+
+def answer(model: type, status: int = 200) -> dict[str, Any]:
+    """Route options that document the answer's shape; the routes still return the views' dicts."""
+    documented = {"model": model, "description": model.__doc__ or "success"}
+    return {"response_model": None, "responses": {status: documented}}
+
 
 router = APIRouter(prefix="/api/v1", responses=ERRORS)
 
@@ -35,18 +43,24 @@ def operator(who: Annotated[Caller, Depends(caller)]) -> Caller:
     return who
 
 
+def gateway_or_operator(who: Annotated[Caller, Depends(caller)]) -> Caller:
+    require_gateway_or_operator(who)
+    return who
+
+
 Service = Annotated[MarketplaceService, Depends(service)]
 AnyCaller = Annotated[Caller, Depends(caller)]
 Operator = Annotated[Caller, Depends(operator)]
+GatewayOrOperator = Annotated[Caller, Depends(gateway_or_operator)]
 
 
-@router.post("/devices", status_code=201, tags=["devices"])
+@router.post("/devices", status_code=201, tags=["devices"], **answer(answers.DeviceCreated, 201))
 def create_device(body: schemas.DeviceCreate, svc: Service, dummy: Operator) -> dict[str, Any]:
     """Create a device; its token is in this answer only."""
     return svc.create_device(body)
 
 
-@router.get("/devices", tags=["devices"])
+@router.get("/devices", tags=["devices"], **answer(answers.DevicePage))
 def list_devices(
     svc: Service, dummy: Operator,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
@@ -61,7 +75,7 @@ def list_devices(
                                         architecture=architecture, rented=rented))
 
 
-@router.get("/devices/{device_id}", tags=["devices"])
+@router.get("/devices/{device_id}", tags=["devices"], **answer(answers.Device))
 def get_device(device_id: DeviceId, svc: Service, who: AnyCaller) -> dict[str, Any]:
     require_operator_or_device(who, device_id)
     return svc.get_device(device_id)
@@ -75,15 +89,15 @@ def delete_device(device_id: DeviceId, svc: Service, who: AnyCaller) -> Response
     return Response(status_code=204)
 
 
-@router.post("/devices/{device_id}/register", tags=["device side"])
+@router.post("/devices/{device_id}/register", tags=["device side"], **answer(answers.Registered))
 def register_device(device_id: DeviceId, body: schemas.RegisterRequest, svc: Service,
                     who: AnyCaller) -> dict[str, Any]:
-    """Register or refresh (idempotent); the tunnel port is assigned once."""
+    """Register or refresh (idempotent); the tunnel port is assigned once, the web port once web hosting is on."""
     require_device(who, device_id)
     return svc.register(device_id, body)
 
 
-@router.post("/devices/{device_id}/checkin", tags=["device side"])
+@router.post("/devices/{device_id}/checkin", tags=["device side"], **answer(answers.CheckedIn))
 def checkin(device_id: DeviceId, svc: Service, who: AnyCaller,
             body: schemas.CheckinRequest | None = None) -> dict[str, Any]:
     """Heartbeat; answers the lease the device should run (or null)."""
@@ -91,23 +105,38 @@ def checkin(device_id: DeviceId, svc: Service, who: AnyCaller,
     return svc.checkin(device_id, body)
 
 
-@router.post("/rentals", status_code=201, tags=["rentals"])
+@router.post("/rentals", status_code=201, tags=["rentals"], **answer(answers.Rental, 201))
 def create_rental(body: schemas.RentalCreate, svc: Service, dummy: Operator) -> dict[str, Any]:
+    """Rent a device; limits must fit the device's facts minus its reserves (409 limits_exceed_device)."""
     return svc.create_rental(body)
 
 
-@router.get("/rentals/{rental_id}", tags=["rentals"])
+@router.get("/rentals/{rental_id}", tags=["rentals"], **answer(answers.Rental))
 def get_rental(rental_id: RentalId, svc: Service, dummy: Operator) -> dict[str, Any]:
     return svc.get_rental(rental_id)
 
 
-@router.patch("/rentals/{rental_id}", tags=["rentals"])
+@router.patch("/rentals/{rental_id}", tags=["rentals"], **answer(answers.Rental))
 def patch_rental(rental_id: RentalId, body: schemas.RentalPatch, svc: Service, dummy: Operator) -> dict[str, Any]:
     """Replace the keys and/or change limits of an active lease (same lease id)."""
     return svc.patch_rental(rental_id, body)
 
 
-@router.delete("/rentals/{rental_id}", tags=["rentals"])
+@router.delete("/rentals/{rental_id}", tags=["rentals"], **answer(answers.Rental))
 def end_rental(rental_id: RentalId, svc: Service, dummy: Operator) -> dict[str, Any]:
     """End a lease now (idempotent); answers the rental with ended_at set."""
     return svc.end_rental(rental_id)
+
+
+@router.get("/routes", tags=["web gateway"], **answer(answers.RoutePage))
+def list_routes(
+    svc: Service, dummy: GatewayOrOperator,
+    limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 500,
+    cursor: Annotated[str | None, Query(max_length=MAX_ROUTE_CURSOR_LEN,
+                                        description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    """Web gateway routes, ordered by hostname: one per active lease on a device with a web port.
+
+    For the gateway token (or the operator's); pass next_cursor back as cursor.
+    """
+    return svc.list_routes(limit, cursor)

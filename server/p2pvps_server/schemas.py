@@ -49,6 +49,10 @@ class Facts(BaseModel):
     os: ShortText
     docker_version: Annotated[str, Field(min_length=1, max_length=64),
                               AfterValidator(lambda s: v.check_text(s, "docker_version"))]
+    disk_free_gb: float | None = Field(
+        default=None, ge=0, le=1_000_000,
+        description="Free space where lease disks live, GB; lease disk limits are checked against it "
+                    "(else against disk_gb).")
 
 
 class RegisterRequest(BaseModel):

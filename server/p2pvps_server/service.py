@@ -1,10 +1,12 @@
-"""The marketplace's rules: devices, registration, check-ins, tunnel ports and rentals."""
+"""The marketplace's rules: devices, registration, check-ins, tunnel and web ports, rentals, web routes."""
 from __future__ import annotations
 
 import base64
 import binascii
 import datetime as dt
 import re
+import secrets
+import string
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -19,12 +21,18 @@ from p2pvps_server.auth import hash_token, new_device_token
 from p2pvps_server.db import Database, Device, Rental, utcnow
 from p2pvps_server.errors import ApiError, conflict, not_found
 from p2pvps_server.settings import Settings
-from p2pvps_server.views import device_view, format_time, lease_view, rental_view
+from p2pvps_server.views import device_view, format_time, lease_view, rental_view, route_view
 
 PORT_ALLOCATION_ATTEMPTS = 5
+PORT_RANGE_EXHAUSTED = {"tunnel": "port_range_exhausted", "web": "web_port_range_exhausted"}
+RENTAL_ATTEMPTS = 5
 DEFAULT_LIMITS = {"memory_mb": 512, "cpus": 1.0, "pids": 256, "disk_gb": 2}
 MAX_CURSOR_LEN = 256
+MAX_ROUTE_CURSOR_LEN = 400
 CURSOR_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+CURSOR_HOSTNAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,252}$")
+LABEL_SUFFIX_CHARS = string.ascii_lowercase + string.digits
+LABEL_SUFFIX_LEN = 6
 
 
 @dataclass(frozen=True)
@@ -37,21 +45,36 @@ class DeviceQuery:
     rented: bool | None = None
 
 
-def encode_cursor(device_id: str) -> str:
-    return base64.urlsafe_b64encode(device_id.encode("utf-8")).decode("ascii").rstrip("=")
+def encode_cursor(last_key: str) -> str:
+    """The opaque cursor after `last_key` (a device id or a hostname): unpadded base64url."""
+    return base64.urlsafe_b64encode(last_key.encode("utf-8")).decode("ascii").rstrip("=")
 
 
-def decode_cursor(cursor: str) -> str:
+def decode_cursor(cursor: str, key_re: re.Pattern[str] = CURSOR_ID_RE, max_len: int = MAX_CURSOR_LEN) -> str:
     invalid = ApiError(400, "invalid_cursor", "the cursor is not one this server issued")
-    if len(cursor) > MAX_CURSOR_LEN:
+    if len(cursor) > max_len:
         raise invalid
     try:
         text = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True).decode("ascii")
     except (binascii.Error, UnicodeError, ValueError):
         raise invalid from None
-    if not CURSOR_ID_RE.fullmatch(text):
+    if not key_re.fullmatch(text):
         raise invalid
     return text
+
+
+def random_label_suffix() -> str:
+    return "".join(secrets.choice(LABEL_SUFFIX_CHARS) for dummy in range(LABEL_SUFFIX_LEN))
+
+
+def web_label(renter: str, suffix: str) -> str:
+    """'alice_b' -> 'alice-b-k3j9xq': a DNS label (renter logins are at most 32 characters).
+
+    Runs of '-' become one (no 'xn--'-like labels), leading and trailing '-' go; a login of
+    underscores only becomes 'renter'.
+    """
+    name = re.sub(r"-+", "-", renter.replace("_", "-")).strip("-") or "renter"
+    return f"{name}-{suffix}"
 
 
 def lowest_free_port(used: Iterable[int], low: int, high: int) -> int | None:
@@ -70,11 +93,12 @@ def _active_condition(now: dt.datetime) -> Any:
 
 
 class MarketplaceService:
-    def __init__(self, database: Database, settings: Settings,
-                 clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(self, database: Database, settings: Settings, clock: Callable[[], dt.datetime] = utcnow,
+                 label_suffix: Callable[[], str] = random_label_suffix) -> None:
         self.db = database
         self.settings = settings
         self.clock = clock
+        self.label_suffix = label_suffix
 
     # ------------------------------------------------------------------ helpers
 
@@ -180,33 +204,33 @@ class MarketplaceService:
                 return self._register_once(device_id, body)
             except IntegrityError:
                 if attempt == PORT_ALLOCATION_ATTEMPTS:
-                    raise conflict("port_conflict", "could not allocate a unique tunnel port; retry") from None
+                    raise conflict("port_conflict", "could not allocate unique tunnel ports; retry") from None
         raise AssertionError("unreachable")
 
     def _register_once(self, device_id: str, body: schemas.RegisterRequest) -> dict[str, Any]:
         now = self.clock()
         with self.db.writing() as session:
             device = self._device(session, device_id)
-            device.facts = body.facts.model_dump()
+            device.facts = body.facts.model_dump(exclude_none=True)
             device.architecture = body.facts.architecture
             device.tunnel_public_key = body.tunnel_public_key
             if device.registered_at is None:
                 device.registered_at = now
             if device.remote_port is None:
-                device.remote_port = self._free_port(session)
+                device.remote_port = self._free_port(session, "tunnel", Device.remote_port, self.settings.port_range)
+            if self.settings.web_enabled and device.web_remote_port is None:
+                device.web_remote_port = self._free_port(session, "web", Device.web_remote_port,
+                                                         self.settings.web_port_range)
             session.flush()
             view = self._view(session, device, now)
         return {"device": view, "tunnel": view["tunnel"]}
 
-    def _free_port(self, session: Session) -> int:
-        low, high = self.settings.port_range
-        used = session.scalars(select(Device.remote_port)
-                               .where(Device.remote_port.between(low, high))
-                               .order_by(Device.remote_port))
+    def _free_port(self, session: Session, kind: str, column: Any, port_range: tuple[int, int]) -> int:
+        low, high = port_range
+        used = session.scalars(select(column).where(column.between(low, high)).order_by(column))
         port = lowest_free_port(used, low, high)
         if port is None:
-            raise ApiError(503, "port_range_exhausted",
-                           f"every tunnel port of {low}-{high} is assigned")
+            raise ApiError(503, PORT_RANGE_EXHAUSTED[kind], f"every {kind} port of {low}-{high} is assigned")
         return port
 
     def checkin(self, device_id: str, body: schemas.CheckinRequest | None) -> dict[str, Any]:
@@ -217,25 +241,35 @@ class MarketplaceService:
             if body is not None and body.observed is not None:
                 device.observed = body.observed
             lease = self._active_rental(session, device.id, now)
-            answer = None if lease is None else lease_view(lease)
+            answer = None if lease is None else lease_view(lease, self.settings)
         return {"lease": answer, "checkin_interval_s": self.settings.checkin_interval_s,
                 "server_time": format_time(now)}
 
     # ------------------------------------------------------------------ rentals
 
     def create_rental(self, body: schemas.RentalCreate) -> dict[str, Any]:
+        # A conflict is a web hostname taken already or another process's new lease on the
+        # device; a retry draws a new hostname and checks the device again.
+        for attempt in range(1, RENTAL_ATTEMPTS + 1):
+            try:
+                return self._create_rental_once(body)
+            except IntegrityError:
+                if attempt == RENTAL_ATTEMPTS:
+                    raise conflict("rental_conflict", "could not store the rental; retry") from None
+        raise AssertionError("unreachable")
+
+    def _create_rental_once(self, body: schemas.RentalCreate) -> dict[str, Any]:
         now = self.clock()
-        try:
-            with self.db.writing() as session:
-                device = self._device(session, body.device_id)
-                self._check_rentable(session, device, now)
-                self._close_open_rentals(session, device.id, now)
-                rental = self._new_rental(body, device, now)
-                session.add(rental)
-                session.flush()
-                return rental_view(rental, device, self.settings, now)
-        except IntegrityError:
-            raise conflict("device_not_rentable", "the device has a lease already") from None
+        with self.db.writing() as session:
+            device = self._device(session, body.device_id)
+            self._check_rentable(session, device, now)
+            limits = dict(DEFAULT_LIMITS, **(body.limits.given() if body.limits else {}))
+            check_limits_fit(limits, device.facts, self.settings)
+            self._close_open_rentals(session, device.id, now)
+            rental = self._new_rental(body, device, limits, now)
+            session.add(rental)
+            session.flush()
+            return rental_view(rental, device, self.settings, now)
 
     def _check_rentable(self, session: Session, device: Device, now: dt.datetime) -> None:
         view = self._view(session, device, now)
@@ -246,13 +280,18 @@ class MarketplaceService:
         if view["lease"] is not None:
             raise conflict("device_not_rentable", "the device has a lease already")
 
-    def _new_rental(self, body: schemas.RentalCreate, device: Device, now: dt.datetime) -> Rental:
-        limits = dict(DEFAULT_LIMITS, **(body.limits.given() if body.limits else {}))
+    def _new_rental(self, body: schemas.RentalCreate, device: Device, limits: dict[str, Any],
+                    now: dt.datetime) -> Rental:
         expires_at = now.replace(microsecond=0) + dt.timedelta(seconds=body.duration_seconds())
         return Rental(id=str(uuid.uuid4()), device_id=device.id, renter=body.renter,
                       username=body.renter, ssh_authorized_keys=body.keys(),
                       image=body.image or self.settings.default_image, created_at=now,
-                      expires_at=expires_at, **limits)
+                      expires_at=expires_at, web_hostname=self._web_hostname(body.renter), **limits)
+
+    def _web_hostname(self, renter: str) -> str | None:
+        if not self.settings.web_enabled:
+            return None
+        return f"{web_label(renter, self.label_suffix())}.{self.settings.web_domain}"
 
     def get_rental(self, rental_id: str) -> dict[str, Any]:
         now = self.clock()
@@ -273,7 +312,11 @@ class MarketplaceService:
             keys = body.keys()
             if keys is not None:
                 rental.ssh_authorized_keys = keys
-            for name, value in (body.limits.given() if body.limits else {}).items():
+            limits = body.limits.given() if body.limits else {}
+            if limits:
+                device = self._device(session, rental.device_id)
+                check_limits_fit(limits, device.facts, self.settings)
+            for name, value in limits.items():
                 setattr(rental, name, value)
             session.flush()
             return self._rental_view(session, rental, now)
@@ -286,3 +329,74 @@ class MarketplaceService:
                 rental.ended_at = min(now, rental.expires_at)
             session.flush()
             return self._rental_view(session, rental, now)
+
+    # ------------------------------------------------------------------ web routes
+
+    def list_routes(self, limit: int, cursor: str | None) -> dict[str, Any]:
+        """Active leases with a hostname on registered devices with a web port, by hostname."""
+        after = None if cursor is None else decode_cursor(cursor, CURSOR_HOSTNAME_RE, MAX_ROUTE_CURSOR_LEN)
+        if not self.settings.web_enabled:
+            return {"items": [], "next_cursor": None}
+        now = self.clock()
+        statement = (select(Rental, Device).join(Device, Rental.device_id == Device.id)
+                     .where(_active_condition(now), Rental.web_hostname.is_not(None),
+                            Device.web_remote_port.is_not(None), Device.registered_at.is_not(None))
+                     .order_by(Rental.web_hostname).limit(limit + 1))
+        if after is not None:
+            statement = statement.where(Rental.web_hostname > after)
+        with self.db.reading() as session:
+            rows = session.execute(statement).all()
+        more = len(rows) > limit
+        items = [route_view(rental, device) for rental, device in rows[:limit]]
+        return {"items": items, "next_cursor": encode_cursor(items[-1]["hostname"]) if more else None}
+
+
+def device_offer(facts: dict[str, Any] | None, settings: Settings) -> dict[str, tuple[float, str]]:
+    """What a device can give one lease, per limit: (amount, how it was reckoned).
+
+    Registration stores every fact this needs; a limit whose fact is missing is not checked.
+    """
+    facts = facts or {}
+    offers = {"memory_mb": _memory_offer(facts, settings), "cpus": _cpu_offer(facts),
+              "disk_gb": _disk_offer(facts, settings)}
+    return {name: offer for name, offer in offers.items() if offer is not None}
+
+
+def _memory_offer(facts: dict[str, Any], settings: Settings) -> tuple[float, str] | None:
+    total = facts.get("memory_mb")
+    if not isinstance(total, int):
+        return None
+    memory = max(0, total - settings.memory_reserve_mb)
+    return memory, f"{memory} MB ({total} MB minus a {settings.memory_reserve_mb} MB reserve)"
+
+
+def _cpu_offer(facts: dict[str, Any]) -> tuple[float, str] | None:
+    count = facts.get("cpu_count")
+    if not isinstance(count, int):
+        return None
+    return count, f"{count} CPU" + ("" if count == 1 else "s")
+
+
+def _disk_offer(facts: dict[str, Any], settings: Settings) -> tuple[float, str] | None:
+    space, where = facts.get("disk_free_gb"), "free"
+    if not isinstance(space, (int, float)):
+        space, where = facts.get("disk_gb"), "disk"
+    if not isinstance(space, (int, float)):
+        return None
+    reserve = settings.disk_reserve_gb
+    disk = max(0.0, space - reserve)
+    return disk, f"{_amount(disk)} GB ({_amount(space)} GB {where} minus a {_amount(reserve)} GB reserve)"
+
+
+def check_limits_fit(limits: dict[str, Any], facts: dict[str, Any] | None, settings: Settings) -> None:
+    """409 limits_exceed_device when memory, CPUs or disk ask more than the device offers."""
+    offer = device_offer(facts, settings)
+    for name in ("memory_mb", "cpus", "disk_gb"):
+        if name in limits and name in offer and limits[name] > offer[name][0]:
+            raise conflict("limits_exceed_device",
+                           f"{name} {_amount(limits[name])} is more than the device offers: {offer[name][1]}")
+
+
+def _amount(value: float) -> str:
+    """28.099999999999998 -> '28.1', 4.0 -> '4', 3537 -> '3537'."""
+    return f"{value:.10g}"

@@ -2,14 +2,20 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 OPERATOR_TOKEN_ENV = "P2PVPS_OPERATOR_TOKEN"
 OPERATOR_TOKEN_FILE = "operator_token"
+GATEWAY_TOKEN_ENV = "P2PVPS_GATEWAY_TOKEN"
+GATEWAY_TOKEN_FILE = "gateway_token"
 DATABASE_FILE = "marketplace.db"
-MIN_OPERATOR_TOKEN_LEN = 16
+MIN_TOKEN_LEN = 16
+WEB_SCHEMES = ("https", "http")
+MAX_WEB_DOMAIN_LEN = 200
+DNS_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 def parse_port_range(text: str) -> tuple[int, int]:
@@ -21,6 +27,18 @@ def parse_port_range(text: str) -> tuple[int, int]:
     if not 1 <= low <= high <= 65535:
         raise ValueError(f"port range {low}-{high} must satisfy 1 <= LOW <= HIGH <= 65535")
     return low, high
+
+
+def parse_web_domain(text: str) -> str:
+    """A lower-case DNS name such as 'web.test' (one label is enough); ValueError otherwise."""
+    if len(text) > MAX_WEB_DOMAIN_LEN or not all(DNS_LABEL_RE.fullmatch(label) for label in text.split(".")):
+        raise ValueError("the web domain must be a lower-case DNS name: labels of a-z, 0-9 and '-' "
+                         f"(not first or last), 1-63 characters each, at most {MAX_WEB_DOMAIN_LEN} in all")
+    return text
+
+
+def _overlap(first: tuple[int, int], second: tuple[int, int]) -> bool:
+    return first[0] <= second[1] and second[0] <= first[1]
 
 
 @dataclass(frozen=True)
@@ -37,8 +55,29 @@ class Settings:
     tunnel_user: str = "tunnel"
     tunnel_host_key: str | None = None
     default_image: str = "p2pvps/renter:latest"
+    web_domain: str | None = None
+    web_port_range: tuple[int, int] = (30000, 30999)
+    web_scheme: str = "https"
+    memory_reserve_mb: int = 256
+    disk_reserve_gb: float = 1.0
     max_body_bytes: int = 64 * 1024
     operator_token: str | None = field(default=None, repr=False)
+    gateway_token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.web_domain is not None:
+            parse_web_domain(self.web_domain)
+        if self.web_scheme not in WEB_SCHEMES:
+            raise ValueError(f"the web scheme must be one of {', '.join(WEB_SCHEMES)}")
+        if self.memory_reserve_mb < 0 or self.disk_reserve_gb < 0:
+            raise ValueError("the memory and disk reserves must not be negative")
+        # Both kinds of port listen on the same tunnel server.
+        if self.web_enabled and _overlap(self.port_range, self.web_port_range):
+            raise ValueError("the web port range overlaps the tunnel port range")
+
+    @property
+    def web_enabled(self) -> bool:
+        return self.web_domain is not None
 
     @property
     def resolved_database_url(self) -> str:
@@ -55,6 +94,10 @@ class Settings:
         return Path(self.data_dir) / OPERATOR_TOKEN_FILE
 
     @property
+    def gateway_token_file(self) -> Path:
+        return Path(self.data_dir) / GATEWAY_TOKEN_FILE
+
+    @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
@@ -62,18 +105,27 @@ class Settings:
 
 def load_operator_token(settings: Settings) -> str:
     """The operator token: explicit setting, else env, else <data-dir>/operator_token (made 0600)."""
-    token = settings.operator_token or os.environ.get(OPERATOR_TOKEN_ENV)
+    return _load_token("operator", settings.operator_token, OPERATOR_TOKEN_ENV, settings.operator_token_file)
+
+
+def load_gateway_token(settings: Settings) -> str:
+    """The web gateway's token: explicit setting, else env, else <data-dir>/gateway_token (made 0600)."""
+    return _load_token("gateway", settings.gateway_token, GATEWAY_TOKEN_ENV, settings.gateway_token_file)
+
+
+def _load_token(what: str, explicit: str | None, env_name: str, path: Path) -> str:
+    token = explicit or os.environ.get(env_name)
     if token:
-        if len(token) < MIN_OPERATOR_TOKEN_LEN:
-            raise ValueError(f"the operator token must have at least {MIN_OPERATOR_TOKEN_LEN} characters")
+        if len(token) < MIN_TOKEN_LEN:
+            raise ValueError(f"the {what} token must have at least {MIN_TOKEN_LEN} characters")
         return token
-    return _token_from_file(settings.operator_token_file)
+    return _token_from_file(path)
 
 
 def _token_from_file(path: Path) -> str:
     if path.exists():
         token = path.read_text(encoding="utf-8").strip()
-        if len(token) >= MIN_OPERATOR_TOKEN_LEN:
+        if len(token) >= MIN_TOKEN_LEN:
             return token
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)

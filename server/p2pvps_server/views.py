@@ -1,4 +1,4 @@
-"""JSON shapes of devices, tunnels, leases and rentals (contract v1)."""
+"""JSON shapes of devices, tunnels, leases, rentals and web routes (contract v1)."""
 from __future__ import annotations
 
 import datetime as dt
@@ -31,6 +31,13 @@ def is_active(rental: Rental, now: dt.datetime) -> bool:
     return rental.ended_at is None and rental.expires_at > now
 
 
+def web_port(device: Device | None, settings: Settings) -> int | None:
+    """The device's web port while web hosting is on (a port kept from an earlier run is not shown)."""
+    if device is None or not settings.web_enabled:
+        return None
+    return device.web_remote_port
+
+
 def tunnel_view(device: Device, settings: Settings) -> dict[str, Any] | None:
     if device.remote_port is None:
         return None
@@ -40,7 +47,14 @@ def tunnel_view(device: Device, settings: Settings) -> dict[str, Any] | None:
         "user": settings.tunnel_user,
         "host_key": settings.tunnel_host_key,
         "remote_port": device.remote_port,
+        "web_remote_port": web_port(device, settings),
     }
+
+
+def web_view(rental: Rental, settings: Settings) -> dict[str, str] | None:
+    if not settings.web_enabled or rental.web_hostname is None:
+        return None
+    return {"hostname": rental.web_hostname, "url": f"{settings.web_scheme}://{rental.web_hostname}/"}
 
 
 def device_view(device: Device, lease: Rental | None, settings: Settings, now: dt.datetime) -> dict[str, Any]:
@@ -74,7 +88,7 @@ def limits_view(rental: Rental) -> dict[str, Any]:
             "disk_gb": rental.disk_gb}
 
 
-def lease_view(rental: Rental) -> dict[str, Any]:
+def lease_view(rental: Rental, settings: Settings) -> dict[str, Any]:
     """The desired lease as a device sees it in its check-in answer."""
     return {
         "id": rental.id,
@@ -83,6 +97,7 @@ def lease_view(rental: Rental) -> dict[str, Any]:
         "image": rental.image,
         "expires_at": format_time(rental.expires_at),
         "limits": limits_view(rental),
+        "web": web_view(rental, settings),
     }
 
 
@@ -102,5 +117,18 @@ def rental_view(rental: Rental, device: Device | None, settings: Settings, now: 
         "tunnel": {
             "host": settings.resolved_tunnel_host,
             "remote_port": None if device is None else device.remote_port,
+            "web_remote_port": web_port(device, settings),
         },
+        "web": web_view(rental, settings),
+    }
+
+
+def route_view(rental: Rental, device: Device) -> dict[str, Any]:
+    """One web gateway route: the lease's hostname to the device's web port on the tunnel server."""
+    return {
+        "hostname": rental.web_hostname,
+        "port": device.web_remote_port,
+        "device_id": device.id,
+        "lease_id": rental.id,
+        "expires_at": format_time(rental.expires_at),
     }

@@ -25,6 +25,7 @@ def calls(device_id, rental_id="some-rental"):
         ("GET", f"/api/v1/rentals/{rental_id}", None),
         ("PATCH", f"/api/v1/rentals/{rental_id}", {"limits": {"pids": 64}}),
         ("DELETE", f"/api/v1/rentals/{rental_id}", None),
+        ("GET", "/api/v1/routes", None),
     ]
 
 
@@ -89,6 +90,20 @@ def test_operator_cannot_act_as_a_device(shared_marketplace, two_devices):
                          ("checkin", {})):
         answer = shared_marketplace.request("POST", f"/api/v1/devices/{device_id}/{suffix}", json=body)
         assert_error(answer, 403, "forbidden")
+
+
+def test_gateway_token_lists_routes_and_nothing_else(shared_marketplace, two_devices):
+    (device_id, dummy), dummy = two_devices
+    gateway = shared_marketplace.gateway_token
+    assert gateway and gateway != shared_marketplace.operator_token
+    for method, path, body in calls(device_id):
+        answer = shared_marketplace.request(method, path, token=gateway, **({} if body is None else {"json": body}))
+        if path == "/api/v1/routes":
+            assert answer.status_code == 200 and answer.json() == {"items": [], "next_cursor": None}
+        else:
+            assert_error(answer, 403, "forbidden")
+            assert gateway not in answer.text
+    assert shared_marketplace.request("GET", f"/api/v1/devices/{device_id}").status_code == 200     # not deleted
 
 
 def test_device_token_works_for_its_own_device(shared_marketplace, two_devices):

@@ -40,8 +40,9 @@ def test_register_is_idempotent_and_assigns_a_port(marketplace):
     key = ed25519_public_key("pi@reg")
     first = marketplace.register_device(device_id, token, key=key)
     tunnel = first["tunnel"]
-    assert set(tunnel) == {"host", "port", "user", "host_key", "remote_port"}
+    assert set(tunnel) == {"host", "port", "user", "host_key", "remote_port", "web_remote_port"}
     assert tunnel["remote_port"] == 20000 and tunnel["port"] == 22 and tunnel["user"] == "tunnel"
+    assert tunnel["web_remote_port"] is None                                # web hosting is off
     assert tunnel["host"] == "127.0.0.1"
     device = first["device"]
     assert device["registered"] is True and device["facts"] == DEFAULT_FACTS
@@ -82,7 +83,7 @@ def test_server_options_reach_the_answers(marketplace_factory):
     device_id, token = server.create_device("pi-options")
     tunnel = server.register_device(device_id, token)["tunnel"]
     assert tunnel == {"host": "tunnel.example.org", "port": 2200, "user": "fwd", "host_key": host_key,
-                      "remote_port": 31000}
+                      "remote_port": 31000, "web_remote_port": None}
     assert server.checkin(device_id, token)["checkin_interval_s"] == 7
 
 

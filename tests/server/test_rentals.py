@@ -8,7 +8,7 @@ from tests.fixtures.server import ed25519_public_key
 from tests.server.helpers import assert_error, parse_time
 
 RENTAL_KEYS = {"id", "device_id", "renter", "username", "ssh_authorized_keys", "image", "limits",
-               "created_at", "expires_at", "ended_at", "active", "tunnel"}
+               "created_at", "expires_at", "ended_at", "active", "tunnel", "web"}
 LIMITS = {"memory_mb": 256, "cpus": 0.5, "pids": 128, "disk_gb": 1}
 
 
@@ -26,13 +26,15 @@ def test_rental_lifecycle(marketplace):
     assert rental["device_id"] == device_id and rental["renter"] == rental["username"] == "alice"
     assert rental["ssh_authorized_keys"] == [key] and rental["limits"] == LIMITS
     assert rental["image"] == "p2pvps/renter:latest" and rental["active"] is True and rental["ended_at"] is None
-    assert rental["tunnel"] == {"host": "127.0.0.1", "remote_port": 20000}
+    assert rental["tunnel"] == {"host": "127.0.0.1", "remote_port": 20000, "web_remote_port": None}
+    assert rental["web"] is None                                               # web hosting is off
     lasts = parse_time(rental["expires_at"]) - parse_time(rental["created_at"])
     assert dt.timedelta(hours=2) - dt.timedelta(seconds=2) < lasts <= dt.timedelta(hours=2)
 
     lease = marketplace.checkin(device_id, token)["lease"]
     assert lease == {"id": rental["id"], "username": "alice", "ssh_authorized_keys": [key],
-                     "image": "p2pvps/renter:latest", "expires_at": rental["expires_at"], "limits": LIMITS}
+                     "image": "p2pvps/renter:latest", "expires_at": rental["expires_at"], "limits": LIMITS,
+                     "web": None}
     device = marketplace.request("GET", f"/api/v1/devices/{device_id}").json()
     assert device["lease"] == {"id": rental["id"], "renter": "alice", "username": "alice",
                                "expires_at": rental["expires_at"]}
