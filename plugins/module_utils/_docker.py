@@ -497,6 +497,15 @@ class RenterDocker:
                 'inter-container traffic off and no IPv6); remove it and converge again'
                 % (RENTER_NETWORK, bridge))
 
+    def renter_network_icc(self):
+        """V(off)/V(on): traffic between containers of the renter network; None before it exists."""
+        try:
+            network = self.client.api.inspect_network(RENTER_NETWORK)
+        except NotFound:
+            return None
+        icc = (network.get('Options') or {}).get('com.docker.network.bridge.enable_icc')
+        return 'off' if icc == 'false' else 'on'
+
     def ensure_volume(self, lease, require_disk_limit=False, owner=None):
         """Create the lease's volumes if missing, mount its disk if it has one; (enforced, reason)."""
         name = lease.volume_name

@@ -27,7 +27,8 @@ import struct
 import subprocess
 import time
 
-FACT_KEYS = ('memory_mb', 'disk_gb', 'cpu_model', 'cpu_count', 'architecture', 'os', 'docker_version')
+FACT_KEYS = ('memory_mb', 'disk_gb', 'disk_free_gb', 'cpu_model', 'cpu_count', 'architecture', 'os',
+             'docker_version')
 NO_DOCKER = 'none'
 MAX_STRING = 200
 
@@ -158,6 +159,22 @@ def disk_gb_of(path, statvfs=os.statvfs, exists=os.path.exists):
     return round(size / float(1024 ** 3), 1), probe
 
 
+def disk_free_gb_of(lease_dir, statvfs=os.statvfs, exists=os.path.exists, listdir=os.listdir,
+                    size_of=os.path.getsize):
+    """Whole GiB a lease disk can take in `lease_dir`: the free space of its file system plus the
+    lease disks already there (a new lease replaces them). Rounded down, so the fact stays put
+    while the free space drifts by less than a GiB.
+    """
+    probe = os.path.abspath(lease_dir)
+    while not exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    info = statvfs(probe)
+    free = info.f_bavail * (info.f_frsize or info.f_bsize)
+    if probe == os.path.abspath(lease_dir):
+        free += sum(size_of(os.path.join(probe, name)) for name in listdir(probe) if name.endswith('.img'))
+    return int(free // (1024 ** 3))
+
+
 def parse_docker_version(text):
     """A Docker version string (from `docker version --format` or the API), or None."""
     text = (text or '').strip()
@@ -256,7 +273,7 @@ def _read(path, limit=1024 * 1024):
 
 def gather(docker_data_root='/var/lib/docker', docker_socket='/var/run/docker.sock', skip=(),
            read=_read, statvfs=os.statvfs, exists=os.path.exists, machine=None, pointer_bits=None,
-           cpu_count=None, docker_probe=None):
+           cpu_count=None, docker_probe=None, lease_dir='/var/lib/p2pvps/disks', listdir=os.listdir):
     """The facts of this host (keys in FACT_KEYS minus `skip`) and notes on how they were found."""
     facts = {}
     notes = {}
@@ -273,6 +290,11 @@ def gather(docker_data_root='/var/lib/docker', docker_socket='/var/run/docker.so
             facts['disk_gb'], notes['disk_path'] = disk_gb_of(docker_data_root, statvfs=statvfs, exists=exists)
         except OSError as exc:
             raise FactsError('cannot measure the disk of %s: %s' % (docker_data_root, exc.strerror or exc))
+    if 'disk_free_gb' not in skip:
+        try:
+            facts['disk_free_gb'] = disk_free_gb_of(lease_dir, statvfs=statvfs, exists=exists, listdir=listdir)
+        except OSError as exc:
+            raise FactsError('cannot measure the free space of %s: %s' % (lease_dir, exc.strerror or exc))
     if 'cpu_model' not in skip or 'cpu_count' not in skip:
         board = _clean(read('/proc/device-tree/model', 4096).replace('\x00', '')) or None
         model, processors = parse_cpuinfo(read('/proc/cpuinfo'), board)
@@ -313,23 +335,31 @@ def validate_facts(facts):
                 value = int(value.strip())
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise FactsError('the fact %s must be a positive integer, got %r' % (key, value))
-        elif key == 'disk_gb':
-            if isinstance(value, str):
-                try:
-                    value = float(value.strip())
-                except ValueError:
-                    pass
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value <= 0:
-                raise FactsError('the fact disk_gb must be a positive number, got %r' % (value,))
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
+        elif key in ('disk_gb', 'disk_free_gb'):
+            value = _disk_number(key, value)
         else:
             if not isinstance(value, str) or not _clean(value):
                 raise FactsError('the fact %s must be a non-empty string' % key)
             value = _clean(value)
         clean[key] = value
     return clean
+
+
+def _disk_number(key, value):
+    """disk_gb (positive) or disk_free_gb (zero or more) as a number; FactsError otherwise."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            pass
+    low_ok = (lambda v: v > 0) if key == 'disk_gb' else (lambda v: v >= 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low_ok(value):
+        raise FactsError('the fact %s must be a %s number, got %r'
+                         % (key, 'positive' if key == 'disk_gb' else 'non-negative', value))
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value
 
 
 def facts_equal(current, desired):

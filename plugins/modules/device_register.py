@@ -69,8 +69,10 @@ options:
     description:
       - Facts to report instead of the ones read from the device, by name; the others are
         still read. Known names are V(memory_mb) (integer, MiB), V(disk_gb) (number, GiB),
-        V(cpu_model), V(cpu_count) (integer), V(architecture) (for example V(arm64), V(armv7),
-        V(amd64)), V(os) and V(docker_version).
+        V(disk_free_gb) (number, GiB a lease disk can take), V(cpu_model), V(cpu_count) (integer),
+        V(architecture) (for example V(arm64), V(armv7), V(amd64)), V(os) and V(docker_version).
+      - The marketplace refuses rentals whose limits exceed V(memory_mb) (minus its reserve),
+        V(cpu_count) or V(disk_free_gb) (minus its reserve).
     type: dict
     default: {}
   docker_data_root:
@@ -79,6 +81,12 @@ options:
         does not exist yet (Docker not installed), its nearest existing parent is measured.
     type: path
     default: /var/lib/docker
+  state_dir:
+    description:
+      - The rental module's state directory; V(disk_free_gb) is the free space where it keeps lease
+        disks (C(<state_dir>/disks)), counting the lease disks already there, rounded down to whole GiB.
+    type: path
+    default: /var/lib/p2pvps
   docker_version:
     description:
       - Docker Engine version to report instead of asking the engine. Same as setting
@@ -191,6 +199,13 @@ tunnel:
       description: Port on the tunnel server that the device forwards to its renter's sshd; unique per device.
       type: int
       sample: 20017
+    web_remote_port:
+      description:
+        - Port on the tunnel server's loopback that the device forwards to its renter's web port; unique per
+          device. The marketplace's web gateway routes each lease's hostname to it.
+        - V(null) when the marketplace does not offer web hosting.
+      type: int
+      sample: 30017
 facts:
   description: The facts sent to the marketplace (or that would be sent, or that are registered already).
   returned: success and O(state=present)
@@ -198,6 +213,7 @@ facts:
   sample:
     memory_mb: 3797
     disk_gb: 29.1
+    disk_free_gb: 21
     cpu_model: Cortex-A72 (Raspberry Pi 4 Model B Rev 1.4)
     cpu_count: 4
     architecture: arm64
@@ -224,7 +240,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     client_from_module,
 )
 
-TUNNEL_KEYS = ('host', 'port', 'user', 'host_key', 'remote_port')
+TUNNEL_KEYS = ('host', 'port', 'user', 'host_key', 'remote_port', 'web_remote_port')
 
 
 def tunnel_of(value):
@@ -283,7 +299,8 @@ class DeviceRegistration(object):
                       % (', '.join(unknown), ', '.join(_facts.FACT_KEYS)))
         try:
             gathered, notes = _facts.gather(self.params['docker_data_root'], skip=set(override),
-                                            docker_probe=self.docker_probe)
+                                            docker_probe=self.docker_probe,
+                                            lease_dir=os.path.join(self.params['state_dir'], 'disks'))
             gathered.update(override)
             return _facts.validate_facts(gathered), notes
         except _facts.FactsError as exc:
@@ -362,6 +379,7 @@ def main():
         tunnel_public_key_file=dict(type='path'),
         facts=dict(type='dict', default={}),
         docker_data_root=dict(type='path', default='/var/lib/docker'),
+        state_dir=dict(type='path', default='/var/lib/p2pvps'),
         docker_version=dict(type='str'),
         docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
     )

@@ -82,7 +82,7 @@ def demo():
                               timeout=1500, check=False)
         print(proc.stdout)
         assert proc.returncode == 0, proc.stdout[-8000:] + proc.stderr[-4000:]
-        info = json.loads((Path(tempfile.gettempdir()) / f"p2pvps-demo-{name}" / "demo.json").read_text())
+        info = json.loads((Path(tempfile.gettempdir()) / f"p2pvps-demo-{name}" / "fleet.json").read_text())
         yield Demo(name, proc.stdout, info)
     finally:
         subprocess.run([*demo_py, "down"], cwd=ROOT, env=ansible_env(), capture_output=True, timeout=300,
@@ -94,7 +94,12 @@ def test_demo_rents_a_pi_and_wipes_it(demo):
     # The renter's `uname -a; id` ran inside the rented container, reached through the tunnel.
     assert re.search(r"^\s+Linux \S+ .*GNU/Linux$", out, re.M), out
     assert re.search(r"^\s+uid=\d+\(alice\)", out, re.M), out
-    assert "root login with the same key refused: True" in out
+    # Root in the container is an unprivileged user of the device (user-namespace remapping).
+    assert re.search(r"root login with the same key: uid 0 in the container is uid 10\d{5} on the device", out), out
+    # The renter's own web server, over HTTPS at the lease's hostname through the gateway, then gone.
+    assert re.search(r"^\s+<h1>Hello from a rented Raspberry Pi</h1>$", out, re.M), out
+    assert re.search(r"https://alice-[a-z0-9]{6}\.web\.test/ answered [\d.]+ s after the rental was created", out), out
+    assert re.search(r"http://alice-[a-z0-9]{6}\.web\.test/ answers 404", out), out
     assert "lease volumes left: none" in out
     assert re.search(rf"{demo.name}-pi1 +: ok=\d+ +changed=\d+ +unreachable=0 +failed=0", out), out
     assert "@p2pvps_status_new:" in out and "@p2pvps_free:" in out, out   # the inventory plugin's groups
@@ -114,6 +119,7 @@ def test_status_and_push_converge(demo):
     assert {host for host, _line in lines} == {p["name"] for p in demo.info["pis"]}, status.stdout
     for host, line in lines:
         assert line.startswith("online, no lease, container none, tunnel up"), (host, line)
+        assert line.endswith("sandbox complete"), (host, line)
 
     key = subprocess.run(["ssh-keygen", "-y", "-f", demo.info["operator_key"]], capture_output=True,
                          text=True, check=True).stdout.strip()
@@ -124,8 +130,8 @@ def test_status_and_push_converge(demo):
     assert f"lease {rental['id']}, actions " in converge.stdout, converge.stdout[-4000:]
     assert renter_containers(pi)
     status = demo.playbook("status", "-l", pi["name"])
-    assert re.search(rf"STATUS {pi['name']}: online, lease {rental['id']} until \S+, container running, tunnel up",
-                     status.stdout), status.stdout[-3000:]
+    assert re.search(rf"STATUS {pi['name']}: online, lease {rental['id']} until \S+, container running, tunnel up, "
+                     r"sandbox complete", status.stdout), status.stdout[-3000:]
     demo.api("DELETE", f"/rentals/{rental['id']}")
     gone = demo.playbook("converge", "-l", pi["name"])
     assert "lease none, actions " in gone.stdout, gone.stdout[-4000:]

@@ -23,6 +23,24 @@ ExecStart=/usr/bin/ssh-keygen -A
 WantedBy=multi-user.target
 UNIT
 ln -s /etc/systemd/system/p2pvps-hostkeys.service /etc/systemd/system/multi-user.target.wants/p2pvps-hostkeys.service
+# A Pi has devtmpfs; a container's /dev is a tmpfs without the loop devices the kernel hands
+# out (the test fleet lets devices use them): make their nodes at boot.
+cat > /etc/systemd/system/p2pvps-loop-nodes.service <<'UNIT'
+[Unit]
+Description=Create loop device nodes (simulated Pi)
+DefaultDependencies=no
+Before=sysinit.target
+ConditionPathExists=/dev/loop-control
+
+[Service]
+Type=oneshot
+ExecStart=/bin/sh -c 'for i in $(seq 0 63); do [ -e /dev/loop$i ] || mknod -m 660 /dev/loop$i b 7 $i; done'
+
+[Install]
+WantedBy=sysinit.target
+UNIT
+mkdir -p /etc/systemd/system/sysinit.target.wants
+ln -s /etc/systemd/system/p2pvps-loop-nodes.service /etc/systemd/system/sysinit.target.wants/p2pvps-loop-nodes.service
 cat > /etc/ssh/sshd_config.d/10-device.conf <<'CONF'
 PasswordAuthentication no
 KbdInteractiveAuthentication no

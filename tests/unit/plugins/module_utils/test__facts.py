@@ -111,7 +111,7 @@ def test_parse_os_release():
     assert f.parse_os_release('') is None
 
 
-StatVfs = namedtuple('StatVfs', 'f_blocks f_frsize f_bsize')
+StatVfs = namedtuple('StatVfs', 'f_blocks f_frsize f_bsize f_bavail', defaults=(7_630_000,))
 
 
 def test_disk_gb_of_existing_and_missing_paths():
@@ -225,8 +225,10 @@ def test_gather_with_fakes():
     files = {'/proc/meminfo': MEMINFO_PI4, '/proc/cpuinfo': CPUINFO_PI4_ARM64, '/etc/os-release': OS_RELEASE}
     facts, notes = f.gather('/var/lib/docker', read=fake_reader(files),
                             statvfs=lambda p: StatVfs(7_630_000, 4096, 4096), exists=lambda p: p != '/var/lib/docker',
-                            machine='aarch64', pointer_bits=64, cpu_count=4, docker_probe=lambda: None)
-    assert facts == {'memory_mb': 3793, 'disk_gb': 29.1, 'cpu_model': 'Cortex-A72 (Raspberry Pi 4 Model B Rev 1.4)',
+                            machine='aarch64', pointer_bits=64, cpu_count=4, docker_probe=lambda: None,
+                            listdir=lambda p: [])
+    assert facts == {'memory_mb': 3793, 'disk_gb': 29.1, 'disk_free_gb': 29,
+                     'cpu_model': 'Cortex-A72 (Raspberry Pi 4 Model B Rev 1.4)',
                      'cpu_count': 4, 'architecture': 'arm64', 'os': 'Debian GNU/Linux 12 (bookworm)',
                      'docker_version': 'none'}
     assert notes == {'disk_path': '/var/lib'}
@@ -250,6 +252,16 @@ def test_gather_disk_error_is_clear():
     assert 'Permission denied' in str(exc.value)
 
 
+def test_disk_free_counts_the_lease_disks_already_there(tmp_path):
+    statvfs = lambda p: StatVfs(1, 4096, 4096, f_bavail=2 * 1024 ** 3 // 4096)  # noqa: E731 (2 GiB free)
+    sizes = {str(tmp_path / 'a.img'): 3 * 1024 ** 3, str(tmp_path / 'a.dev'): 0}
+    found = f.disk_free_gb_of(str(tmp_path), statvfs=statvfs, listdir=lambda p: ['a.img', 'a.dev', 'a'],
+                              size_of=lambda p: sizes.get(p, 10 ** 12))
+    assert found == 5
+    # before the first lease the directory does not exist: its parent's free space
+    assert f.disk_free_gb_of(str(tmp_path / 'missing' / 'disks'), statvfs=statvfs) == 2
+
+
 def test_gather_real_host():
     facts, dummy = f.gather('/var/lib/docker', docker_probe=lambda: None)
     clean = f.validate_facts(facts)
@@ -257,7 +269,7 @@ def test_gather_real_host():
     assert clean['architecture'] in ('amd64', 'arm64', 'armv7', 'armv6', '386') or clean['architecture']
 
 
-GOOD = {'memory_mb': 3793, 'disk_gb': 29.1, 'cpu_model': 'Cortex-A72', 'cpu_count': 4,
+GOOD = {'memory_mb': 3793, 'disk_gb': 29.1, 'disk_free_gb': 20, 'cpu_model': 'Cortex-A72', 'cpu_count': 4,
         'architecture': 'arm64', 'os': 'Debian GNU/Linux 12 (bookworm)', 'docker_version': '20.10.24'}
 
 
@@ -270,6 +282,8 @@ GOOD = {'memory_mb': 3793, 'disk_gb': 29.1, 'cpu_model': 'Cortex-A72', 'cpu_coun
     ({'disk_gb': float('inf')}, 'disk_gb must be a positive number'),
     ({'disk_gb': 'lots'}, 'disk_gb must be a positive number'),
     ({'disk_gb': False}, 'disk_gb must be a positive number'),
+    ({'disk_free_gb': -1}, 'disk_free_gb must be a non-negative number'),
+    ({'disk_free_gb': float('nan')}, 'disk_free_gb must be a non-negative number'),
     ({'os': ''}, 'os must be a non-empty string'),
     ({'cpu_model': 5}, 'cpu_model must be a non-empty string'),
     ({'color': 'red'}, 'unknown facts color'),
