@@ -3,7 +3,7 @@
 # debootstrap a Debian root, run the image's setup.sh in it, `docker import`.
 # Each image is tagged with a hash of its recipe, so an unchanged recipe is
 # never rebuilt; `:latest` always points at the current recipe's build.
-#   usage: tests/images/build.sh [device|device-docker|renter ...]
+#   usage: tests/images/build.sh [device|device-docker|gateway|renter ...]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 suite="${P2PVPS_IMAGE_SUITE:-bookworm}"
@@ -68,5 +68,5 @@ build_one() {
     echo "image $tag built in $((SECONDS - start)) s"
 }
 
-if [ "$#" -eq 0 ]; then set -- device device-docker renter; fi
+if [ "$#" -eq 0 ]; then set -- device device-docker gateway renter; fi
 for image in "$@"; do build_one "$image"; done

@@ -17,11 +17,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 MOLECULE_DIR = ROOT / "molecule"
 SCENARIOS = sorted(p.parent.name for p in MOLECULE_DIR.glob("*/molecule.yml"))
 LOCK = "/tmp/p2pvps-docker.lock"
-IMAGES = ("p2pvps/device:latest",)
+IMAGES = ("p2pvps/device:latest", "p2pvps/gateway:latest")
 
 
 def test_every_role_has_a_scenario():
-    roles = {"docker", "tunnel_agent", "tunnel_server"}
+    roles = {"docker", "tunnel_agent", "tunnel_server", "web_gateway"}
     assert roles <= set(SCENARIOS), SCENARIOS
     assert "e2e_tunnel" in SCENARIOS
 
@@ -42,7 +42,7 @@ def test_molecule_scenario(scenario):
     elapsed = time.monotonic() - start
     print(f"molecule test -s {scenario}: {elapsed:.0f} s (rc {proc.returncode})")
     for line in proc.stdout.splitlines():
-        if "RECONNECT" in line or "SDK/API" in line:
+        if "RECONNECT" in line or "SDK/API" in line or "UNROUTED" in line:
             print(line.strip())
     assert proc.returncode == 0, (f"molecule test -s {scenario} failed after {elapsed:.0f} s\n"
                                   f"{proc.stdout[-12000:]}\n{proc.stderr[-4000:]}")
