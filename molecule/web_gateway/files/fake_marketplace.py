@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """A stand-in marketplace for the web gateway: python3 fake_marketplace.py PORT TOKEN_FILE ROUTES_FILE
 
 Answers GET /api/v1/routes?limit=N&cursor=I from the JSON list in ROUTES_FILE (read on every

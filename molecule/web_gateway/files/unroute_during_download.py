@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Start a long download from one site, remove another route from the fake marketplace, time
 until the timer has unrouted it, then wait for the download.
 

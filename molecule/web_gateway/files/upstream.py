@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Stand-in for a renter's web site: python3 upstream.py NAME PORT (listens on 127.0.0.1).
 
 GET /         -> "site NAME"

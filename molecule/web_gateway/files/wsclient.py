@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Minimal WebSocket client over TLS: wsclient.py HOST PORT CAFILE MESSAGE -> prints the echo."""
 import base64
 import os
