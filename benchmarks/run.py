@@ -1,6 +1,6 @@
 """Benchmarks of p2pvps.fleet; every figure that matters is a ratio against a baseline run here.
 
-    bash benchmarks/run.sh [--quick] [--only converge,noop,agent,inventory,checkin,latency]
+    bash benchmarks/run.sh [--quick] [--only converge,noop,agent,inventory,checkin,latency,hosting]
 
 Writes benchmarks/results.md (and results.json). Not a test: nothing here passes or fails
 on timings. Loopback and the project's own test containers only; every load is bounded.
@@ -28,13 +28,15 @@ import requests  # noqa: E402
 
 from tests.fixtures.common import ansible_env  # noqa: E402
 from tests.fixtures.devices import DEVICE_DOCKER_IMAGE, create_fleet  # noqa: E402
+from tests.fixtures.fleet import Fleet as HostingFleet  # noqa: E402
+from tests.fixtures.fleet import first_byte_seconds, lift_bandwidth_cap, web_speeds_mbit  # noqa: E402
 from tests.fixtures.proxies import RecordingForwarder  # noqa: E402
 from tests.fixtures.server import Marketplace, ed25519_public_key  # noqa: E402
 
 RENTER_IMAGE = "p2pvps/renter:latest"
 ANSIBLE_CFG = ROOT / "inventory.example" / "ansible.cfg"
 RESULTS = {}
-ALL_STEPS = "converge,noop,agent,inventory,checkin,latency"
+ALL_STEPS = "converge,noop,agent,inventory,checkin,latency,hosting"
 START = time.monotonic()
 
 
@@ -104,7 +106,9 @@ class Fleet:
                      "ansible_ssh_private_key_file": str(self.fleet.key_path),
                      "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
                                                 "-o LogLevel=ERROR",
-                     "p2pvps_marketplace_url": self.market.url, "p2pvps_validate_certs": False},
+                     "p2pvps_marketplace_url": self.market.url, "p2pvps_validate_certs": False,
+                     # these Pis get Docker from their image, not from the docker role: no isolation rules
+                     "rental_agent_require_isolation": False},
             "children": {"p2pvps_devices": {"hosts": {
                 pi.name: {"ansible_host": pi.ip, "p2pvps_device_id": self.devices[pi.name][0],
                           "p2pvps_device_token": self.devices[pi.name][1]} for pi in self.pis}}}}}))
@@ -437,6 +441,77 @@ def bench_latency():
     log(f"lease latency (pull, 15 s timer): {RESULTS['latency']}")
 
 
+# ---------------------------------------------------------------- 7. web hosting and the sandbox
+
+
+LOADGEN = (ROOT / "benchmarks" / "tools" / "loadgen.py").read_text()
+RENTER_APP = (ROOT / "tests" / "integration" / "files" / "renter_app.py").read_text()
+
+
+def bench_hosting(workdir, seconds):
+    """A renter's small page through gateway + tunnel vs straight to the container; the sandbox's caps."""
+    fleet = HostingFleet(f"w{uuid.uuid4().hex[:5]}", workdir / "hosting", pi_count=1, interval_s=15, report=log)
+    try:
+        fleet.up()
+        fleet.apply_site()
+        fleet.load_renter_image()
+        pi = fleet.pis[0]
+        fleet.wait_tunnel(pi)
+        key = workdir / "renter"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        rental = fleet.rent(pi, "bench", Path(f"{key}.pub").read_text().strip())
+        created = time.monotonic()
+        login_s = fleet.wait_login(pi, "bench", key, 120)
+        fleet.renter_ssh(pi, "bench", key, "cat > ~/app.py", stdin=RENTER_APP)
+        fleet.renter_ssh(pi, "bench", key, "echo '<h1>a small page</h1>' > ~/index.html && cd ~ && "
+                         "setsid -f python3 ~/app.py 8080 >/dev/null 2>&1 < /dev/null")
+        host = rental["web"]["hostname"]
+        first_byte_seconds(host, fleet.tunnel.ip, fleet.ca_file(), 120)
+        first_byte_s = time.monotonic() - created
+        subprocess.run(["docker", "exec", "-i", pi.container_id, "sh", "-c", "cat > /root/loadgen.py"],
+                       input=LOADGEN, text=True, check=True)
+        subprocess.run(["docker", "cp", str(fleet.ca_file()), f"{pi.container_id}:/root/gateway-root.crt"], check=True)
+        runs = {}
+        for label, args in (("straight", ["http://127.0.0.1:2280/"]),
+                            ("gateway", [f"https://{host}/", "--connect", fleet.tunnel.ip,
+                                         "--cafile", "/root/gateway-root.crt"])):
+            out = pi.exec("python3", "/root/loadgen.py", *args, "--threads", "8", "--seconds", str(seconds),
+                          timeout=seconds + 60).stdout
+            runs[label] = json.loads(out)
+        RESULTS["hosting"] = {
+            "seconds": seconds, "threads": 8, "runs": runs,
+            "gateway_over_straight_rps": runs["gateway"]["requests_per_s"] / runs["straight"]["requests_per_s"],
+            "create_to_login_s": login_s, "create_to_first_https_byte_s": first_byte_s, "timer_s": 15,
+            "sandbox": sandbox_caps(pi),
+        }
+        log(f"hosting: {RESULTS['hosting']}")
+    finally:
+        fleet.down()
+
+
+def direct_write_mb_s(pi, path, *prefix):
+    """MB/s of 30 MiB written with O_DIRECT to `path` on the Pi (`prefix`: e.g. docker exec into a container)."""
+    out = pi.exec(*prefix, "sh", "-c", f"dd if=/dev/zero of={path} bs=1M count=30 oflag=direct 2>&1 | tail -1; "
+                  f"rm -f {path}").stdout
+    value, unit = out.rsplit(", ", 1)[1].split()   # "... copied, 3.0 s, 10.5 MB/s"
+    return float(value) * {"kB/s": 1e-3, "MB/s": 1, "GB/s": 1e3}[unit]
+
+
+def sandbox_caps(pi):
+    """Bandwidth each way and direct-write rate of the renter container, capped and with the caps lifted."""
+    container = pi.exec("docker", "ps", "-q", "--filter", "label=p2pvps.lease").stdout.strip()
+    home = pi.exec("sh", "-c", "ls -d /var/lib/p2pvps/disks/*/home").stdout.strip()
+    uid = pi.exec("docker", "exec", container, "id", "-u", "bench").stdout.strip()   # Docker reads the image's passwd
+    down, up = web_speeds_mbit(pi)
+    capped = {"down_mbit": down, "up_mbit": up,
+              "direct_write_MB_s": direct_write_mb_s(pi, "/home/bench/w", "docker", "exec", "-u", uid, container)}
+    lift_bandwidth_cap(pi, container)
+    down, up = web_speeds_mbit(pi)
+    # the same lease disk, written from outside the container (no budget there)
+    lifted = {"down_mbit": down, "up_mbit": up, "direct_write_MB_s": direct_write_mb_s(pi, f"{home}/w")}
+    return {"capped": capped, "lifted": lifted, "cap_mbit": 20, "budget_MiB_s": 10}
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -518,8 +593,33 @@ def _latency_lines(latency):
             f"rental ended -> container gone: {latency['end_to_wipe_s']} s"]
 
 
+def _hosting_lines(hosting):
+    runs = hosting["runs"]
+    lines = ["", f"## Web hosting: a renter's small page, {hosting['threads']} keep-alive clients for "
+             f"{hosting['seconds']} s each, run inside the Pi", "",
+             "| path | req/s | p50 ms | p99 ms | errors |", "| --- | ---: | ---: | ---: | ---: |"]
+    for label, text in (("straight", "straight to the container (127.0.0.1:2280 on the Pi)"),
+                        ("gateway", "HTTPS through the gateway (Caddy) and the SSH tunnel")):
+        row = runs[label]
+        lines.append(f"| {text} | {row['requests_per_s']:.0f} | {row['p50_ms']:.1f} | {row['p99_ms']:.1f} | "
+                     f"{row['errors']} |")
+    caps = hosting["sandbox"]
+    return lines + [
+        "", f"Gateway / straight: x{hosting['gateway_over_straight_rps']:.2f} of the requests per second.",
+        f"Rental created -> renter logged in: {hosting['create_to_login_s']:.1f} s; -> first HTTPS byte of the "
+        f"renter's page: {hosting['create_to_first_https_byte_s']:.1f} s (device and gateway timers every "
+        f"{hosting['timer_s']} s).", "",
+        "## Sandbox caps (the same renter container)", "",
+        "| | download Mbit/s | upload Mbit/s | direct writes MB/s |", "| --- | ---: | ---: | ---: |",
+        f"| capped ({caps['cap_mbit']} Mbit/s, {caps['budget_MiB_s']} MiB/s) | {caps['capped']['down_mbit']:.1f} | "
+        f"{caps['capped']['up_mbit']:.1f} | {caps['capped']['direct_write_MB_s']:.1f} |",
+        f"| cap lifted / outside the container | {caps['lifted']['down_mbit']:.0f} | "
+        f"{caps['lifted']['up_mbit']:.0f} | {caps['lifted']['direct_write_MB_s']:.0f} |"]
+
+
 SECTIONS = (("converge", _converge_lines), ("noop", _noop_lines), ("agent", _agent_lines),
-            ("inventory", _inventory_lines), ("checkin", _checkin_lines), ("latency", _latency_lines))
+            ("inventory", _inventory_lines), ("checkin", _checkin_lines), ("latency", _latency_lines),
+            ("hosting", _hosting_lines))
 
 
 def render(results):
@@ -550,6 +650,7 @@ def main(argv=None):
             ("agent", lambda: bench_agent(workdir, reps)),
             ("converge", lambda: bench_converge(workdir, [5] if args.quick else [5, 10, 20], reps)),
             ("latency", bench_latency),
+            ("hosting", lambda: bench_hosting(workdir, 5 if args.quick else 15)),
         ]
         for name, step in steps:
             if name in only:

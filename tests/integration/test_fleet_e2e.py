@@ -22,7 +22,8 @@ import pytest
 
 from tests.fixtures.common import docker_available, image_available, require
 from tests.fixtures.devices import DEVICE_DOCKER_IMAGE
-from tests.fixtures.fleet import GATEWAY_IMAGE, RENTER_IMAGE, Fleet, first_byte_seconds, wait_for
+from tests.fixtures.fleet import (GATEWAY_IMAGE, RENTER_IMAGE, Fleet, first_byte_seconds, lift_bandwidth_cap, wait_for,
+                                  web_speeds_mbit)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -398,25 +399,13 @@ def second_ipv6_wall(fleet, pi, link_local):
     assert lifted.startswith("open SSH-"), lifted
 
 
-def speeds_mbit(pi):
-    """(download from, upload to) the renter's app through its published web port, in Mbit/s."""
-    down = pi.exec("curl", "-s", "-o", "/dev/null", "-w", "%{speed_download}", "http://127.0.0.1:2280/big?mb=6").stdout
-    pi.exec("sh", "-c", "head -c 6291456 /dev/zero > /root/up.bin")
-    up = pi.exec("curl", "-s", "-o", "/dev/null", "-w", "%{speed_upload}", "-T", "/root/up.bin",
-                 "http://127.0.0.1:2280/upload").stdout
-    return float(down) * 8 / 1e6, float(up) * 8 / 1e6
-
-
 def test_bandwidth_is_capped_both_ways(fleet, carol):
     pi = carol["pi"]
     start_app(fleet, pi, "carol", carol["key"], "<h1>carol</h1>")
     wait_for("carol's app", lambda: pi.exec("curl", "-sf", "http://127.0.0.1:2280/", check=False).returncode == 0, 20)
-    capped = speeds_mbit(pi)
-    container_pid = pi.exec("docker", "inspect", "-f", "{{.State.Pid}}", renter_container(pi)).stdout.strip()
-    pi.exec("sh", "-c", f"nsenter -t {container_pid} -n tc qdisc del dev eth0 root; "
-            "for veth in $(ip -o link show master p2pvps0 | awk -F': ' '{print $2}' | cut -d@ -f1); do "
-            "tc qdisc del dev $veth root 2>/dev/null || true; done")
-    free = speeds_mbit(pi)
+    capped = web_speeds_mbit(pi)
+    lift_bandwidth_cap(pi, renter_container(pi))
+    free = web_speeds_mbit(pi)
     print(f"MEASURED renter bandwidth capped at 20 Mbit/s: down {capped[0]:.1f}, up {capped[1]:.1f} Mbit/s; "
           f"cap lifted: down {free[0]:.0f}, up {free[1]:.0f} Mbit/s")
     assert 10 < capped[0] <= 23 and 10 < capped[1] <= 23, capped
