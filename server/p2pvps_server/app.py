@@ -37,6 +37,9 @@ def create_app(settings: Settings, operator_token: str | None = None, gateway_to
     app.state.settings = settings
     app.state.database = database
     app.state.service = MarketplaceService(database, settings)
+    given = app.state.service.assign_missing_web_ports()
+    if given:
+        LOG.info("web hosting: gave %d registered devices a web port", given)
     app.state.authenticator = Authenticator(database, token, gateway)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

@@ -225,6 +225,21 @@ class MarketplaceService:
             view = self._view(session, device, now)
         return {"device": view, "tunnel": view["tunnel"]}
 
+    def assign_missing_web_ports(self) -> int:
+        """Give registered devices without a web port one (web hosting turned on after they registered:
+        their agents do not register again while nothing changed). Returns how many were given one."""
+        if not self.settings.web_enabled:
+            return 0
+        with self.db.writing() as session:
+            devices = list(session.scalars(select(Device).where(Device.registered_at.is_not(None),
+                                                                Device.web_remote_port.is_(None))
+                                           .order_by(Device.id)))
+            for device in devices:
+                device.web_remote_port = self._free_port(session, "web", Device.web_remote_port,
+                                                         self.settings.web_port_range)
+                session.flush()
+        return len(devices)
+
     def _free_port(self, session: Session, kind: str, column: Any, port_range: tuple[int, int]) -> int:
         low, high = port_range
         used = session.scalars(select(column).where(column.between(low, high)).order_by(column))

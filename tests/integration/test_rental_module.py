@@ -555,6 +555,67 @@ def test_state_absent_with_the_marketplace_down_trusts_the_local_lease(renter_im
         cleanup_lease(lease_id, tmp_path / 'state')
 
 
+# ------------------------------------------------------------------ what this device can give
+
+
+def test_limits_beyond_the_device_are_cut_and_a_disk_that_does_not_fit_is_refused(renter_image, fake_market,
+                                                                                  tmp_path):
+    """A lease asking for more memory and CPUs than the device has runs with what it has (Docker would
+    refuse the CPUs, and never restart); a disk that does not fit the free space is refused, nothing made."""
+    key_path, pub = make_keypair(tmp_path / 'key')
+    args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'limits-test-token-1',
+            'state_dir': str(tmp_path / 'state'), 'local_port': free_port(), 'web_local_port': free_port(),
+            'timeout': 5, 'require_isolation': False}
+    big = 'big-' + uuid.uuid4().hex[:12]
+    huge = 'huge-' + uuid.uuid4().hex[:12]
+    try:
+        fake_market.answer({'lease': fake_lease(big, [pub], limits={
+            'memory_mb': 65536, 'cpus': 64, 'pids': 128, 'disk_gb': 1})})
+        cut = run_rental(args)
+        assert kinds(cut) == CREATED, cut
+        host = inspect(cut['container_id'])['HostConfig']
+        total_mb = int(open('/proc/meminfo').read().split()[1]) // 1024
+        assert host['Memory'] == (total_mb - 256) * 1024 ** 2 and host['NanoCpus'] == os.cpu_count() * 10 ** 9
+        assert any('65536 MB of memory' in w for w in cut['warnings']) and any('64 CPUs' in w for w in cut['warnings'])
+        assert run_rental(args)['changed'] is False   # the cut is stable: no update every run
+
+        fake_market.answer({'lease': fake_lease(huge, [pub], limits={
+            'memory_mb': 256, 'cpus': 1, 'pids': 128, 'disk_gb': 2048})})
+        refused = run_rental(args)
+        assert refused.get('failed') is True, refused
+        assert 'needs a 2048 GB disk' in refused['msg'] and 'free' in refused['msg'], refused['msg']
+        assert kinds(refused) == ['remove_container', 'remove_volume']   # the ended lease still goes
+        assert refused['refused'] and not renter_containers(huge) and not volume_exists(huge)
+        assert not os.path.exists(tmp_path / 'state' / 'disks' / (huge + '.img'))
+    finally:
+        cleanup_lease(big, tmp_path / 'state')
+        cleanup_lease(huge, tmp_path / 'state')
+
+
+def test_refused_without_isolation_rules_or_for_an_image_not_allowed(renter_image, fake_market, tmp_path):
+    pub = make_keypair(tmp_path / 'key')[1]
+    lease_id = 'refuse-' + uuid.uuid4().hex[:12]
+    args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'refusal-test-token',
+            'state_dir': str(tmp_path / 'state'), 'local_port': free_port(), 'web_local_port': free_port(),
+            'timeout': 5, 'isolation_script': str(tmp_path / 'no-such-script')}
+    fake_market.answer({'lease': fake_lease(lease_id, [pub])})
+    try:
+        no_rules = run_rental(args)
+        assert no_rules.get('failed') is True and 'isolation rules script' in no_rules['msg'], no_rules
+        failing = tmp_path / 'failing-check'
+        failing.write_text('#!/bin/sh\necho "missing: iptables filter INPUT P2PVPS-IN" >&2\nexit 1\n')
+        failing.chmod(0o755)
+        missing = run_rental(dict(args, isolation_script=str(failing)))
+        assert missing.get('failed') is True and 'missing: iptables filter INPUT P2PVPS-IN' in missing['msg']
+        other = run_rental(dict(args, require_isolation=False, allowed_images=['p2pvps/renter:1.0']))
+        assert other.get('failed') is True and 'not one of the renter images this device allows' in other['msg']
+        image_id = docker('image', 'inspect', '-f', '{{.Id}}', RENTER_IMAGE)
+        by_id = run_rental(dict(args, require_isolation=False, allowed_images=[image_id]))
+        assert kinds(by_id) == CREATED, by_id
+    finally:
+        cleanup_lease(lease_id, tmp_path / 'state')
+
+
 # ------------------------------------------------------------------ what a no-op costs
 
 # Docker calls of a no-op: version negotiation, volumes, containers, inspect, the volume's disk

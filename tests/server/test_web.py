@@ -74,21 +74,25 @@ def test_web_port_range_exhausted_and_freed_by_delete(marketplace_factory):
     assert server.register_device(*devices[2])["tunnel"]["web_remote_port"] == 30500      # lowest free
 
 
-def test_device_registered_before_web_hosting_gets_a_web_port_when_it_registers_again(marketplace_factory,
-                                                                                          restarted):
+def test_devices_registered_before_web_hosting_get_a_web_port_when_it_is_turned_on(marketplace_factory,
+                                                                                      restarted):
+    """Their agents do not register again while nothing changed: the server gives them one at start."""
     plain = marketplace_factory()
-    device_id, token = plain.online_device("pi-early")
-    assert plain.register_device(device_id, token)["tunnel"]["web_remote_port"] is None
+    early = [plain.online_device(f"pi-early-{index}") for index in range(3)]
+    unregistered, dummy = plain.create_device("pi-never-registered")
+    assert plain.register_device(*early[0])["tunnel"]["web_remote_port"] is None
 
     web = restarted(plain, web_domain=DOMAIN)
-    device = web.request("GET", f"/api/v1/devices/{device_id}").json()
-    assert device["tunnel"]["remote_port"] == 20000 and device["tunnel"]["web_remote_port"] is None
+    ports = [web.request("GET", f"/api/v1/devices/{device_id}").json()["tunnel"]["web_remote_port"]
+             for device_id, dummy in early]
+    assert sorted(ports) == [30000, 30001, 30002]
+    assert web.request("GET", f"/api/v1/devices/{unregistered}").json()["tunnel"] is None
+    device_id, token = early[0]
     web.checkin(device_id, token)
     rental = web.create_rental(device_id, renter="eve")
-    assert HOSTNAME_RE.fullmatch(rental["web"]["hostname"]) and rental["tunnel"]["web_remote_port"] is None
-    assert web.routes()["items"] == []                                    # no web port yet: no route
-    assert web.register_device(device_id, token)["tunnel"]["web_remote_port"] == 30000
+    assert HOSTNAME_RE.fullmatch(rental["web"]["hostname"]) and rental["tunnel"]["web_remote_port"] in ports
     assert [route["lease_id"] for route in web.routes()["items"]] == [rental["id"]]
+    assert web.register_device(device_id, token)["tunnel"]["web_remote_port"] == ports[0]   # stable
 
     off = restarted(web)                                                  # web hosting off again
     assert off.register_device(device_id, token)["tunnel"]["web_remote_port"] is None
