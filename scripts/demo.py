@@ -92,8 +92,10 @@ def rent_and_return(fleet, pi):
     waited = wait_for("the wipe", lambda: not renter_containers(pi), AGENT_INTERVAL_S * 2 + 60)[1]
     volumes = pi.exec("docker", "volume", "ls", "-q").stdout.split()
     left = [v for v in volumes if rental["id"] in v]
-    wait_for("the site's removal", lambda: fleet.curl(f"http://{hostname}/", "-o", "/dev/null", "-w",
-                                                       "%{http_code}").stdout == "404", 60)
+
+    def site_gone():
+        return fleet.curl(f"http://{hostname}/", "-o", "/dev/null", "-w", "%{http_code}").stdout == "404"
+    wait_for("the site's removal", site_gone, 60)
     step(f"container wiped {waited:.1f} s after the rental ended; lease volumes left: {left or 'none'}; "
          f"http://{hostname}/ answers 404 {time.monotonic() - ended:.1f} s after the end")
 

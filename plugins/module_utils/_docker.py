@@ -784,7 +784,7 @@ def _environment(lease, root_login):
         'P2PVPS_AUTHORIZED_KEYS': '\n'.join(lease.keys),
         'P2PVPS_ROOT_LOGIN': '1' if root_login else '0',
         'P2PVPS_WEB_URL': '' if lease.web is None else lease.web.url,
-        'P2PVPS_WEB_PORT': _rental.WEB_PORT.split('/')[0],
+        'P2PVPS_WEB_PORT': _rental.WEB_PORT.split('/', maxsplit=1)[0],
         'P2PVPS_LIMITS': '%d MB memory, %g CPU, %d processes, %d GB disk' % (
             limits.memory_mb, limits.cpus, limits.pids, limits.disk_gb),
     }

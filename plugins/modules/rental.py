@@ -26,7 +26,7 @@ description:
     address or sandbox setting recreates the container and keeps the renter's home (a new
     image also gets fresh copies of the system directories).
   - The sandbox. The container's root file system is read-only. Everything the renter can
-    write lives on the lease's disk: the home (C(/home/<user>)) and copies of the image's
+    write lives on the lease's disk - the home (C(/home/<user>)) and copies of the image's
     C(/etc), C(/usr), C(/var), C(/opt), C(/srv) and C(/root), made by Docker when the
     container is created, so a renter can install packages. C(/tmp), C(/var/tmp) and C(/run)
     are size-capped tmpfs (they count against the memory limit). Where the module runs as
@@ -47,7 +47,7 @@ description:
     container the module checks that the host's isolation rules (role
     C(p2pvps.fleet.docker)) are in place (O(require_isolation)).
   - Root inside, nobody outside. Where Docker remaps user namespaces (C(userns-remap), set by
-    the C(p2pvps.fleet.docker) role), the renter may also log in as root with the same keys;
+    the C(p2pvps.fleet.docker) role), the renter may also log in as root with the same keys,
     that root is an unprivileged user on the device. Elsewhere the renter has no root.
   - Durable and fail-safe. The last lease is kept in C(lease.json) in O(state_dir) (written
     atomically, mode 0600) and in container labels. When the marketplace is unreachable,

@@ -10,7 +10,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 
-
 def _time() -> Any:
     return Field(description="ISO 8601 UTC with a 'Z', e.g. 2025-01-31T12:00:00Z")
 

@@ -218,8 +218,10 @@ def test_an_ended_lease_is_unrouted_within_one_refresh(fleet, sites):
     bob = sites["bob"]
     fleet.marketplace.end_rental(bob["rental"]["id"])
     ended = time.monotonic()
-    wait_for("bob's site to disappear", lambda: fleet.curl(f"http://{bob['host']}/", "-o", "/dev/null", "-w",
-                                                            "%{http_code}").stdout == "404", INTERVAL_S * 2 + 15)
+
+    def unrouted_now():
+        return fleet.curl(f"http://{bob['host']}/", "-o", "/dev/null", "-w", "%{http_code}").stdout == "404"
+    wait_for("bob's site to disappear", unrouted_now, INTERVAL_S * 2 + 15)
     unrouted = time.monotonic() - ended
     print(f"MEASURED rental ended -> hostname unrouted (404): {unrouted:.1f} s (refresh every {INTERVAL_S} s)")
     assert unrouted <= INTERVAL_S + 10

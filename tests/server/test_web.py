@@ -74,8 +74,8 @@ def test_web_port_range_exhausted_and_freed_by_delete(marketplace_factory):
     assert server.register_device(*devices[2])["tunnel"]["web_remote_port"] == 30500      # lowest free
 
 
-def test_devices_registered_before_web_hosting_get_a_web_port_when_it_is_turned_on(marketplace_factory,
-                                                                                      restarted):
+def test_devices_registered_before_web_hosting_get_a_web_port_when_it_is_turned_on(
+        marketplace_factory, restarted):
     """Their agents do not register again while nothing changed: the server gives them one at start."""
     plain = marketplace_factory()
     early = [plain.online_device(f"pi-early-{index}") for index in range(3)]

@@ -1,5 +1,8 @@
 """Connect to each HOST:PORT given; print {target: "open <banner>" | "blocked <error>"} as JSON (stdlib only)."""
-import json, socket, sys
+import json
+import socket
+import sys
+
 results = {}
 for spec in sys.argv[1:]:
     host, port = spec.rsplit(':', 1)

@@ -253,7 +253,8 @@ def test_gather_disk_error_is_clear():
 
 
 def test_disk_free_counts_the_lease_disks_already_there(tmp_path):
-    statvfs = lambda p: StatVfs(1, 4096, 4096, f_bavail=2 * 1024 ** 3 // 4096)  # noqa: E731 (2 GiB free)
+    def statvfs(path):
+        return StatVfs(1, 4096, 4096, f_bavail=2 * 1024 ** 3 // 4096)   # 2 GiB free
     sizes = {str(tmp_path / 'a.img'): 3 * 1024 ** 3, str(tmp_path / 'a.dev'): 0}
     found = f.disk_free_gb_of(str(tmp_path), statvfs=statvfs, listdir=lambda p: ['a.img', 'a.dev', 'a'],
                               size_of=lambda p: sizes.get(p, 10 ** 12))
