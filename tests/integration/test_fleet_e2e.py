@@ -30,6 +30,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 INTERVAL_S = 10
 APP = (Path(__file__).parent / "files" / "renter_app.py").read_text()
 PROBE = (Path(__file__).parent / "files" / "probe.py").read_text()
+UDP_LISTEN = (Path(__file__).parent / "files" / "udp_listen.py").read_text()
+UDP_SEND = (Path(__file__).parent / "files" / "udp_send.py").read_text()
 MAX_CONNS_PER_ROUTE = 32   # role web_gateway's default web_gateway_max_conns_per_route
 TUNNEL_KEY = "/var/lib/p2pvps-tunnel/id_ed25519"
 
@@ -380,6 +382,31 @@ def test_a_renter_reaches_the_internet_only(fleet, carol):
         second_ipv6_wall(fleet, pi, link_local)
     finally:
         pi.exec("docker", "rm", "-f", "owner-web", "other-renter", check=False)
+
+
+def test_mdns_ssdp_and_broadcasts_from_a_renter_never_reach_the_device(fleet, carol):
+    pi = carol["pi"]
+    subprocess.run(["docker", "exec", "-i", pi.container_id, "sh", "-c", "cat > /root/udp_listen.py"],
+                   input=UDP_LISTEN, text=True, check=True)
+    bridge = pi.exec("sh", "-c", "ip -4 -o addr show p2pvps0").stdout.split()
+    bridge_ip, broadcast = bridge[3].split("/")[0], bridge[5]
+    targets = ["224.0.0.251:5353", "239.255.255.250:1900", "255.255.255.255:9999", f"{broadcast}:9999"]
+
+    def heard():
+        listener = subprocess.Popen(["docker", "exec", pi.container_id, "python3", "/root/udp_listen.py", bridge_ip,
+                                     "6"], stdout=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        as_renter(fleet, carol, "cat > /tmp/udp_send.py && python3 /tmp/udp_send.py " + " ".join(targets),
+                  stdin=UDP_SEND)
+        return json.loads(listener.communicate(timeout=30)[0])
+
+    assert heard() == []
+    pi.exec("iptables", "-w", "-D", "P2PVPS-IN", "-i", "p2pvps0", "-j", "P2PVPS-RENTER-IN")
+    try:
+        lifted = heard()   # control: without the renter's default deny the device hears all three
+    finally:
+        pi.exec("/usr/local/sbin/p2pvps-docker-isolation", "apply")
+    assert {port for port, dummy in lifted} == {5353, 1900, 9999}, lifted
 
 
 def second_ipv6_wall(fleet, pi, link_local):
