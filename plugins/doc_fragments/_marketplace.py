@@ -11,16 +11,10 @@ from __future__ import annotations
 
 class ModuleDocFragment(object):
 
-    # Options of the marketplace API client (module_utils/_api.py, MARKETPLACE_COMMON_ARGS).
+    # The device's identity and token (module_utils/_api.py, MARKETPLACE_COMMON_ARGS); modules that use
+    # it also use CONNECTION.
     DOCUMENTATION = r"""
 options:
-  marketplace_url:
-    description:
-      - Base URL of the P2P VPS marketplace API, for example V(https://market.example.org).
-      - Must be C(https://) or C(http://), without credentials, query string or fragment.
-      - If not set, the value of the E(P2PVPS_MARKETPLACE_URL) environment variable is used.
-        One of them is required.
-    type: str
   device_id:
     description:
       - Id of this device at the marketplace (returned when the operator created the device).
@@ -41,6 +35,18 @@ options:
         every user can read it.
       - Takes precedence over O(device_token).
     type: path
+"""
+
+    # How every module reaches the marketplace API (module_utils/_api.py, CONNECTION_ARGS).
+    CONNECTION = r"""
+options:
+  marketplace_url:
+    description:
+      - Base URL of the P2P VPS marketplace API, for example V(https://market.example.org).
+      - Must be C(https://) or C(http://), without credentials, query string or fragment.
+      - If not set, the value of the E(P2PVPS_MARKETPLACE_URL) environment variable is used.
+        One of them is required.
+    type: str
   validate_certs:
     description:
       - Whether to verify the marketplace's TLS certificate.
@@ -64,17 +70,10 @@ notes:
   - Answers larger than 1 MiB, compressed answers and answers that are not JSON objects are refused.
 """
 
-    # Options of the marketplace API client for the web gateway (module_utils/_api.py,
-    # MARKETPLACE_GATEWAY_ARGS): the gateway token instead of a device's.
+    # The web gateway's token instead of a device's (module_utils/_api.py, MARKETPLACE_GATEWAY_ARGS);
+    # modules that use it also use CONNECTION.
     GATEWAY = r"""
 options:
-  marketplace_url:
-    description:
-      - Base URL of the P2P VPS marketplace API, for example V(https://market.example.org).
-      - Must be C(https://) or C(http://), without credentials, query string or fragment.
-      - If not set, the value of the E(P2PVPS_MARKETPLACE_URL) environment variable is used.
-        One of them is required.
-    type: str
   gateway_token:
     description:
       - The marketplace's gateway token (it may read the route list, nothing else).
@@ -89,26 +88,6 @@ options:
         every user can read it.
       - Takes precedence over O(gateway_token).
     type: path
-  validate_certs:
-    description:
-      - Whether to verify the marketplace's TLS certificate.
-      - Only set to V(false) for a test marketplace with a self-signed certificate.
-    type: bool
-    default: true
-  timeout:
-    description:
-      - Overall deadline of each API call in seconds, covering connecting, all retries and the
-        waits between them, and reading the whole answer.
-      - Connection errors and HTTP 502, 503 and 504 are retried with exponential backoff
-        (C(Retry-After) is honoured up to 10 seconds) while the deadline allows.
-    type: int
-    default: 30
-requirements:
-  - requests (Python library on the managed host)
-notes:
-  - Redirects are never followed, so the token is never sent elsewhere; point O(marketplace_url)
-    at the final URL.
-  - Answers larger than 1 MiB, compressed answers and answers that are not JSON objects are refused.
 """
 
     # Descriptions of the standard attributes (modules state support and details).

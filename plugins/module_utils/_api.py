@@ -911,13 +911,19 @@ class DeviceClient(object):
 
 # ---------------------------------------------------------------- modules
 
-MARKETPLACE_COMMON_ARGS = dict(
+#: How every module reaches the marketplace API (doc fragment p2pvps.fleet._marketplace.connection).
+CONNECTION_ARGS = dict(
     marketplace_url=dict(type='str', fallback=(env_fallback, ['P2PVPS_MARKETPLACE_URL'])),
+    validate_certs=dict(type='bool', default=True),
+    timeout=dict(type='int', default=30),
+)
+
+#: Options of device-side modules (doc fragments p2pvps.fleet._marketplace and .connection).
+MARKETPLACE_COMMON_ARGS = dict(
+    CONNECTION_ARGS,
     device_id=dict(type='str', fallback=(env_fallback, ['P2PVPS_DEVICE_ID'])),
     device_token=dict(type='str', no_log=True, fallback=(env_fallback, ['P2PVPS_DEVICE_TOKEN'])),
     device_token_file=dict(type='path'),
-    validate_certs=dict(type='bool', default=True),
-    timeout=dict(type='int', default=30),
 )
 
 
@@ -946,83 +952,62 @@ def read_token_file(path, what='device token'):
     return token, bool(info.st_mode & (stat.S_IROTH | stat.S_IWOTH))
 
 
-def client_from_module(module, retries=3, backoff=0.5):
-    """A DeviceClient from the module's MARKETPLACE_COMMON_ARGS, or module.fail_json().
+def _module_token(module, kind):
+    """The `kind` ('device' or 'gateway') token from O(<kind>_token_file) when it is set, otherwise from
+    O(<kind>_token) (or its environment variable); module.fail_json() when there is none. A token read
+    from a file is added to the module's no_log values."""
+    params = module.params
+    token_file = params.get(kind + '_token_file')
+    if not token_file:
+        token = params.get(kind + '_token')
+        if not token:
+            module.fail_json(msg='a {0} token is required: set {0}_token_file or {0}_token (or the environment '
+                                 'variable P2PVPS_{1}_TOKEN)'.format(kind, kind.upper()))
+        return token
+    try:
+        token, world_readable = read_token_file(token_file, '%s token' % kind)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    module.no_log_values.add(token)
+    if world_readable:
+        module.warn('the %s token file %s can be read by every user of this host; make it 0600' % (kind, token_file))
+    return token
 
-    The token comes from O(device_token_file) when it is set, otherwise from O(device_token)
-    (or P2PVPS_DEVICE_TOKEN). A token read from a file is added to the module's no_log values.
-    """
+
+def _module_client(module, kind, required, retries, backoff):
+    """A MarketplaceClient from the module's CONNECTION_ARGS and its `kind` token, or module.fail_json()."""
     if not HAS_REQUESTS:
         module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
     params = module.params
-    for name, env in (('marketplace_url', 'P2PVPS_MARKETPLACE_URL'), ('device_id', 'P2PVPS_DEVICE_ID')):
+    for name, env in (('marketplace_url', 'P2PVPS_MARKETPLACE_URL'),) + required:
         if not params.get(name):
             module.fail_json(msg='%s is required (the option or the environment variable %s)' % (name, env))
-    token_file = params.get('device_token_file')
-    if token_file:
-        try:
-            token, world_readable = read_token_file(token_file)
-        except ValueError as exc:
-            module.fail_json(msg=str(exc))
-        module.no_log_values.add(token)
-        if world_readable:
-            module.warn('the device token file %s can be read by every user of this host; make it 0600'
-                        % token_file)
-    else:
-        token = params.get('device_token')
-        if not token:
-            module.fail_json(msg='a device token is required: set device_token_file or device_token '
-                                 '(or the environment variable P2PVPS_DEVICE_TOKEN)')
-    try:
-        client = MarketplaceClient(params['marketplace_url'], token, validate_certs=params['validate_certs'],
-                                   timeout=params['timeout'], retries=retries, backoff=backoff)
-    except MarketplaceError as exc:
-        module.fail_json(msg=str(exc))
-    return DeviceClient(client, params['device_id'])
-
-
-# ---------------------------------------------------------------- gateway modules
-
-#: Options of modules that run on a tunnel server's web gateway (module web_routes).
-MARKETPLACE_GATEWAY_ARGS = dict(
-    marketplace_url=dict(type='str', fallback=(env_fallback, ['P2PVPS_MARKETPLACE_URL'])),
-    gateway_token=dict(type='str', no_log=True, fallback=(env_fallback, ['P2PVPS_GATEWAY_TOKEN'])),
-    gateway_token_file=dict(type='path'),
-    validate_certs=dict(type='bool', default=True),
-    timeout=dict(type='int', default=30),
-)
-
-
-def gateway_client_from_module(module, retries=3, backoff=0.5):
-    """A MarketplaceClient with the gateway token from the module's MARKETPLACE_GATEWAY_ARGS,
-    or module.fail_json().
-
-    The token comes from O(gateway_token_file) when it is set, otherwise from O(gateway_token)
-    (or P2PVPS_GATEWAY_TOKEN). A token read from a file is added to the module's no_log values.
-    """
-    if not HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
-    params = module.params
-    if not params.get('marketplace_url'):
-        module.fail_json(msg='marketplace_url is required (the option or the environment variable '
-                             'P2PVPS_MARKETPLACE_URL)')
-    token_file = params.get('gateway_token_file')
-    if token_file:
-        try:
-            token, world_readable = read_token_file(token_file, 'gateway token')
-        except ValueError as exc:
-            module.fail_json(msg=str(exc))
-        module.no_log_values.add(token)
-        if world_readable:
-            module.warn('the gateway token file %s can be read by every user of this host; make it 0600'
-                        % token_file)
-    else:
-        token = params.get('gateway_token')
-        if not token:
-            module.fail_json(msg='a gateway token is required: set gateway_token_file or gateway_token '
-                                 '(or the environment variable P2PVPS_GATEWAY_TOKEN)')
+    token = _module_token(module, kind)
     try:
         return MarketplaceClient(params['marketplace_url'], token, validate_certs=params['validate_certs'],
                                  timeout=params['timeout'], retries=retries, backoff=backoff)
     except MarketplaceError as exc:
         module.fail_json(msg=str(exc))
+
+
+def client_from_module(module, retries=3, backoff=0.5):
+    """A DeviceClient from the module's MARKETPLACE_COMMON_ARGS (the device token), or module.fail_json()."""
+    client = _module_client(module, 'device', (('device_id', 'P2PVPS_DEVICE_ID'),), retries, backoff)
+    return DeviceClient(client, module.params['device_id'])
+
+
+# ---------------------------------------------------------------- gateway modules
+
+#: Options of modules that run on a tunnel server's web gateway (module web_routes; doc fragments
+#: p2pvps.fleet._marketplace.connection and .gateway).
+MARKETPLACE_GATEWAY_ARGS = dict(
+    CONNECTION_ARGS,
+    gateway_token=dict(type='str', no_log=True, fallback=(env_fallback, ['P2PVPS_GATEWAY_TOKEN'])),
+    gateway_token_file=dict(type='path'),
+)
+
+
+def gateway_client_from_module(module, retries=3, backoff=0.5):
+    """A MarketplaceClient with the gateway token from the module's MARKETPLACE_GATEWAY_ARGS, or
+    module.fail_json()."""
+    return _module_client(module, 'gateway', (), retries, backoff)

@@ -26,6 +26,7 @@ author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
   - p2pvps.fleet._marketplace
+  - p2pvps.fleet._marketplace.connection
   - p2pvps.fleet._marketplace.attributes
   - p2pvps.fleet._marketplace.actiongroup
 attributes:

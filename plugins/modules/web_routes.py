@@ -35,6 +35,7 @@ description:
 author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
+  - p2pvps.fleet._marketplace.connection
   - p2pvps.fleet._marketplace.gateway
   - p2pvps.fleet._marketplace.attributes
 attributes:
