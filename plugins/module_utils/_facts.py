@@ -362,13 +362,21 @@ def _disk_number(key, value):
     return value
 
 
+# Facts that drift on their own; each check-in reports them afresh (module rental, `observed`),
+# so they never make a registration change by themselves.
+DRIFTING_FACTS = ('disk_free_gb',)
+
+
 def facts_equal(current, desired):
-    """True when the device's recorded facts hold `desired` (numbers compared by value)."""
+    """True when the device's recorded facts hold `desired` (numbers compared by value; drifting facts
+    only need to be there)."""
     if not isinstance(current, dict):
         return False
     for key, value in desired.items():
         if key not in current:
             return False
+        if key in DRIFTING_FACTS:
+            continue
         have = current[key]
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if isinstance(have, bool) or not isinstance(have, (int, float)) or abs(have - value) > 1e-9:

@@ -392,7 +392,7 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental, _sandbox
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _rental, _sandbox
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
@@ -443,6 +443,8 @@ class RentalManager:
             'lease_id': None if local_state is None else local_state.id,
             'container': ('running' if mine[0].running else mine[0].status) if mine else 'absent',
             'renter_containers': len(containers),
+            # what a lease disk can take here; the marketplace checks new rentals against it
+            'disk_free_gb': _facts.disk_free_gb_of(self.docker.disk_dir),
         }
         try:
             answer = client_from_module(self.module).checkin(observed)
@@ -546,8 +548,6 @@ class RentalManager:
             unsupported = LeaseDisk.unsupported_reason()
             enforced = unsupported is None
             reason = 'the lease volume would be a loop-mounted ext4 file system' if enforced else unsupported
-        elif not enforced:
-            self.module.warn('the disk of lease %s is not limited: %s' % (lease.id, reason))
         return enforced, reason
 
     def require_disk_limit(self):
@@ -640,8 +640,8 @@ class RentalManager:
         report['isolation_rules'] = 'checked' if self.params['require_isolation'] else 'not checked'
         self.result['sandbox'] = report
         if report['disk'] != 'whole':
-            self.module.warn('the renter container of lease %s does not have its whole disk limited (disk: %s)'
-                             % (plan.lease_after.id, report['disk']))
+            self.module.warn('the renter container of lease %s does not have its whole disk limited (disk: %s): %s'
+                             % (plan.lease_after.id, report['disk'], self.result['disk_limit_reason']))
 
 
 def state_lock(module):

@@ -279,7 +279,7 @@ class MarketplaceService:
             device = self._device(session, body.device_id)
             self._check_rentable(session, device, now)
             limits = dict(DEFAULT_LIMITS, **(body.limits.given() if body.limits else {}))
-            check_limits_fit(limits, device.facts, self.settings)
+            check_limits_fit(limits, current_facts(device), self.settings)
             self._close_open_rentals(session, device.id, now)
             rental = self._new_rental(body, device, limits, now)
             session.add(rental)
@@ -330,7 +330,7 @@ class MarketplaceService:
             limits = body.limits.given() if body.limits else {}
             if limits:
                 device = self._device(session, rental.device_id)
-                check_limits_fit(limits, device.facts, self.settings)
+                check_limits_fit(limits, current_facts(device), self.settings)
             for name, value in limits.items():
                 setattr(rental, name, value)
             session.flush()
@@ -364,6 +364,16 @@ class MarketplaceService:
         more = len(rows) > limit
         items = [route_view(rental, device) for rental, device in rows[:limit]]
         return {"items": items, "next_cursor": encode_cursor(items[-1]["hostname"]) if more else None}
+
+
+def current_facts(device: Device) -> dict[str, Any]:
+    """The registered facts, with the free disk the device reported at its last check-in (fresher: free
+    space drifts, and devices register again only when something else changed)."""
+    facts = dict(device.facts or {})
+    free = (device.observed or {}).get("disk_free_gb")
+    if isinstance(free, (int, float)) and not isinstance(free, bool) and 0 <= free <= 1_000_000:
+        facts["disk_free_gb"] = free
+    return facts
 
 
 def device_offer(facts: dict[str, Any] | None, settings: Settings) -> dict[str, tuple[float, str]]:

@@ -178,7 +178,8 @@ def test_decommission_refuses_a_live_lease_then_removes_everything(demo):
     # status of the decommissioned device: no tunnel unit any more, the marketplace refuses it
     in_container(cid, "sh", "-c", "umask 077 && printf %s revoked-token-0123456789abcdef > /root/old-token")
     status = demo.playbook("status", "-l", pi["name"], "-i", str(gone), "-e", "p2pvps_device_token_file=/root/old-token")
-    assert f"STATUS {pi['name']}: marketplace unknown, no lease, container none, tunnel down (" in status.stdout, \
+    assert f"STATUS {pi['name']}: marketplace unknown, no lease, container none, tunnel down, sandbox complete (" \
+        in status.stdout, \
         status.stdout[-3000:]
     assert "tunnel: p2pvps-tunnel.service is not installed" in status.stdout, status.stdout[-3000:]
 

@@ -333,6 +333,7 @@ def test_root_in_the_container_is_nobody_on_the_device_and_installs_a_package(fl
     top = pi.exec("docker", "top", renter_container(pi), "-eo", "pid,uid,args").stdout.splitlines()
     uid = next(int(line.split()[1]) for line in top if "sleep 60" in line)
     assert uid >= 1000000, top   # the remapped range of the docker role, not 0
+    pi.exec("grep", "-qx", "p2pvps-remap:1000000:65536", "/etc/subuid")   # written by the docker role
     escapes = as_renter(fleet, carol, user="root", command=(
         "mount -t tmpfs x /mnt 2>&1; echo 0 > /proc/sys/net/ipv6/conf/all/disable_ipv6 2>&1; "
         "ip link set eth0 down 2>&1; tc qdisc del dev eth0 root 2>&1; "

@@ -67,6 +67,18 @@ def test_disk_within_disk_free_gb(server, device):
     assert "disk_gb" in refused(server, device[0], {})                # the default 2 GB does not fit
 
 
+def test_the_free_disk_of_the_last_checkin_wins_over_the_registered_one(server, device):
+    """Free space drifts and devices do not register again for it: every check-in reports it."""
+    server.register_device(*device, facts=dict(DEFAULT_FACTS, disk_free_gb=20))
+    server.checkin(*device, observed={"disk_free_gb": 3})
+    assert fits(server, device[0], {"disk_gb": 2})["disk_gb"] == 2
+    assert refused(server, device[0], {"disk_gb": 3}) == \
+        "disk_gb 3 is more than the device offers: 2 GB (3 GB free minus a 1 GB reserve)"
+    for junk in (True, -1, "40", None):   # not a number: the registered fact counts
+        server.checkin(*device, observed={"disk_free_gb": junk})
+        assert "19 GB (20 GB free" in refused(server, device[0], {"disk_gb": 30})
+
+
 def test_small_device_refuses_the_default_memory(server, device):
     server.register_device(*device, facts=dict(DEFAULT_FACTS, memory_mb=700))
     assert "memory_mb 512" in refused(server, device[0], {})

@@ -207,7 +207,8 @@ def test_old_database_gets_the_new_columns(tmp_path):
     try:
         server.start()
         device = server.request("GET", "/api/v1/devices/old-device").json()
-        assert device["tunnel"]["remote_port"] == 20000 and device["tunnel"]["web_remote_port"] is None
+        # a registered device gets its web port when web hosting starts, without registering again
+        assert device["tunnel"]["remote_port"] == 20000 and device["tunnel"]["web_remote_port"] == 30000
         old = server.get_rental("old-rental")
         assert old["active"] is True and old["web"] is None                 # rented before web hosting
         assert server.checkin("old-device", device_token)["lease"]["id"] == "old-rental"

@@ -312,6 +312,9 @@ def test_facts_equal():
     assert f.facts_equal(dict(GOOD), GOOD)
     assert f.facts_equal(dict(GOOD, disk_gb=29.1000000000001, extra='kept'), GOOD)
     assert f.facts_equal(dict(GOOD, memory_mb=3793.0), GOOD)
+    # free space drifts; check-ins report it, so a new value alone is no change of registration
+    assert f.facts_equal(dict(GOOD, disk_free_gb=7), GOOD)
+    assert not f.facts_equal({k: v for k, v in GOOD.items() if k != 'disk_free_gb'}, GOOD)
     assert not f.facts_equal(dict(GOOD, memory_mb=3794), GOOD)
     assert not f.facts_equal(dict(GOOD, memory_mb=True), dict(GOOD, memory_mb=1))
     assert not f.facts_equal({k: v for k, v in GOOD.items() if k != 'os'}, GOOD)
