@@ -346,18 +346,19 @@ class RenterDocker:
             observed.append(self._observe(attrs, recorded_keys or {}))
         return observed
 
-    def container_state(self, container_id, fresh=False):
-        """The container's State from this run's inspect (fresh: inspected again)."""
+    def _inspect(self, container_id, fresh):
+        """This run's `docker inspect` of the container (fresh: asked again, after a change)."""
         attrs = None if fresh else self.inspected.get(container_id)
         if attrs is None:
             attrs = self.inspected[container_id] = self.client.api.inspect_container(container_id)
-        return attrs.get('State') or {}
+        return attrs
+
+    def container_state(self, container_id, fresh=False):
+        return self._inspect(container_id, fresh).get('State') or {}
 
     def container_sandbox(self, container_id, fresh=False):
         """What the renter container `container_id` really enforces (see sandbox_report)."""
-        attrs = None if fresh else self.inspected.get(container_id)
-        if attrs is None:
-            attrs = self.inspected[container_id] = self.client.api.inspect_container(container_id)
+        attrs = self._inspect(container_id, fresh)
         if fresh or self.volume_options is None:
             self.lease_volumes()
         return sandbox_report(attrs, self.volume_options, self.disk_dir)

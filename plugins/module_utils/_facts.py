@@ -142,37 +142,49 @@ def parse_os_release(text):
     return _clean(name) or None
 
 
-def disk_gb_of(path, statvfs=os.statvfs, exists=os.path.exists):
-    """(size in GiB of the file system holding `path` with one decimal, the path measured).
-
-    When `path` does not exist yet (Docker not installed), the nearest existing parent is
-    measured: that is where Docker's data root will live.
-    """
+def existing_path(path, exists=os.path.exists):
+    """`path`, or its nearest parent that exists (where it will live once it is made)."""
     probe = os.path.abspath(path or '/')
     while not exists(probe):
         parent = os.path.dirname(probe)
         if parent == probe:
             break
         probe = parent
+    return probe
+
+
+def disk_gb_of(path, statvfs=os.statvfs, exists=os.path.exists):
+    """(size in GiB of the file system holding `path` with one decimal, the path measured).
+
+    When `path` does not exist yet (Docker not installed), the nearest existing parent is
+    measured: that is where Docker's data root will live.
+    """
+    probe = existing_path(path, exists)
     info = statvfs(probe)
     size = info.f_blocks * (info.f_frsize or info.f_bsize)
     return round(size / float(1024 ** 3), 1), probe
 
 
+def free_bytes(path, statvfs=os.statvfs, exists=os.path.exists):
+    """Free space, for unprivileged writers too, of the file system that holds (or will hold) `path`."""
+    info = statvfs(existing_path(path, exists))
+    return info.f_bavail * (info.f_frsize or info.f_bsize)
+
+
+def lease_space_bytes(lease_dir, statvfs=os.statvfs, exists=os.path.exists, listdir=os.listdir,
+                      size_of=os.path.getsize):
+    """What a new lease disk can take in `lease_dir`: the free space plus the lease disks already there
+    (a new lease replaces them)."""
+    space = free_bytes(lease_dir, statvfs, exists)
+    if exists(lease_dir):
+        space += sum(size_of(os.path.join(lease_dir, name)) for name in listdir(lease_dir) if name.endswith('.img'))
+    return space
+
+
 def disk_free_gb_of(lease_dir, statvfs=os.statvfs, exists=os.path.exists, listdir=os.listdir,
                     size_of=os.path.getsize):
-    """Whole GiB a lease disk can take in `lease_dir`: the free space of its file system plus the
-    lease disks already there (a new lease replaces them). Rounded down, so the fact stays put
-    while the free space drifts by less than a GiB.
-    """
-    probe = os.path.abspath(lease_dir)
-    while not exists(probe) and os.path.dirname(probe) != probe:
-        probe = os.path.dirname(probe)
-    info = statvfs(probe)
-    free = info.f_bavail * (info.f_frsize or info.f_bsize)
-    if probe == os.path.abspath(lease_dir):
-        free += sum(size_of(os.path.join(probe, name)) for name in listdir(probe) if name.endswith('.img'))
-    return int(free // (1024 ** 3))
+    """lease_space_bytes() in whole GiB, rounded down (the fact disk_free_gb)."""
+    return int(lease_space_bytes(lease_dir, statvfs, exists, listdir, size_of) // (1024 ** 3))
 
 
 def parse_docker_version(text):

@@ -18,7 +18,7 @@ import os
 import re
 import subprocess
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _rental
 
 MIB = 1024 ** 2
 DEFAULT_ISOLATION_SCRIPT = '/usr/local/sbin/p2pvps-docker-isolation'
@@ -56,24 +56,15 @@ def capacity(memory_reserve_mb):
     return _rental.Capacity(memory_mb=memory, cpus=os.cpu_count() or 1)
 
 
-def free_mb(path):
-    """Free space (for unprivileged writers too) of the file system holding `path` or its parent."""
-    probe = os.path.abspath(path)
-    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
-        probe = os.path.dirname(probe)
-    info = os.statvfs(probe)
-    return info.f_bavail * info.f_frsize // MIB
-
-
-def disk_refusal(lease, path, reserve_mb, free=free_mb):
-    """None when the lease's disk fits on the file system of `path`, else why it does not."""
+def disk_refusal(lease, lease_dir, reserve_mb, space=_facts.lease_space_bytes):
+    """None when the lease's disk fits what a lease disk can take in `lease_dir`, else why it does not."""
     needed = lease.limits.disk_gb * 1024
-    available = free(path)
+    available = space(lease_dir) // MIB
     if needed + reserve_mb <= available:
         return None
-    return ('lease %s needs a %d GB disk; this device has %.1f GB free in %s and keeps %.1f GB for Docker, '
-            'the journal and the agent' % (lease.id, lease.limits.disk_gb, available / 1024.0, path,
-                                           reserve_mb / 1024.0))
+    return ('lease %s needs a %d GB disk; this device has %.1f GB free for lease disks in %s and keeps %.1f GB '
+            'for Docker, the journal and the agent'
+            % (lease.id, lease.limits.disk_gb, available / 1024.0, lease_dir, reserve_mb / 1024.0))
 
 
 # ---------------------------------------------------------------- isolation rules

@@ -417,6 +417,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
 # What a refused lease may still do: end what is not that lease.
 REMOVALS = ('remove_container', 'remove_volume')
 _UNKNOWN = object()
+MIB = 1024 ** 2
 
 
 class RentalManager:
@@ -608,7 +609,7 @@ class RentalManager:
 
     def resize_disk(self, lease, container_id):
         grow_mb = lease.limits.disk_gb * 1024 - (LeaseDisk(self.docker.disk_dir, lease.id).size_gb() or 0) * 1024
-        if grow_mb + self.params['disk_reserve_mb'] > _sandbox.free_mb(self.docker.disk_dir):
+        if grow_mb + self.params['disk_reserve_mb'] > _facts.free_bytes(self.docker.disk_dir) // MIB:
             self.module.warn('the disk of lease %s is not grown to %d GB: this device has not enough free space'
                              % (lease.id, lease.limits.disk_gb))
             return

@@ -20,6 +20,7 @@ import requests
 
 from tests.fixtures.common import ROOT, ansible_env, docker_available, require
 from tests.fixtures.devices import DEVICE_DOCKER_IMAGE, create_fleet
+from tests.fixtures.fleet import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -61,15 +62,6 @@ def in_container(container_id, *cmd, check=True, timeout=300, **kwargs):
 
 def renter_containers(pi):
     return in_container(pi["container_id"], "docker", "ps", "-aq", "--filter", "label=p2pvps.lease").stdout.split()
-
-
-def wait_for(what, condition, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {timeout} s")
 
 
 @pytest.fixture(scope="module")
