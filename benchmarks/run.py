@@ -623,11 +623,13 @@ SECTIONS = (("converge", _converge_lines), ("noop", _noop_lines), ("agent", _age
 
 
 def render(results):
-    """results.json as Markdown tables (benchmarks/results.md), a section per benchmark that ran."""
-    lines = [f"# Benchmark results ({results['started']})", "", f"Machine: {results['machine']}", ""]
+    """results.json as Markdown tables (benchmarks/results.md), a section per benchmark that ran,
+    each with the run and the machine it comes from (a partial run keeps the other sections)."""
+    lines = ["# Benchmark results", ""]
     for key, section in SECTIONS:
         if results.get(key):
-            lines += section(results[key])
+            source = results.get("provenance", {}).get(key) or results
+            lines += section(results[key]) + ["", f"_Measured {source['started']} on {source['machine']}._"]
     return "\n".join(lines) + "\n"
 
 
@@ -658,9 +660,15 @@ def main(argv=None):
                 step()
     stem = "results-quick" if args.quick else "results"
     previous = ROOT / "benchmarks" / f"{stem}.json"
+    RESULTS["provenance"] = {name: {"started": RESULTS["started"], "machine": RESULTS["machine"]}
+                             for name, dummy in steps if name in only}
     if args.only != ALL_STEPS and previous.exists():   # a partial run updates the last full one
-        RESULTS.update({key: value for key, value in json.loads(previous.read_text()).items()
-                        if key not in RESULTS and key not in only})
+        earlier = json.loads(previous.read_text())
+        for name, dummy in steps:
+            if name not in only and name in earlier:
+                RESULTS[name] = earlier[name]
+                RESULTS["provenance"][name] = earlier.get("provenance", {}).get(name) or {
+                    "started": earlier["started"], "machine": earlier["machine"]}
     (ROOT / "benchmarks" / f"{stem}.json").write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")
     (ROOT / "benchmarks" / f"{stem}.md").write_text(render(RESULTS))
     log(f"results in benchmarks/{stem}.md and .json")
