@@ -11,12 +11,14 @@
 Robustness, as DESIGN.md asks of it:
 
 * one overall deadline per call (``timeout`` seconds) that covers connecting, every retry,
-  the waits between them, the headers and the whole body. A watchdog timer shuts the call's
-  sockets down when the deadline passes, so a server that drips one byte a second (in the
-  headers, in the TLS handshake or in the body) cannot hold a call longer than that;
-* retries (urllib3 ``Retry``) with exponential backoff on connection errors and on HTTP
-  502/503/504 (503 only for calls that are not idempotent), honouring ``Retry-After`` up to
-  a cap, and never retrying when the wait would not fit before the deadline;
+  the waits between them, the headers and the whole body. Each attempt runs in a daemon
+  thread that the call waits for only until the deadline, so a server that drips one byte a
+  second (in the TLS handshake, the headers or the body) or goes silent cannot hold a call
+  longer than that;
+* a plain retry loop with exponential backoff on connection errors (the request was never
+  sent) and on HTTP 502/503/504 (503 only for calls that are not idempotent), honouring
+  ``Retry-After`` up to a cap, and never retrying when the wait would not fit before the
+  deadline;
 * answers bigger than ``max_body`` bytes are refused, compressed answers are refused;
 * redirects are never followed (a 3xx is an error), so the bearer token goes nowhere else;
 * typed errors: `MarketplaceUnreachable` (connection errors, timeouts, 5xx),
@@ -29,11 +31,11 @@ The client is not thread-safe: use one per thread.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import math
 import os
 import re
-import socket
 import stat
 import threading
 import time
@@ -46,52 +48,10 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 REQUESTS_IMPORT_ERROR = None
 try:
     import requests
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-    from urllib3.exceptions import HTTPError as Urllib3Error
-    from urllib3.exceptions import InsecureRequestWarning, MaxRetryError, ResponseError
-    from urllib3.util.retry import Retry
-    from urllib3.util.timeout import Timeout
+    from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
 except ImportError:
     REQUESTS_IMPORT_ERROR = traceback.format_exc()
     HAS_REQUESTS = False
-
-    # Stand-ins so that this file loads; client_from_module() fails with missing_required_lib.
-    class HTTPAdapter(object):  # type: ignore[no-redef]
-        pass
-
-    class HTTPConnection(object):  # type: ignore[no-redef]
-        pass
-
-    class HTTPSConnection(object):  # type: ignore[no-redef]
-        pass
-
-    class HTTPConnectionPool(object):  # type: ignore[no-redef]
-        pass
-
-    class HTTPSConnectionPool(object):  # type: ignore[no-redef]
-        pass
-
-    class Retry(object):  # type: ignore[no-redef]
-        def __init__(self, *args, **kwargs):
-            pass
-
-    class Timeout(object):  # type: ignore[no-redef]
-        def __init__(self, *args, **kwargs):
-            pass
-
-    class InsecureRequestWarning(Warning):  # type: ignore[no-redef]
-        pass
-
-    class Urllib3Error(Exception):  # type: ignore[no-redef]
-        pass
-
-    class MaxRetryError(Exception):  # type: ignore[no-redef]
-        pass
-
-    class ResponseError(Exception):  # type: ignore[no-redef]
-        pass
 else:
     HAS_REQUESTS = True
 
@@ -108,8 +68,11 @@ MAX_BACKOFF = 5.0
 MIN_ATTEMPT_TIME = 0.5
 #: Longest error detail quoted from the server.
 MAX_DETAIL = 300
+#: Bytes of the answer read at a time.
+READ_CHUNK = 16384
 
 _TOKEN_RE = re.compile(r'^[\x21-\x7e]{1,4096}$')
+_DIGITS_RE = re.compile(r'^\s*[0-9]+\s*$')
 _CONTROL_RE = re.compile(r'[\x00-\x1f\x7f]+')
 _OBJECT_REPR_RE = re.compile(r'(<[^<>]* object at 0x[0-9a-fA-F]+>|\w+\(host=[^()]*\)):?\s*')
 
@@ -273,208 +236,90 @@ def retry_statuses(idempotent):
     return (502, 503, 504) if idempotent else (503,)
 
 
-# ---------------------------------------------------------------- deadline machinery
-
-_local = threading.local()
-
-
-def _shutdown_socket(sock):
-    """Shut a socket down through a duplicate of its descriptor (safe for SSL sockets too)."""
-    try:
-        fd = sock.fileno()
-    except (OSError, ValueError, AttributeError):
-        return
-    if fd is None or fd < 0:
-        return
-    try:
-        dup = socket.fromfd(fd, sock.family, sock.type)
-    except (OSError, ValueError, AttributeError):
-        return
-    try:
-        dup.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        dup.close()
-
-
-class _Watchdog(object):
-    """Shuts down every socket of the current call when the call's deadline passes."""
-
-    def __init__(self, deadline):
-        self.deadline = deadline
-        self.fired = False
-        self.connects = 0
-        self._sockets = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.daemon = True
-
-    def watch(self, sock):
-        if sock is None:
-            return
-        with self._lock:
-            if not any(known is sock for known in self._sockets):
-                self._sockets.append(sock)
-            fired = self.fired
-        if fired:
-            _shutdown_socket(sock)
-
-    def _fire(self):
-        with self._lock:
-            self.fired = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shutdown_socket(sock)
-
-    def __enter__(self):
-        _local.watchdog = self
-        self._timer.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._timer.cancel()
-        _local.watchdog = None
-        return False
-
-
-def _watch(sock):
-    watchdog = getattr(_local, 'watchdog', None)
-    if watchdog is not None:
-        watchdog.watch(sock)
-
-
-class _WatchedConnectionMixin(object):
-    """Registers the connection's socket with the current call's watchdog."""
-
-    def _new_conn(self):
-        watchdog = getattr(_local, 'watchdog', None)
-        if watchdog is not None:
-            watchdog.connects += 1
-        sock = super(_WatchedConnectionMixin, self)._new_conn()
-        _watch(sock)
-        return sock
-
-    def request(self, *args, **kwargs):
-        _watch(getattr(self, 'sock', None))
-        return super(_WatchedConnectionMixin, self).request(*args, **kwargs)
-
-    def getresponse(self, *args, **kwargs):
-        _watch(getattr(self, 'sock', None))
-        return super(_WatchedConnectionMixin, self).getresponse(*args, **kwargs)
-
-
-class _WatchedHTTPConnection(_WatchedConnectionMixin, HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_WatchedConnectionMixin, HTTPSConnection):
-    pass
-
-
-class _WatchedHTTPConnectionPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSConnectionPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
-
-
-_POOL_CLASSES = {'http': _WatchedHTTPConnectionPool, 'https': _WatchedHTTPSConnectionPool}
-
-
-class _Adapter(HTTPAdapter):
-    """requests adapter whose connections are watched by the call's deadline."""
-
-    def init_poolmanager(self, *args, **kwargs):
-        super(_Adapter, self).init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(_POOL_CLASSES)
-
-    def proxy_manager_for(self, proxy, **proxy_kwargs):
-        manager = super(_Adapter, self).proxy_manager_for(proxy, **proxy_kwargs)
-        if hasattr(manager, 'pool_classes_by_scheme'):
-            manager.pool_classes_by_scheme = dict(_POOL_CLASSES)
-        return manager
-
-
-class _DeadlineTimeout(Timeout):
-    """Connect and read timeouts that never reach past the call's deadline."""
-
-    def __init__(self, deadline, connect=None, read=None, total=None):
-        super(_DeadlineTimeout, self).__init__(connect=connect, read=read, total=total)
-        self.deadline = deadline
-
-    def clone(self):
-        return _DeadlineTimeout(self.deadline, connect=self._connect, read=self._read, total=self.total)
-
-    def _left(self):
-        return max(0.01, self.deadline - time.monotonic())
-
-    @property
-    def connect_timeout(self):
-        return min(self._connect, self._left())
-
-    @property
-    def read_timeout(self):
-        return min(self._read, self._left())
-
-
-class _DeadlineRetry(Retry):
-    """urllib3 Retry that caps Retry-After and backoff and gives up when the next attempt
-    would not fit before the call's deadline."""
-
-    deadline = None
-    max_retry_after = MAX_RETRY_AFTER
-    max_backoff = MAX_BACKOFF
-    max_body = MAX_BODY
-
-    def new(self, **kwargs):
-        retry = super(_DeadlineRetry, self).new(**kwargs)
-        retry.deadline = self.deadline
-        retry.max_retry_after = self.max_retry_after
-        retry.max_backoff = self.max_backoff
-        retry.max_body = self.max_body
-        return retry
-
-    def get_retry_after(self, response):
+def retry_after_seconds(value, cap=MAX_RETRY_AFTER):
+    """The wait a ``Retry-After`` header asks for (seconds or an HTTP date), at most `cap`;
+    None when there is no header, it cannot be parsed or it asks for no wait."""
+    if not value:
+        return None
+    if _DIGITS_RE.match(value):
+        seconds = float(value)
+    else:
+        date = email.utils.parsedate_tz(value)
         try:
-            seconds = super(_DeadlineRetry, self).get_retry_after(response)
-        except Exception:  # an unparsable Retry-After counts as absent
+            seconds = email.utils.mktime_tz(date) - time.time()
+        except (TypeError, ValueError, OverflowError):  # None or an absurd date
             return None
-        if seconds is None:
-            return None
-        return max(0.0, min(float(seconds), self.max_retry_after))
+    if seconds <= 0:
+        return None
+    return min(seconds, cap)
 
-    def get_backoff_time(self):
-        return max(0.0, min(super(_DeadlineRetry, self).get_backoff_time(), self.max_backoff))
 
-    def wait_time(self, response=None):
-        """How long `sleep(response)` waits."""
-        if self.respect_retry_after_header and response is not None:
-            seconds = self.get_retry_after(response)
-            if seconds:
-                return seconds
-        return self.get_backoff_time()
+def backoff_seconds(factor, retry):
+    """The wait before retry number `retry` (1 for the first) when the server asks for none:
+    urllib3's schedule (none, then `factor` * 2, * 4, ...), at most MAX_BACKOFF."""
+    if retry <= 1:
+        return 0.0
+    return min(factor * 2 ** (retry - 1), MAX_BACKOFF)
 
-    def sleep(self, response=None):
-        seconds = self.wait_time(response)
-        if self.deadline is not None:
-            seconds = min(seconds, max(0.0, self.deadline - time.monotonic()))
-        if seconds > 0:
-            time.sleep(seconds)
 
-    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
-        retry = super(_DeadlineRetry, self).increment(method=method, url=url, response=response, error=error,
-                                                      _pool=_pool, _stacktrace=_stacktrace)
-        if response is not None:
-            # urllib3 reads (drains) the body of a response it retries: only small ones.
-            length = response.headers.get('Content-Length')
-            if length is None or not length.strip().isdigit() or int(length) > self.max_body:
-                raise MaxRetryError(_pool, url, ResponseError('answer not retried (no or big Content-Length)'))
-        if self.deadline is not None:
-            if time.monotonic() + retry.wait_time(response) + MIN_ATTEMPT_TIME > self.deadline:
-                raise MaxRetryError(_pool, url, error or ResponseError('no time left for a retry'))
-        return retry
+def time_left(deadline):
+    """Seconds until `deadline` (a time.monotonic() value), at least 0.01: a socket timeout."""
+    return max(0.01, deadline - time.monotonic())
+
+
+def is_connect_error(exc):
+    """Whether a requests exception means that no connection was made, so the request was never
+    sent and any call may be retried."""
+    return isinstance(getattr(_first_arg(exc), 'reason', None), NewConnectionError)
+
+
+def _first_arg(exc):
+    return exc.args[0] if exc.args else None
+
+
+def _reason_text(exc):
+    """What went wrong, short and without object reprs (urllib3 wraps the reason in MaxRetryError)."""
+    reason = getattr(_first_arg(exc), 'reason', None) or exc
+    return truncate(_OBJECT_REPR_RE.sub('', str(reason)) or type(reason).__name__, 200)
+
+
+def _content_length(headers):
+    length = headers.get('Content-Length') or ''
+    return int(length) if _DIGITS_RE.match(length) else None
+
+
+# ---------------------------------------------------------------- deadline
+
+class _DeadlinePassed(Exception):
+    pass
+
+
+class _ConnectionLost(Exception):
+    pass
+
+
+def finish_before(deadline, function, *args):
+    """function(*args) run in a daemon thread: its result or its exception, or _DeadlinePassed
+    when it is still running at `deadline`. A late thread is left behind as a daemon: it stops
+    at its next chunk of the body or when a read waits longer than the call's timeout, and at
+    the latest with the process."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome['result'] = function(*args)
+        except BaseException as exc:  # handed over to the caller
+            outcome['error'] = exc
+
+    thread = threading.Thread(target=run, name='p2pvps-marketplace-call')
+    thread.daemon = True
+    thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    if thread.is_alive():
+        raise _DeadlinePassed()
+    if 'error' in outcome:
+        raise outcome['error']
+    return outcome['result']
 
 
 class _BearerAuth(object):
@@ -489,14 +334,6 @@ class _BearerAuth(object):
 
     def __repr__(self):
         return '<bearer token>'
-
-
-class _DeadlinePassed(Exception):
-    pass
-
-
-class _Incomplete(Exception):
-    pass
 
 
 def _new_session():
@@ -547,10 +384,7 @@ class MarketplaceClient(object):
         self.backoff = max(0.0, float(backoff))
         self.max_body = int(max_body)
         self.max_retry_after = float(max_retry_after)
-        self._adapter = _Adapter(pool_connections=1, pool_maxsize=1)
         self._session = _new_session()
-        self._session.mount('http://', self._adapter)
-        self._session.mount('https://', self._adapter)
         self._session.auth = _BearerAuth(token)
         self._session.verify = self.validate_certs
         self._session.headers.update({
@@ -578,110 +412,118 @@ class MarketplaceClient(object):
         message = scrub('%s %s: %s' % (method, display_url(url), text), [self._token])
         return cls(message, method=method, url=display_url(url), **kwargs)
 
-    def _retry(self, deadline, idempotent):
-        retry = _DeadlineRetry(
-            total=self.retries, connect=self.retries, read=False, status=self.retries, other=0,
-            redirect=0, raise_on_redirect=False, raise_on_status=False,
-            status_forcelist=retry_statuses(idempotent), allowed_methods=None,
-            backoff_factor=self.backoff, respect_retry_after_header=True,
-        )
-        retry.deadline = deadline
-        retry.max_retry_after = self.max_retry_after
-        retry.max_body = self.max_body
-        return retry
+    def _exchange(self, method, url, params, data, deadline, idempotent):
+        """(status, headers, body bytes, attempts) of one call, retried as the class docstring says."""
+        attempts = 1
+        while True:
+            try:
+                status, headers, body = self._attempt(method, url, params, data, deadline)
+            except requests.exceptions.RequestException as exc:
+                wait = self._wait_after_error(exc, attempts)
+                if not self._retry_fits(wait, attempts, deadline):
+                    raise self._request_error(exc, method, url, attempts)
+            else:
+                wait = self._wait_after_answer(status, headers, attempts, idempotent)
+                if not self._retry_fits(wait, attempts, deadline):
+                    return status, headers, body, attempts
+            time.sleep(wait)
+            attempts += 1
+
+    def _wait_after_error(self, exc, attempts):
+        """Seconds to wait before retrying after `exc`; None when the request may have been sent."""
+        return backoff_seconds(self.backoff, attempts) if is_connect_error(exc) else None
+
+    def _wait_after_answer(self, status, headers, attempts, idempotent):
+        """Seconds to wait before retrying after an HTTP `status`; None when it is not retried."""
+        if status not in retry_statuses(idempotent):
+            return None
+        return (retry_after_seconds(headers.get('Retry-After'), self.max_retry_after)
+                or backoff_seconds(self.backoff, attempts))
+
+    def _retry_fits(self, wait, attempts, deadline):
+        """Whether one more attempt is made: retryable, retries left, and time left after the wait."""
+        return (wait is not None and attempts <= self.retries
+                and time.monotonic() + wait + MIN_ATTEMPT_TIME <= deadline)
+
+    def _attempt(self, method, url, params, data, deadline):
+        """(status, headers, body bytes) of one HTTP exchange that must end by `deadline`. Errors
+        before an answer come as requests exceptions (for the retry loop), others as MarketplaceError."""
+        try:
+            return finish_before(deadline, self._send, method, url, params, data, deadline)
+        except _DeadlinePassed:
+            # The late attempt's connection is closed when its thread lets it go, never reused.
+            self._session.close()
+            raise self._deadline_error(method, url)
+        except (requests.exceptions.RequestException, _ConnectionLost) as exc:
+            # Each socket operation may take the time left: a timeout is the deadline.
+            if isinstance(exc, requests.exceptions.Timeout) or time.monotonic() >= deadline:
+                raise self._deadline_error(method, url)
+            if isinstance(exc, _ConnectionLost):
+                raise self._error(MarketplaceUnreachable, 'connection lost while reading the answer: %s' % exc,
+                                  method, url)
+            raise
+
+    def _send(self, method, url, params, data, deadline):
+        """One HTTP exchange -> (status, headers, body bytes); _attempt runs it in its own thread."""
+        left = time_left(deadline)
+        headers = {'Content-Type': 'application/json'} if data is not None else None
+        with warnings.catch_warnings():
+            if not self.validate_certs:
+                warnings.simplefilter('ignore', InsecureRequestWarning)
+            response = self._session.request(method, url, params=params, data=data, headers=headers,
+                                             timeout=(left, left), allow_redirects=False, stream=True)
+        with response:
+            return response.status_code, response.headers, self._body(response, method, url, deadline)
+
+    def _body(self, response, method, url, deadline):
+        """The answer's body; empty for a redirect (never read) and for an error status with an
+        unusable body (the status is what gets reported)."""
+        status = response.status_code
+        if 300 <= status < 400:
+            return b''
+        try:
+            return self._read_body(response, deadline)
+        except MarketplaceMalformed as exc:
+            if status < 300:
+                raise self._error(MarketplaceMalformed, 'malformed answer: %s' % exc, method, url)
+            return b''
 
     def _read_body(self, response, deadline):
-        length = response.headers.get('Content-Length')
-        if length is not None and length.strip().isdigit() and int(length) > self.max_body:
-            raise MarketplaceMalformed('answer too big (%s bytes; at most %d accepted)' % (length.strip(),
-                                                                                           self.max_body))
+        """The whole body: MarketplaceMalformed when it is compressed or bigger than max_body,
+        _DeadlinePassed when it is still coming at `deadline`, _ConnectionLost when it is cut short."""
+        length = _content_length(response.headers)
+        if length is not None and length > self.max_body:
+            raise MarketplaceMalformed('answer too big (%d bytes; at most %d accepted)' % (length, self.max_body))
         encoding = (response.headers.get('Content-Encoding') or 'identity').strip().lower()
         if encoding not in ('', 'identity'):
             raise MarketplaceMalformed('compressed answer (Content-Encoding: %s) not accepted' % truncate(encoding, 40))
-        raw = response.raw
-        read1 = getattr(raw, 'read1', None)
         chunks = []
         size = 0
-        while True:
-            if time.monotonic() >= deadline:
-                raise _DeadlinePassed()
-            data = read1(65536) if read1 is not None else raw.read(16384)
-            if not data:
-                break
-            size += len(data)
-            if size > self.max_body:
-                raise MarketplaceMalformed('answer too big (more than %d bytes)' % self.max_body)
-            chunks.append(data)
-        if time.monotonic() >= deadline:
-            raise _DeadlinePassed()
-        if length is not None and length.strip().isdigit() and size < int(length):
-            # urllib3 1.26 does not enforce Content-Length by default
-            raise _Incomplete('got %d of %s bytes' % (size, length.strip()))
-        return b''.join(chunks)
-
-    def _exchange(self, method, url, params, data, deadline, idempotent):
-        """(status, headers, body bytes, attempts) of one call, or a MarketplaceError."""
-        self._adapter.max_retries = self._retry(deadline, idempotent)
-        timeout = _DeadlineTimeout(deadline, connect=self.timeout, read=self.timeout)
-        headers = {'Content-Type': 'application/json'} if data is not None else None
-        watchdog = _Watchdog(deadline)
         try:
-            with watchdog, warnings.catch_warnings():
-                if not self.validate_certs:
-                    warnings.simplefilter('ignore', InsecureRequestWarning)
-                response = self._session.request(method, url, params=params, data=data, headers=headers,
-                                                 timeout=timeout, allow_redirects=False, stream=True)
-                try:
-                    attempts = 1 + len(getattr(getattr(response.raw, 'retries', None), 'history', ()) or ())
-                    if 300 <= response.status_code < 400:
-                        body = b''
-                    else:
-                        try:
-                            body = self._read_body(response, deadline)
-                        except MarketplaceMalformed as exc:
-                            if response.status_code < 300:
-                                raise self._error(MarketplaceMalformed, 'malformed answer: %s' % exc, method, url)
-                            body = b''   # an error status with an unreadable body: report the status
-                finally:
-                    response.close()
-                return response.status_code, response.headers, body, attempts
-        except MarketplaceError:
-            raise
-        except _DeadlinePassed:
-            raise self._deadline_error(method, url)
-        except _Incomplete as exc:
-            raise self._error(MarketplaceUnreachable, 'connection lost while reading the answer: %s' % exc,
-                              method, url)
-        except requests.exceptions.RequestException as exc:
-            if watchdog.fired or time.monotonic() >= deadline:
-                raise self._deadline_error(method, url)
-            raise self._request_error(exc, method, url, watchdog.connects)
-        except (Urllib3Error, OSError, ValueError) as exc:  # while reading the body (not wrapped by requests)
-            if watchdog.fired or time.monotonic() >= deadline:
-                raise self._deadline_error(method, url)
-            text = truncate(_OBJECT_REPR_RE.sub('', str(exc)) or type(exc).__name__, 200)
-            raise self._error(MarketplaceUnreachable, 'connection lost while reading the answer: %s' % text,
-                              method, url)
+            for chunk in response.iter_content(READ_CHUNK):
+                if time.monotonic() >= deadline:
+                    raise _DeadlinePassed()
+                size += len(chunk)
+                if size > self.max_body:
+                    raise MarketplaceMalformed('answer too big (more than %d bytes)' % self.max_body)
+                chunks.append(chunk)
+        except (requests.exceptions.RequestException, OSError) as exc:
+            raise _ConnectionLost(_reason_text(exc))
+        if length is not None and size < length:
+            # urllib3 1.26 does not enforce Content-Length by default
+            raise _ConnectionLost('got %d of %d bytes' % (size, length))
+        return b''.join(chunks)
 
     def _deadline_error(self, method, url):
         return self._error(MarketplaceUnreachable,
                            'no complete answer within the deadline of %g s (timeout)' % self.timeout, method, url)
 
     def _request_error(self, exc, method, url, attempts=1):
-        reason = exc
-        inner = exc.args[0] if exc.args else None
-        if isinstance(inner, MaxRetryError) and inner.reason is not None:
-            reason = inner.reason
-        text = truncate(_OBJECT_REPR_RE.sub('', str(reason)) or type(reason).__name__, 200)
+        text = _reason_text(exc)
         if isinstance(exc, requests.exceptions.SSLError):
             return self._error(MarketplaceUnreachable, 'TLS error (certificate not trusted? see validate_certs): %s'
                                % text, method, url)
-        if isinstance(exc, requests.exceptions.ConnectTimeout):
-            return self._error(MarketplaceUnreachable, 'connection timed out (%d attempts)' % max(1, attempts),
-                               method, url)
-        if isinstance(exc, requests.exceptions.ReadTimeout):
-            return self._error(MarketplaceUnreachable, 'timed out waiting for the answer', method, url)
-        if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
+        if isinstance(exc, requests.exceptions.ConnectionError):
             if attempts > 1:
                 text += ' (%d attempts)' % attempts
             return self._error(MarketplaceUnreachable, 'cannot connect or connection lost: %s' % text, method, url)

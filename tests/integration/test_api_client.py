@@ -201,6 +201,35 @@ def test_silent_server_is_cut_at_the_deadline(raw_server):
     assert elapsed < 2 + SLACK
 
 
+def test_server_silent_after_the_headers_is_cut_at_the_deadline(raw_server):
+    def silent_body(conn, req):
+        conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 50\r\n\r\n{"id":')
+        time.sleep(20)
+
+    server = raw_server(silent_body)
+    exc, elapsed = timed(lambda: client_for(server.url, timeout=2).get_device('d1'))
+    assert isinstance(exc, MarketplaceUnreachable), exc
+    assert 'deadline of 2 s' in str(exc) and elapsed < 2 + SLACK
+    assert len(server.requests) == 1
+    assert_clean(exc)
+
+
+def test_client_answers_again_after_a_deadline(raw_server):
+    """A call cut at its deadline leaves its connection behind; the next call on the same client works."""
+    def first_silent(conn, req):
+        if len(server.requests) == 1:
+            time.sleep(20)
+        else:
+            conn.sendall(answer(200, {'id': 'd1'}))
+
+    server = raw_server(first_silent)
+    client = client_for(server.url, timeout=1)
+    exc, dummy = timed(lambda: client.get_device('d1'))
+    assert isinstance(exc, MarketplaceUnreachable) and 'deadline' in str(exc), exc
+    assert client.get_device('d1') == {'id': 'd1'}
+    client.close()
+
+
 def test_huge_body_is_refused(raw_server):
     big = b'{"id": "d1", "x": "' + b'a' * (MAX_BODY + 10) + b'"}'
     server = raw_server(lambda conn, req: conn.sendall(answer(200, big)))
@@ -271,6 +300,25 @@ def test_retry_after_is_capped_and_the_deadline_kept(raw_server):
     exc, elapsed = timed(lambda: client_for(server.url, timeout=20, retries=2, max_retry_after=1).checkin('d1', {}))
     assert isinstance(exc, MarketplaceUnreachable) and 'after 3 attempts' in str(exc), exc
     assert len(server.requests) == 3 and 1.8 < elapsed < 4
+    assert_clean(exc)
+
+
+def test_busy_answer_with_an_endless_body_is_read_only_up_to_the_cap(raw_server):
+    """The body of an answer that is retried is read like any other: capped in size and time."""
+    def busy_endless(conn, req):
+        conn.sendall(b'HTTP/1.1 503 Busy\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n')
+        chunk = b'b' * 65536
+        try:
+            for dummy in range(64):       # 4 MiB, more than the cap
+                conn.sendall(b'%x\r\n%s\r\n' % (len(chunk), chunk))
+        except OSError:
+            pass
+
+    server = raw_server(busy_endless)
+    exc, elapsed = timed(lambda: client_for(server.url, timeout=10, retries=1, backoff=0.1).get_device('d1'))
+    assert isinstance(exc, MarketplaceUnreachable) and exc.status == 503, exc
+    assert 'HTTP 503' in str(exc) and elapsed < 10
+    assert len(server.requests) == 2
     assert_clean(exc)
 
 

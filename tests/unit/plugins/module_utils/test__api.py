@@ -3,28 +3,19 @@
 """Pure pieces of the marketplace client (no network; see tests/integration/test_api_client.py)."""
 from __future__ import annotations
 
+import email.utils
 import os
 import subprocess
 import sys
 import time
 
 import pytest
+import requests
+from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _api as api
 
 TOKEN = 'tok-Zq81_secret-value'
-
-
-class FakeResponse:
-    def __init__(self, status=503, headers=None):
-        self.status = status
-        self.headers = headers or {}
-
-    def get_redirect_location(self):
-        return False
-
-    def getheader(self, name, default=None):     # urllib3 1.26
-        return self.headers.get(name, default)
 
 
 @pytest.mark.parametrize('url, shown', [
@@ -119,13 +110,14 @@ def test_retry_statuses():
     assert api.retry_statuses(False) == (503,)
 
 
-def make_retry(deadline, retries=3, backoff=0.5, max_retry_after=10.0):
-    retry = api._DeadlineRetry(total=retries, connect=retries, read=False, status=retries, other=0,
-                               redirect=0, raise_on_status=False, status_forcelist=(502, 503, 504),
-                               allowed_methods=None, backoff_factor=backoff)
-    retry.deadline = deadline
-    retry.max_retry_after = max_retry_after
-    return retry
+def make_client(retries=3, backoff=0.5, max_retry_after=10.0):
+    return api.MarketplaceClient('http://127.0.0.1:9', TOKEN, retries=retries, backoff=backoff,
+                                 max_retry_after=max_retry_after)
+
+
+def _connect_error():
+    """What requests raises when nothing listens (urllib3 wraps the reason in MaxRetryError)."""
+    return requests.exceptions.ConnectionError(MaxRetryError(None, '/x', NewConnectionError(None, 'refused')))
 
 
 @pytest.mark.parametrize('header, expected', [
@@ -134,63 +126,89 @@ def make_retry(deadline, retries=3, backoff=0.5, max_retry_after=10.0):
     ('0', None),
     ('soon', None),
     ('Wed, 21 Oct 2015 07:28:00 GMT', None),
+    ('Wed, 21 Oct 99999999 07:28:00 GMT', None),
+    ('', None),
+    (None, None),
 ])
 def test_retry_after_is_capped(header, expected):
-    retry = make_retry(time.monotonic() + 60)
-    value = retry.get_retry_after(FakeResponse(headers={'Retry-After': header}))
-    assert (value or None) == expected
-    assert retry.wait_time(FakeResponse(headers={'Retry-After': header})) == (expected or 0)
+    assert api.retry_after_seconds(header, 10.0) == expected
+    # no usable Retry-After: the backoff, which is none before the first retry (as urllib3's)
+    assert make_client()._wait_after_answer(503, {'Retry-After': header}, 1, True) == (expected or 0)
 
 
-def test_retry_keeps_settings_and_caps_backoff():
-    retry = make_retry(time.monotonic() + 1000, retries=10, backoff=100)
-    for dummy in range(4):
-        retry = retry.increment('GET', '/x', error=_connect_error())
-    assert retry.deadline is not None and retry.max_retry_after == 10.0
-    assert retry.get_backoff_time() == api.MAX_BACKOFF
+def test_retry_after_as_a_date():
+    header = email.utils.formatdate(time.time() + 4, usegmt=True)
+    assert 2 < api.retry_after_seconds(header, 10.0) <= 4
+    assert api.retry_after_seconds(header, 1.5) == 1.5
 
 
-def _connect_error():
-    from urllib3.exceptions import NewConnectionError
-    return NewConnectionError(None, 'refused')
+def test_backoff_grows_and_is_capped():
+    assert [api.backoff_seconds(0.5, retry) for retry in (1, 2, 3, 4)] == [0.0, 1.0, 2.0, 4.0]
+    assert api.backoff_seconds(100, 4) == api.MAX_BACKOFF
+    client = make_client(retries=10, backoff=100)
+    assert client._wait_after_error(_connect_error(), 5) == api.MAX_BACKOFF
+    assert client._wait_after_answer(502, {}, 5, True) == api.MAX_BACKOFF
+
+
+def test_only_connection_errors_and_busy_statuses_are_retried():
+    client = make_client()
+    assert api.is_connect_error(_connect_error())
+    for sent in (requests.exceptions.ReadTimeout(), requests.exceptions.SSLError('bad certificate'),
+                 requests.exceptions.ConnectionError(ProtocolError('Connection aborted.'))):
+        assert not api.is_connect_error(sent)
+        assert client._wait_after_error(sent, 1) is None
+    for status in (200, 301, 404, 500):
+        assert client._wait_after_answer(status, {}, 1, True) is None
+    assert client._wait_after_answer(502, {}, 1, False) is None       # may come after the work was done
+    assert client._wait_after_answer(503, {'Retry-After': '2'}, 1, False) == 2.0
 
 
 def test_retry_gives_up_when_the_wait_does_not_fit():
-    retry = make_retry(time.monotonic() + 3)
-    response = FakeResponse(headers={'Retry-After': '5', 'Content-Length': '2'})
-    with pytest.raises(api.MaxRetryError):
-        retry.increment('POST', '/x', response=response)
+    client = make_client()
+    deadline = time.monotonic() + 3
+    wait = client._wait_after_answer(503, {'Retry-After': '5', 'Content-Length': '2'}, 1, False)
+    assert wait == 5.0 and not client._retry_fits(wait, 1, deadline)
     # a wait that fits is fine
-    short = FakeResponse(headers={'Retry-After': '1', 'Content-Length': '2'})
-    assert make_retry(time.monotonic() + 3).increment('POST', '/x', response=short).status == 2
+    short = client._wait_after_answer(503, {'Retry-After': '1', 'Content-Length': '2'}, 1, False)
+    assert short == 1.0 and client._retry_fits(short, 1, deadline)
 
 
-@pytest.mark.parametrize('headers', [{}, {'Content-Length': str(api.MAX_BODY + 1)}, {'Content-Length': 'x'}])
-def test_retry_does_not_drain_unbounded_bodies(headers):
-    with pytest.raises(api.MaxRetryError):
-        make_retry(time.monotonic() + 60).increment('GET', '/x', response=FakeResponse(headers=headers))
+def test_retry_gives_up_when_the_retries_are_used_up():
+    client = make_client(retries=2)
+    far = time.monotonic() + 60
+    assert client._retry_fits(0.0, 2, far) and not client._retry_fits(0.0, 3, far)
+    assert not make_client(retries=0)._retry_fits(0.0, 1, far)
+    assert not client._retry_fits(None, 1, far)
 
 
 def test_retry_gives_up_on_errors_after_the_deadline():
-    with pytest.raises(api.MaxRetryError):
-        make_retry(time.monotonic() - 1).increment('GET', '/x', error=_connect_error())
+    client = make_client()
+    wait = client._wait_after_error(_connect_error(), 1)
+    assert wait == 0.0 and client._retry_fits(wait, 1, time.monotonic() + 60)
+    assert not client._retry_fits(wait, 1, time.monotonic() - 1)
 
 
-def test_retry_sleep_never_passes_the_deadline():
-    retry = make_retry(time.monotonic() + 0.2, max_retry_after=10)
+def test_retry_wait_never_passes_the_deadline():
+    client = make_client(max_retry_after=10)
+    wait = client._wait_after_answer(503, {'Retry-After': '10'}, 1, True)
+    assert wait == 10.0 and not client._retry_fits(wait, 1, time.monotonic() + 0.2)
+
+
+def test_time_left():
+    assert 0 < api.time_left(time.monotonic() + 2) <= 2
+    assert api.time_left(time.monotonic() - 5) == 0.01
+
+
+def test_finish_before():
+    assert api.finish_before(time.monotonic() + 5, lambda a, b: a + b, 1, 2) == 3
+    with pytest.raises(KeyError):
+        api.finish_before(time.monotonic() + 5, {}.__getitem__, 'missing')
     start = time.monotonic()
-    retry.sleep(FakeResponse(headers={'Retry-After': '10'}))
-    assert time.monotonic() - start < 1
-
-
-def test_deadline_timeout():
-    deadline = time.monotonic() + 2
-    timeout = api._DeadlineTimeout(deadline, connect=30, read=30)
-    clone = timeout.clone()
-    assert isinstance(clone, api._DeadlineTimeout) and clone.deadline == deadline
-    assert 0 < clone.connect_timeout <= 2 and 0 < clone.read_timeout <= 2
-    assert api._DeadlineTimeout(time.monotonic() + 100, connect=5, read=7).read_timeout == 7
-    assert api._DeadlineTimeout(time.monotonic() - 5, connect=5, read=7).connect_timeout == 0.01
+    with pytest.raises(api._DeadlinePassed):
+        api.finish_before(time.monotonic() + 0.3, time.sleep, 5)
+    assert 0.25 < time.monotonic() - start < 1
+    with pytest.raises(api._DeadlinePassed):
+        api.finish_before(time.monotonic() - 1, time.sleep, 5)
 
 
 def test_client_never_shows_the_token():
