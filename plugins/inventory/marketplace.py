@@ -40,7 +40,9 @@ options:
     env:
       - name: P2PVPS_OPERATOR_TOKEN
   token_file:
-    description: File holding the operator token (used when O(token) is not set).
+    description:
+      - File holding the operator token (used when O(token) is not set; surrounding white space is
+        ignored). It should be mode C(0600); a warning says when every user can read it.
     type: path
     env:
       - name: P2PVPS_OPERATOR_TOKEN_FILE
@@ -126,6 +128,7 @@ from ansible.utils.unsafe_proxy import wrap_var
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MarketplaceClient,
     MarketplaceError,
+    read_token_file,
 )
 
 try:
@@ -161,19 +164,23 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def _client(self):
         token = self.get_option("token")
         if not token and self.get_option("token_file"):
-            token_file = os.path.expanduser(self.get_option("token_file"))
-            try:
-                with open(token_file, encoding="utf-8") as handle:
-                    token = handle.read().strip()
-            except OSError as exc:
-                raise AnsibleError(f"cannot read the marketplace token file {token_file}: "
-                                   f"{exc.strerror}") from None
+            token = self._read_token_file(os.path.expanduser(self.get_option("token_file")))
         if not token:
             raise AnsibleError("no marketplace operator token: set token, token_file or "
                                "P2PVPS_OPERATOR_TOKEN")
         return MarketplaceClient(self.get_option("url"), token,
                                  validate_certs=self.get_option("validate_certs"),
                                  timeout=self.get_option("timeout"))
+
+    def _read_token_file(self, token_file):
+        try:
+            token, world_readable = read_token_file(token_file, "marketplace token")
+        except ValueError as exc:
+            raise AnsibleError(str(exc)) from None
+        if world_readable:
+            self.display.warning("the marketplace token file %s can be read by every user of this host; "
+                                 "make it 0600" % token_file)
+        return token
 
     def _fetch_devices(self):
         filters = {name: self.get_option(name) for name in ("status", "owner", "architecture")

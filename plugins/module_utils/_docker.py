@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.compat.version import LooseVersion
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _lease, _rental
 
 DOCKER_IMPORT_ERROR = None
 try:
@@ -119,7 +119,7 @@ def tmpfs_mounts(memory_mb):
 
 
 def system_volume_name(lease_id, name):
-    return '%s-%s' % (_rental.volume_name(lease_id), name)
+    return '%s-%s' % (_lease.volume_name(lease_id), name)
 
 
 def sdk_problem():
@@ -138,6 +138,27 @@ def sdk_problem():
                 % (DOCKER_VERSION, REQUESTS_VERSION, NEW_REQUESTS, MIN_DOCKER_SDK_WITH_NEW_REQUESTS, python),
                 None)
     return None
+
+
+#: The Docker Engine option of the modules that use one (doc fragment p2pvps.fleet._device).
+DOCKER_HOST_ARGS = dict(
+    docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
+)
+
+
+def engine_version(docker_host, timeout=5):
+    """The Docker Engine's version through the Docker SDK, or None (no SDK, or no engine answers)."""
+    if not HAS_DOCKER:
+        return None
+    try:
+        client = docker.APIClient(base_url=docker_host, version='auto', timeout=timeout)
+        try:
+            version = client.version(api_version=False).get('Version')
+        finally:
+            client.close()
+    except (DockerException, OSError, ValueError):
+        return None
+    return _facts.parse_docker_version(version) if isinstance(version, str) else None
 
 
 def _run(argv):
@@ -162,7 +183,7 @@ class LeaseDisk:
     """
 
     def __init__(self, disk_dir, lease_id):
-        self.lease_id = _rental.parse_lease_id(lease_id)
+        self.lease_id = _lease.parse_lease_id(lease_id)
         self.image = os.path.join(disk_dir, lease_id + '.img')
         self.mountpoint = os.path.join(disk_dir, lease_id)
         self.device_dir = os.path.join(self.mountpoint, 'home')
@@ -367,9 +388,9 @@ class RenterDocker:
         labels = attrs.get('Config', {}).get('Labels') or {}
         host = attrs.get('HostConfig') or {}
         state = attrs.get('State') or {}
-        lease_id = _safe(_rental.parse_lease_id, labels.get(_rental.LABEL_LEASE))
-        username = _safe(_rental.parse_username, labels.get(_rental.LABEL_USER))
-        expires = _safe(_rental.parse_time, labels.get(_rental.LABEL_EXPIRES))
+        lease_id = _safe(_lease.parse_lease_id, labels.get(_rental.LABEL_LEASE))
+        username = _safe(_lease.parse_username, labels.get(_rental.LABEL_USER))
+        expires = _safe(_lease.parse_time, labels.get(_rental.LABEL_EXPIRES))
         binding = _binding(host, _rental.RENTER_PORT)
         web = _binding(host, _rental.WEB_PORT)
         keys_hash = recorded_keys.get(lease_id)
@@ -422,32 +443,29 @@ class RenterDocker:
         self.volume_options = {item.get('Name'): item.get('Options') or {} for item in volumes.get('Volumes') or []}
         observed = []
         for item in volumes.get('Volumes') or []:
-            lease_id = _safe(_rental.parse_lease_id, (item.get('Labels') or {}).get(_rental.LABEL_LEASE))
-            if lease_id is None or item.get('Name') != _rental.volume_name(lease_id):
+            lease_id = _safe(_lease.parse_lease_id, (item.get('Labels') or {}).get(_rental.LABEL_LEASE))
+            if lease_id is None or item.get('Name') != _lease.volume_name(lease_id):
                 continue
-            observed.append(_rental.ObservedVolume(lease_id, item['Name'], self._volume_disk_gb(item, lease_id)))
+            observed.append(self._observe_volume(item, lease_id))
         return observed
 
-    def mount_lease_disks(self, volumes):
-        """Mount the file systems of loop-backed lease `volumes` (lost on reboot); the lease ids mounted."""
-        mounted = []
-        for volume in volumes:
-            if volume.disk_gb is None:
-                continue
-            disk = LeaseDisk(self.disk_dir, volume.lease_id)
-            if os.path.exists(disk.image) and disk.ensure_mounted():
-                mounted.append(volume.lease_id)
-        return mounted
-
-    def _volume_disk_gb(self, volume, lease_id):
+    def _observe_volume(self, volume, lease_id):
+        """The lease volume, with the size of its lease disk and whether that is mounted (None: no disk)."""
         if (volume.get('Labels') or {}).get(LABEL_DISK) != DISK_LOOP:
-            return None
-        return LeaseDisk(self.disk_dir, lease_id).size_gb()
+            return _rental.ObservedVolume(lease_id, volume['Name'])
+        disk = LeaseDisk(self.disk_dir, lease_id)
+        size_gb = disk.size_gb()
+        mounted = None if size_gb is None else disk.mounted()
+        return _rental.ObservedVolume(lease_id, volume['Name'], size_gb, mounted)
+
+    def mount_disk(self, lease_id):
+        """Mount the lease's disk again (a loop mount does not survive a reboot)."""
+        LeaseDisk(self.disk_dir, lease_id).ensure_mounted()
 
     def disk_status(self, lease_id):
         """(enforced, reason) for the volume of a lease that exists."""
         try:
-            volume = self.client.api.inspect_volume(_rental.volume_name(lease_id))
+            volume = self.client.api.inspect_volume(_lease.volume_name(lease_id))
         except NotFound:
             return None, 'no lease volume'
         if (volume.get('Labels') or {}).get(LABEL_DISK) == DISK_LOOP:
@@ -671,7 +689,7 @@ class RenterDocker:
 
     def remove_volume(self, lease_id):
         """Remove every volume of the lease (home and system directories) and its disk."""
-        names = set(self._lease_volume_names(lease_id)) | {_rental.volume_name(lease_id)}
+        names = set(self._lease_volume_names(lease_id)) | {_lease.volume_name(lease_id)}
         for name in sorted(names):
             self._remove_volume_named(name)
         LeaseDisk(self.disk_dir, lease_id).destroy()
@@ -769,7 +787,7 @@ def _labels(lease, publish):
         _rental.LABEL_LEASE: lease.id,
         _rental.LABEL_USER: lease.username,
         _rental.LABEL_KEYS: lease.keys_hash,
-        _rental.LABEL_EXPIRES: _rental.format_time(lease.expires_at),
+        _rental.LABEL_EXPIRES: _lease.format_time(lease.expires_at),
         _rental.LABEL_SPEC: publish.spec or '',
     }
     if lease.web is not None:
@@ -806,7 +824,7 @@ def _safe(parse, value):
         return None
     try:
         return parse(value)
-    except _rental.LeaseError:
+    except _lease.LeaseError:
         return None
 
 

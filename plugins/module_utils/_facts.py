@@ -14,18 +14,14 @@ that unit tests can feed them anything. No Ansible and no third-party imports.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
 import os
 import platform
 import re
 import shutil
-import socket
 import struct
 import subprocess
-import time
 
 FACT_KEYS = ('memory_mb', 'disk_gb', 'disk_free_gb', 'cpu_model', 'cpu_count', 'architecture', 'os',
              'docker_version')
@@ -205,48 +201,6 @@ def parse_docker_version(text):
 
 # ---------------------------------------------------------------- Docker probes (I/O, bounded)
 
-def docker_version_from_socket(path='/var/run/docker.sock', timeout=3.0):
-    """The daemon's version from ``GET /version`` on its unix socket, or None."""
-    if not path or not os.path.exists(path):
-        return None
-    deadline = time.monotonic() + timeout
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(timeout)
-            sock.connect(path)
-            sock.sendall(b'GET /version HTTP/1.0\r\nHost: docker\r\nAccept: application/json\r\n\r\n')
-            data = b''
-            while len(data) < 65536 and time.monotonic() < deadline:
-                sock.settimeout(max(0.05, deadline - time.monotonic()))
-                chunk = sock.recv(8192)
-                if not chunk:
-                    break
-                data += chunk
-    except (OSError, ValueError):
-        return None
-    head, sep, body = data.partition(b'\r\n\r\n')
-    if not sep or not head.startswith(b'HTTP/1.') or b' 200 ' not in head.split(b'\r\n', 1)[0] + b' ':
-        return None
-    if b'transfer-encoding: chunked' in head.lower():
-        body = _dechunk(body)
-    return parse_docker_version(body.decode('utf-8', 'replace'))
-
-
-def _dechunk(body):
-    out = b''
-    while body:
-        size_line, sep, rest = body.partition(b'\r\n')
-        try:
-            size = int(size_line.split(b';')[0], 16)
-        except ValueError:
-            return out
-        if not sep or size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2:]
-    return out
-
-
 def docker_version_from_cli(docker='docker', timeout=10):
     """The daemon's version from ``docker version --format {{.Server.Version}}``, or None."""
     binary = shutil.which(docker) if os.path.basename(docker) == docker else docker
@@ -262,10 +216,12 @@ def docker_version_from_cli(docker='docker', timeout=10):
     return parse_docker_version(proc.stdout)
 
 
-def docker_version(socket_path='/var/run/docker.sock', probes=None):
-    """The Docker Engine's version, or NO_DOCKER ("none") when there is no reachable daemon."""
-    if probes is None:
-        probes = (lambda: docker_version_from_socket(socket_path), docker_version_from_cli)
+def docker_version(probes=(docker_version_from_cli,)):
+    """The Docker Engine's version from the first of `probes` that tells it, or NO_DOCKER ("none").
+
+    A probe returns the version or None. The Docker SDK's probe is _docker.engine_version: this
+    file imports no third-party library, so the modules put it before the CLI's.
+    """
     for probe in probes:
         version = probe()
         if version:
@@ -283,10 +239,13 @@ def _read(path, limit=1024 * 1024):
         return ''
 
 
-def gather(docker_data_root='/var/lib/docker', docker_socket='/var/run/docker.sock', skip=(),
-           read=_read, statvfs=os.statvfs, exists=os.path.exists, machine=None, pointer_bits=None,
-           cpu_count=None, docker_probe=None, lease_dir='/var/lib/p2pvps/disks', listdir=os.listdir):
-    """The facts of this host (keys in FACT_KEYS minus `skip`) and notes on how they were found."""
+def gather(docker_data_root='/var/lib/docker', skip=(), read=_read, statvfs=os.statvfs, exists=os.path.exists,
+           machine=None, pointer_bits=None, cpu_count=None, docker_probe=docker_version,
+           lease_dir='/var/lib/p2pvps/disks', listdir=os.listdir):
+    """The facts of this host (keys in FACT_KEYS minus `skip`) and notes on how they were found.
+
+    docker_probe: returns the Docker Engine's version, or None or NO_DOCKER when there is none.
+    """
     facts = {}
     notes = {}
     if 'memory_mb' not in skip:
@@ -323,10 +282,7 @@ def gather(docker_data_root='/var/lib/docker', docker_socket='/var/run/docker.so
         facts['os'] = (parse_os_release(read('/etc/os-release')) or parse_os_release(read('/usr/lib/os-release'))
                        or _clean('%s %s' % (platform.system(), platform.release())) or 'unknown')
     if 'docker_version' not in skip:
-        if docker_probe is not None:
-            facts['docker_version'] = docker_probe() or NO_DOCKER
-        else:
-            facts['docker_version'] = docker_version(docker_socket)
+        facts['docker_version'] = docker_probe() or NO_DOCKER
     return facts, notes
 
 
@@ -396,52 +352,3 @@ def facts_equal(current, desired):
         elif have != value:
             return False
     return True
-
-
-# ---------------------------------------------------------------- tunnel key
-
-SSH_KEY_TYPES = ('ssh-ed25519',)
-
-
-def normalize_public_key(text):
-    """A validated OpenSSH ed25519 public key as "type base64 [comment]"; FactsError otherwise."""
-    if not isinstance(text, str):
-        raise FactsError('the tunnel public key must be a string')
-    text = text.strip()
-    if not text:
-        raise FactsError('the tunnel public key is empty')
-    if '\n' in text or '\r' in text or '\x00' in text:
-        raise FactsError('the tunnel public key must be a single line (one key)')
-    if len(text) > 1024:
-        raise FactsError('the tunnel public key is too long')
-    parts = text.split(None, 2)
-    if parts[0] not in SSH_KEY_TYPES:
-        if len(parts) > 1 and parts[1] in SSH_KEY_TYPES:
-            raise FactsError('the tunnel public key must not have options before the key type')
-        raise FactsError('the tunnel public key must be an OpenSSH public key of type %s (got %s...)'
-                         % (', '.join(SSH_KEY_TYPES), _clean(parts[0], 20)))
-    if len(parts) < 2:
-        raise FactsError('the tunnel public key has no key data')
-    try:
-        blob = base64.b64decode(parts[1].encode('ascii'), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError):
-        raise FactsError('the tunnel public key data is not valid base64')
-    expected = struct.pack('>I', len(parts[0])) + parts[0].encode('ascii')
-    if not blob.startswith(expected) or len(blob) != len(expected) + 4 + 32 \
-            or blob[len(expected):len(expected) + 4] != struct.pack('>I', 32):
-        raise FactsError('the tunnel public key data is not an %s key' % parts[0])
-    key = '%s %s' % (parts[0], parts[1])
-    if len(parts) == 3:
-        comment = _clean(parts[2])
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in comment):
-            raise FactsError('the tunnel public key comment has control characters')
-        if comment:
-            key += ' ' + comment
-    return key
-
-
-def same_public_key(current, desired):
-    """Same key material and comment (whitespace-insensitive)."""
-    if not isinstance(current, str):
-        return False
-    return ' '.join(current.split()) == ' '.join(desired.split())

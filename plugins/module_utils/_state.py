@@ -14,9 +14,14 @@ import time
 
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _lease
 
 STATE_FILE = 'lease.json'
+
+#: The state directory option of the modules that use one (doc fragment p2pvps.fleet._device).
+STATE_DIR_ARGS = dict(
+    state_dir=dict(type='path', default='/var/lib/p2pvps'),
+)
 
 
 def read_state(path):
@@ -29,8 +34,8 @@ def read_state(path):
     except (ValueError, UnicodeError) as exc:
         return None, 'local lease state %s is unreadable and ignored: %s' % (path, to_native(exc))
     try:
-        return _rental.parse_state(raw), None
-    except _rental.LeaseError as exc:
+        return _lease.parse_state(raw), None
+    except _lease.LeaseError as exc:
         return None, 'local lease state %s is ignored: %s' % (path, to_native(exc))
 
 
@@ -42,7 +47,7 @@ def write_state(path, lease):
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, 'w') as handle:
-            json.dump(_rental.state_content(lease), handle, indent=2, sort_keys=True)
+            json.dump(_lease.state_content(lease), handle, indent=2, sort_keys=True)
             handle.write('\n')
             handle.flush()
             os.fsync(handle.fileno())

@@ -26,6 +26,7 @@ extends_documentation_fragment:
   - p2pvps.fleet._marketplace.connection
   - p2pvps.fleet._marketplace.attributes
   - p2pvps.fleet._marketplace.actiongroup
+  - p2pvps.fleet._device
 attributes:
   check_mode:
     support: full
@@ -34,18 +35,10 @@ attributes:
   idempotent:
     support: full
 options:
-  state_dir:
-    description: Directory of the local lease state (as for M(p2pvps.fleet.rental)).
-    type: path
-    default: /var/lib/p2pvps
   tunnel_service:
     description: The reverse tunnel's systemd unit (role p2pvps.fleet.tunnel_agent).
     type: str
     default: p2pvps-tunnel.service
-  docker_host:
-    description: The Docker Engine to ask for renter containers.
-    type: str
-    default: unix:///var/run/docker.sock
   isolation_script:
     description: The script of the C(p2pvps.fleet.docker) role whose C(check) verifies the isolation rules.
     type: path
@@ -154,19 +147,20 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental, _sandbox
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _lease, _sandbox
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
     client_from_module,
 )
 from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import (
+    DOCKER_HOST_ARGS,
     DockerException,
     LeaseDisk,
     RenterDocker,
     sdk_problem,
 )
-from ansible_collections.p2pvps.fleet.plugins.module_utils._state import STATE_FILE, read_state
+from ansible_collections.p2pvps.fleet.plugins.module_utils._state import STATE_DIR_ARGS, STATE_FILE, read_state
 
 
 def marketplace_view(module, problems):
@@ -196,7 +190,7 @@ def local_lease(state_dir, problems):
 def local_lease_view(lease):
     if lease is None:
         return None
-    return {'id': lease.id, 'username': lease.username, 'expires_at': _rental.format_time(lease.expires_at)}
+    return {'id': lease.id, 'username': lease.username, 'expires_at': _lease.format_time(lease.expires_at)}
 
 
 def renter_docker(params, problems):
@@ -287,11 +281,9 @@ def summary(market, local, container, tunnel, sandbox):
 
 
 def main():
-    argument_spec = dict(MARKETPLACE_COMMON_ARGS)
+    argument_spec = dict(MARKETPLACE_COMMON_ARGS, **DOCKER_HOST_ARGS, **STATE_DIR_ARGS)
     argument_spec.update(
-        state_dir=dict(type='path', default='/var/lib/p2pvps'),
         tunnel_service=dict(type='str', default='p2pvps-tunnel.service'),
-        docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
         isolation_script=dict(type='path', default=_sandbox.DEFAULT_ISOLATION_SCRIPT),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)

@@ -19,9 +19,10 @@ description:
   - Idempotent. The module reads the device first (with the device token) and calls the
     register endpoint only when the device is not registered yet or its facts or key differ.
     The marketplace keeps the remote port of a device across registrations.
-  - Facts are read from C(/proc), C(/etc/os-release), C(statvfs) and the Docker Engine's API
-    socket (or C(docker version)), without gathering Ansible facts. Any of them can be set with
-    O(facts). Without a Docker Engine the Docker version is reported as V(none).
+  - Facts are read from C(/proc), C(/etc/os-release), C(statvfs) and the Docker Engine at
+    O(docker_host) through the Docker SDK (or C(docker version) where the SDK is missing or gets
+    no answer), without gathering Ansible facts. Any of them can be set with O(facts). Without a
+    Docker Engine the Docker version is reported as V(none).
 author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
@@ -29,6 +30,7 @@ extends_documentation_fragment:
   - p2pvps.fleet._marketplace.connection
   - p2pvps.fleet._marketplace.attributes
   - p2pvps.fleet._marketplace.actiongroup
+  - p2pvps.fleet._device
 attributes:
   check_mode:
     support: full
@@ -70,7 +72,8 @@ options:
     description:
       - Facts to report instead of the ones read from the device, by name; the others are
         still read. Known names are V(memory_mb) (integer, MiB), V(disk_gb) (number, GiB),
-        V(disk_free_gb) (number, GiB a lease disk can take), V(cpu_model), V(cpu_count) (integer),
+        V(disk_free_gb) (number, GiB a lease disk can take in C(<state_dir>/disks), counting the
+        lease disks already there, rounded down), V(cpu_model), V(cpu_count) (integer),
         V(architecture) (for example V(arm64), V(armv7), V(amd64)), V(os) and V(docker_version).
       - The marketplace refuses rentals whose limits exceed V(memory_mb) (minus its reserve),
         V(cpu_count) or V(disk_free_gb) (minus its reserve).
@@ -82,25 +85,14 @@ options:
         does not exist yet (Docker not installed), its nearest existing parent is measured.
     type: path
     default: /var/lib/docker
-  state_dir:
-    description:
-      - The rental module's state directory; V(disk_free_gb) is the free space where it keeps lease
-        disks (C(<state_dir>/disks)), counting the lease disks already there, rounded down to whole GiB.
-    type: path
-    default: /var/lib/p2pvps
   docker_version:
     description:
       - Docker Engine version to report instead of asking the engine. Same as setting
         C(docker_version) in O(facts).
     type: str
-  docker_host:
-    description:
-      - The Docker Engine whose version is reported. A C(unix://) socket is asked directly
-        (C(GET /version)); otherwise, or when that fails, C(docker version) is run.
-    type: str
-    default: unix:///var/run/docker.sock
 requirements:
   - requests
+  - Docker SDK for Python (C(docker)) to ask the Docker Engine for its version; without it C(docker version) is run
 seealso:
   - module: p2pvps.fleet.rental
 """
@@ -228,18 +220,22 @@ tunnel_public_key:
 """
 
 import os
-from urllib.parse import urlsplit
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _ssh_key
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
     MarketplaceRejected,
     client_from_module,
 )
+from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import DOCKER_HOST_ARGS, engine_version
+from ansible_collections.p2pvps.fleet.plugins.module_utils._state import STATE_DIR_ARGS
+
+# The tunnel agent (role tunnel_agent) makes an ed25519 key; this module registers no other type.
+TUNNEL_KEY_TYPES = ('ssh-ed25519',)
 
 TUNNEL_KEYS = ('host', 'port', 'user', 'host_key', 'remote_port', 'web_remote_port')
 
@@ -278,17 +274,13 @@ class DeviceRegistration(object):
             except OSError as exc:
                 self.fail('cannot read the tunnel public key file %s: %s' % (path, exc.strerror))
         try:
-            return _facts.normalize_public_key(text)
-        except _facts.FactsError as exc:
-            self.fail('%s%s' % (to_native(exc), ' (in %s)' % path if path else ''))
+            return _ssh_key.parse_public_key(text, TUNNEL_KEY_TYPES)
+        except _ssh_key.PublicKeyError as exc:
+            self.fail('the tunnel public key %s%s' % (to_native(exc), ' (in %s)' % path if path else ''))
 
     def docker_probe(self):
-        host = self.params['docker_host'] or ''
-        if host.startswith('unix://'):
-            version = _facts.docker_version_from_socket(urlsplit(host).path or host[len('unix://'):])
-            if version:
-                return version
-        return _facts.docker_version_from_cli()
+        return _facts.docker_version((lambda: engine_version(self.params['docker_host']),
+                                      _facts.docker_version_from_cli))
 
     def facts(self):
         override = dict(self.params['facts'] or {})
@@ -348,7 +340,7 @@ class DeviceRegistration(object):
         before = registration_view(device)
         unchanged = (before['registered'] and tunnel_of(device.get('tunnel')) is not None
                      and _facts.facts_equal(before['facts'], facts)
-                     and _facts.same_public_key(before['tunnel_public_key'], key))
+                     and _ssh_key.same_public_key(before['tunnel_public_key'], key))
         if notes.get('disk_path') and notes['disk_path'] != os.path.abspath(self.params['docker_data_root']) \
                 and 'disk_gb' not in (self.params['facts'] or {}):
             self.module.warn('%s does not exist yet; disk_gb is the size of %s'
@@ -373,16 +365,14 @@ class DeviceRegistration(object):
 
 
 def main():
-    argument_spec = dict(MARKETPLACE_COMMON_ARGS)
+    argument_spec = dict(MARKETPLACE_COMMON_ARGS, **DOCKER_HOST_ARGS, **STATE_DIR_ARGS)
     argument_spec.update(
         state=dict(type='str', default='present', choices=['present', 'absent']),
         tunnel_public_key=dict(type='str'),
         tunnel_public_key_file=dict(type='path'),
         facts=dict(type='dict', default={}),
         docker_data_root=dict(type='path', default='/var/lib/docker'),
-        state_dir=dict(type='path', default='/var/lib/p2pvps'),
         docker_version=dict(type='str'),
-        docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,

@@ -64,6 +64,7 @@ extends_documentation_fragment:
   - p2pvps.fleet._marketplace.connection
   - p2pvps.fleet._marketplace.attributes
   - p2pvps.fleet._marketplace.actiongroup
+  - p2pvps.fleet._device
 attributes:
   check_mode:
     support: full
@@ -166,11 +167,6 @@ options:
     description: Write operations per second allowed on the lease disk (V(0) disables it).
     type: int
     default: 300
-  state_dir:
-    description:
-      - Directory of the local lease state (C(lease.json)) and of the per-lease disk images.
-    type: path
-    default: /var/lib/p2pvps
   fail_on_api_error:
     description:
       - Fail the task when the check-in fails or its answer is rejected.
@@ -184,10 +180,6 @@ options:
       - When not set, a disk limit is required wherever this host can enforce one (root, loop
         devices, C(mkfs.ext4)); elsewhere the lease runs without one, loudly (warning, RV(sandbox)).
     type: bool
-  docker_host:
-    description: The Docker Engine to use.
-    type: str
-    default: unix:///var/run/docker.sock
 requirements:
   - Docker SDK for Python (C(docker)) 5.0 or newer; 7.1 or newer when C(requests) is 2.32 or newer
   - requests
@@ -392,13 +384,14 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _rental, _sandbox
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _lease, _rental, _sandbox
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
     client_from_module,
 )
 from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import (
+    DOCKER_HOST_ARGS,
     DockerException,
     LeaseDisk,
     RentalDockerError,
@@ -407,6 +400,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import (
     sdk_problem,
 )
 from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
+    STATE_DIR_ARGS,
     STATE_FILE,
     StateLock,
     StateLockTimeout,
@@ -414,8 +408,8 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
     write_state,
 )
 
-# What a refused lease may still do: end what is not that lease.
-REMOVALS = ('remove_container', 'remove_volume')
+# What a refused lease may still do: end what is not that lease, mount lease disks after a reboot.
+DONE_WHEN_REFUSED = ('remove_container', 'remove_volume', 'mount_disk')
 _UNKNOWN = object()
 MIB = 1024 ** 2
 
@@ -453,8 +447,8 @@ class RentalManager:
             self.result['api_error'] = 'check-in failed: %s' % to_native(exc)
             return False, None
         try:
-            desired = _rental.parse_checkin(answer)
-        except _rental.LeaseError as exc:
+            desired = _lease.parse_checkin(answer)
+        except _lease.LeaseError as exc:
             self.result['api_error'] = 'check-in answer rejected: %s' % to_native(exc)
             return False, None
         interval = answer.get('checkin_interval_s')
@@ -467,7 +461,6 @@ class RentalManager:
         if warning:
             self.module.warn(warning)
         volumes = self.docker.lease_volumes()
-        mounted = [] if self.module.check_mode else self.docker.mount_lease_disks(volumes)
         recorded_keys = {} if local_state is None else {local_state.id: local_state.keys_hash}
         containers = self.docker.renter_containers(recorded_keys)
         api_ok, desired = self.checkin(containers, local_state)
@@ -480,21 +473,15 @@ class RentalManager:
         refusal = self.preflight(plan)
         if refusal:
             self.result['refused'] = refusal
-            plan.actions = [action for action in plan.actions if action.kind in REMOVALS]
+            plan.actions = [action for action in plan.actions if action.kind in DONE_WHEN_REFUSED]
 
         if self.result['api_error']:
             self.module.warn('%s; nothing live was wiped.' % self.result['api_error'])
-        for note in plan.notes:
-            if self.result['api_error'] or 'shrinks' in note:
-                self.module.warn(note)
-        for note in fitted:
-            self.module.warn(note)
+        for warning in plan.warnings + fitted:
+            self.module.warn(warning)
 
-        self.result['actions'] = [
-            {'action': 'mount_disk', 'lease_id': lease_id, 'container': None,
-             'reason': 'the lease file system was not mounted (reboot?)'} for lease_id in mounted
-        ] + [a.to_dict() for a in plan.actions]
-        self.result['changed'] = plan.changed or bool(mounted)
+        self.result['actions'] = [a.to_dict() for a in plan.actions]
+        self.result['changed'] = plan.changed
         if self.module._diff:
             self.result['diff'] = {'before': plan.diff_before, 'after': plan.diff_after}
         container_id = plan.keep.id if plan.keep is not None else None
@@ -520,7 +507,7 @@ class RentalManager:
         if lease is not None and not lease.expired(now) and not self.params['force']:
             self.module.fail_json(
                 msg='lease %s is live until %s: end the rental first, or set force=true to cut it; '
-                    'nothing was changed' % (lease.id, _rental.format_time(lease.expires_at)),
+                    'nothing was changed' % (lease.id, _lease.format_time(lease.expires_at)),
                 **self.result)
 
     def preflight(self, plan):
@@ -582,6 +569,8 @@ class RentalManager:
                 container_id = None
         elif kind == 'remove_volume':
             self.docker.remove_volume(action.lease_id)
+        elif kind == 'mount_disk':
+            self.docker.mount_disk(action.lease_id)
         elif kind == 'reset_system':
             self.docker.reset_system(action.lease_id, self.engine_owner())
         elif kind == 'create':
@@ -662,13 +651,12 @@ def summary(result):
 
 
 def main():
-    argument_spec = dict(MARKETPLACE_COMMON_ARGS)
+    argument_spec = dict(MARKETPLACE_COMMON_ARGS, **DOCKER_HOST_ARGS, **STATE_DIR_ARGS)
     argument_spec.update(
         state=dict(type='str', default='present', choices=['present', 'absent']),
         force=dict(type='bool', default=False),
         local_port=dict(type='int', default=2222),
         web_local_port=dict(type='int', default=2280),
-        state_dir=dict(type='path', default='/var/lib/p2pvps'),
         fail_on_api_error=dict(type='bool', default=False),
         require_disk_limit=dict(type='bool'),
         disk_reserve_mb=dict(type='int', default=1024),
@@ -680,7 +668,6 @@ def main():
         bandwidth_mbit=dict(type='int', default=20),
         write_bps=dict(type='int', default=10 * 1024 * 1024),
         write_iops=dict(type='int', default=300),
-        docker_host=dict(type='str', default='unix:///var/run/docker.sock'),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     problem = option_problem(module.params) or sdk_problem()
@@ -715,8 +702,8 @@ def option_problem(params):
         return ('renter_bridge must be a Linux interface name (1-15 of A-Z a-z 0-9 _ . -)', None)
     for image in params['allowed_images']:
         try:
-            IMAGE_ID_RE.match(image) or _rental.parse_image(image)
-        except _rental.LeaseError:
+            IMAGE_ID_RE.match(image) or _lease.parse_image(image)
+        except _lease.LeaseError:
             return ('allowed_images: %r is neither an image reference nor an image id' % image[:80], None)
     return None
 

@@ -3,10 +3,6 @@
 """The device facts helper: parsers fed with real /proc samples, readers with fakes."""
 from __future__ import annotations
 
-import base64
-import socket
-import struct
-import threading
 from collections import namedtuple
 
 import pytest
@@ -163,50 +159,6 @@ def test_docker_version_probe_order():
     assert f.docker_version(probes=(probe(None), probe(None))) == f.NO_DOCKER == 'none'
 
 
-def fake_docker_socket(path, answer):
-    """A one-shot fake Docker API on a unix socket."""
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)
-
-    def serve():
-        conn, dummy = server.accept()
-        with conn:
-            conn.recv(4096)
-            conn.sendall(answer)
-        server.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return thread
-
-
-@pytest.mark.parametrize('answer, version', [
-    (b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"Version":"20.10.24+dfsg1"}', '20.10.24+dfsg1'),
-    (b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n'
-     b'10\r\n{"Version":"27.1\r\n3\r\n.0"\r\n1\r\n}\r\n0\r\n\r\n', '27.1.0'),
-    (b'HTTP/1.0 500 Internal Server Error\r\n\r\n{"Version":"1.0"}', None),
-    (b'garbage', None),
-])
-def test_docker_version_from_socket(tmp_path, answer, version):
-    path = str(tmp_path / 'docker.sock')
-    thread = fake_docker_socket(path, answer)
-    assert f.docker_version_from_socket(path, timeout=3) == version
-    thread.join(3)
-
-
-def test_docker_version_from_socket_missing_or_silent(tmp_path):
-    assert f.docker_version_from_socket(str(tmp_path / 'absent.sock')) is None
-    path = str(tmp_path / 'silent.sock')
-    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    server.bind(path)
-    server.listen(1)        # accepts (kernel backlog) but never answers
-    try:
-        assert f.docker_version_from_socket(path, timeout=0.5) is None
-    finally:
-        server.close()
-
-
 def test_docker_version_from_cli_without_docker(tmp_path):
     assert f.docker_version_from_cli(str(tmp_path / 'docker')) is None
     fake = tmp_path / 'docker'
@@ -319,39 +271,6 @@ def test_facts_equal():
     assert not f.facts_equal(dict(GOOD, memory_mb=True), dict(GOOD, memory_mb=1))
     assert not f.facts_equal({k: v for k, v in GOOD.items() if k != 'os'}, GOOD)
     assert not f.facts_equal(None, GOOD)
-
-
-def ed25519(seed=b'k', key_type='ssh-ed25519', size=32):
-    blob = struct.pack('>I', len(key_type)) + key_type.encode() + struct.pack('>I', size) + seed * size
-    return base64.b64encode(blob).decode()
-
-
-def test_normalize_public_key():
-    data = ed25519()
-    assert f.normalize_public_key('  ssh-ed25519   %s  pi@kitchen \n' % data) == 'ssh-ed25519 %s pi@kitchen' % data
-    assert f.normalize_public_key('ssh-ed25519 %s' % data) == 'ssh-ed25519 %s' % data
-    assert f.same_public_key('ssh-ed25519  %s pi@kitchen' % data, 'ssh-ed25519 %s pi@kitchen' % data)
-    assert not f.same_public_key('ssh-ed25519 %s other' % data, 'ssh-ed25519 %s pi@kitchen' % data)
-    assert not f.same_public_key(None, 'ssh-ed25519 %s' % data)
-
-
-@pytest.mark.parametrize('text, words', [
-    ('', 'empty'),
-    (None, 'must be a string'),
-    ('ssh-rsa AAAAB3NzaC1yc2E', 'of type ssh-ed25519'),
-    ('command="sh" ssh-ed25519 ' + ed25519(), 'options'),
-    ('ssh-ed25519', 'no key data'),
-    ('ssh-ed25519 !!!notbase64', 'not valid base64'),
-    ('ssh-ed25519 ' + ed25519(size=16), 'not an ssh-ed25519 key'),
-    ('ssh-ed25519 ' + ed25519(key_type='ssh-rsa'), 'not an ssh-ed25519 key'),
-    ('ssh-ed25519 %s a\nssh-ed25519 %s b' % (ed25519(), ed25519()), 'single line'),
-    ('ssh-ed25519 %s bell\x07' % ed25519(), 'control characters'),
-    ('ssh-ed25519 %s %s' % (ed25519(), 'c' * 2000), 'too long'),
-])
-def test_normalize_public_key_rejects(text, words):
-    with pytest.raises(f.FactsError) as exc:
-        f.normalize_public_key(text)
-    assert words in str(exc.value)
 
 
 def test_no_third_party_imports():

@@ -3,56 +3,15 @@
 """Table-driven tests of the pure rental decisions (no Docker, no HTTP)."""
 from __future__ import annotations
 
-import base64
 import copy
 import datetime
-import struct
 import sys
 
 import pytest
 
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _lease, _ssh_key
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental as r
-
-NOW = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.timezone.utc)
-LATER = '2026-11-25T14:00:00Z'
-EARLIER = '2026-11-25T11:59:59Z'
-
-
-def make_key(key_type='ssh-ed25519', seed=b'a', comment='renter@laptop'):
-    blob = struct.pack('>I', len(key_type)) + key_type.encode() + struct.pack('>I', 32) + seed * 32
-    line = '%s %s' % (key_type, base64.b64encode(blob).decode())
-    return line + (' ' + comment if comment else '')
-
-
-KEY_A = make_key(seed=b'a')
-KEY_B = make_key(seed=b'b', comment='second')
-
-
-def raw_lease(**changes):
-    lease = {
-        'id': '5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60',
-        'username': 'alice',
-        'ssh_authorized_keys': [KEY_A],
-        'image': 'p2pvps/renter:latest',
-        'expires_at': LATER,
-        'limits': {'memory_mb': 512, 'cpus': 1.5, 'pids': 256, 'disk_gb': 4},
-        'renter': 'unknown fields are ignored',
-    }
-    for name, value in changes.items():
-        if name.startswith('limits_'):
-            lease['limits'][name[len('limits_'):]] = value
-        elif value is DELETE:
-            del lease[name]
-        else:
-            lease[name] = value
-    return lease
-
-
-DELETE = object()
-
-
-def lease(**changes):
-    return r.parse_lease(raw_lease(**changes))
+from tests.unit.plugins.module_utils.lease_samples import EARLIER, KEY_A, KEY_B, NOW, lease
 
 
 def container(the_lease=None, **changes):
@@ -68,143 +27,14 @@ def container(the_lease=None, **changes):
     return r.ObservedContainer(**values)
 
 
-def volume(the_lease=None, disk_gb=4):
+def volume(the_lease=None, disk_gb=4, disk_mounted=True):
     the_lease = the_lease or lease()
-    return r.ObservedVolume(the_lease.id, the_lease.volume_name, disk_gb)
+    return r.ObservedVolume(the_lease.id, the_lease.volume_name, disk_gb, disk_mounted if disk_gb else None)
 
 
-# ------------------------------------------------------------------ validation
-
-VALID = [
-    ('plain', {}),
-    ('two keys', {'ssh_authorized_keys': [KEY_A, KEY_B]}),
-    ('rsa key no comment', {'ssh_authorized_keys': [make_key('ssh-rsa', comment='')]}),
-    ('ecdsa key', {'ssh_authorized_keys': [make_key('ecdsa-sha2-nistp256')]}),
-    ('integer cpus', {'limits_cpus': 2}),
-    ('min limits', {'limits_memory_mb': 64, 'limits_cpus': 0.1, 'limits_pids': 16, 'limits_disk_gb': 1}),
-    ('max limits', {'limits_memory_mb': 65536, 'limits_cpus': 64, 'limits_pids': 65536, 'limits_disk_gb': 2048}),
-    ('fractional seconds', {'expires_at': '2026-11-25T14:00:00.123456Z'}),
-    ('+00:00 offset', {'expires_at': '2026-11-25T14:00:00+00:00'}),
-    ('underscore user', {'username': '_bob-2'}),
-    ('image with registry and digest', {'image': 'registry.example.org:5000/p2pvps/renter:1.0@sha256:' + 'a' * 64}),
-    ('short lease id', {'id': 'L1'}),
-]
-
-
-@pytest.mark.parametrize('name, changes', VALID, ids=[v[0] for v in VALID])
-def test_valid_leases(name, changes):
-    parsed = lease(**changes)
-    assert isinstance(parsed, r.Lease)
-    assert r.parse_lease(parsed.to_dict()) == parsed
-
-
-def test_null_lease_is_no_lease():
-    assert r.parse_lease(None) is None
-    assert r.parse_checkin({'lease': None, 'checkin_interval_s': 120}) is None
-
-
-INVALID = [
-    # (id, changes, words expected in the message)
-    ('lease is a list', None, 'must be an object'),
-    ('missing id', {'id': DELETE}, 'missing field(s): id'),
-    ('missing limits', {'limits': DELETE}, 'limits'),
-    ('id int', {'id': 42}, 'id must be a string'),
-    ('id traversal', {'id': '../x'}, 'not a valid lease id'),
-    ('id too long', {'id': 'a' * 65}, 'too long'),
-    ('root', {'username': 'root'}, 'reserved'),
-    ('sshd', {'username': 'sshd'}, 'reserved'),
-    ('nobody', {'username': 'nobody'}, 'reserved'),
-    ('user traversal', {'username': '../x'}, 'not a valid login name'),
-    ('user upper', {'username': 'Alice'}, 'not a valid login name'),
-    ('user leading dash', {'username': '-x'}, 'not a valid login name'),
-    ('user too long', {'username': 'a' * 33}, 'too long'),
-    ('user empty', {'username': ''}, 'not a valid login name'),
-    ('user null', {'username': None}, 'must be a string, got null'),
-    ('user newline', {'username': 'bob\n'}, 'not a valid login name'),
-    ('keys string', {'ssh_authorized_keys': KEY_A}, 'must be a list'),
-    ('keys empty', {'ssh_authorized_keys': []}, 'empty'),
-    ('too many keys', {'ssh_authorized_keys': [make_key(seed=bytes([i])) for i in range(17)]}, 'at most 16'),
-    ('key with options', {'ssh_authorized_keys': ['command="/bin/sh" ' + KEY_A]}, 'options'),
-    ('key with from=', {'ssh_authorized_keys': ['from="10.0.0.1",no-pty ' + KEY_A]}, 'options'),
-    ('key with newline', {'ssh_authorized_keys': [KEY_A + '\n' + KEY_B]}, 'line breaks'),
-    ('key not a string', {'ssh_authorized_keys': [42]}, 'must be a string'),
-    ('key bad base64', {'ssh_authorized_keys': ['ssh-ed25519 !!!notbase64']}, 'base64'),
-    ('key type mismatch', {'ssh_authorized_keys': ['ssh-rsa ' + KEY_A.split(' ')[1]]}, 'does not match'),
-    ('key huge', {'ssh_authorized_keys': ['ssh-ed25519 ' + 'A' * 5000]}, 'too long'),
-    ('unknown key type', {'ssh_authorized_keys': ['ssh-dss AAAAB3NzaC1kc3MAAACBAP']}, 'key type'),
-    ('image uppercase', {'image': 'P2PVPS/Renter'}, 'not a valid image'),
-    ('image option', {'image': '--privileged'}, 'not a valid image'),
-    ('image spaces', {'image': 'a b'}, 'not a valid image'),
-    ('image huge', {'image': 'a' * 300}, 'too long'),
-    ('image int', {'image': 7}, 'must be a string'),
-    ('expires naive', {'expires_at': '2026-11-25T14:00:00'}, 'ISO 8601 UTC'),
-    ('expires other tz', {'expires_at': '2026-11-25T14:00:00+02:00'}, 'ISO 8601 UTC'),
-    ('expires number', {'expires_at': 1764072000}, 'must be a string'),
-    ('expires bad date', {'expires_at': '2026-02-30T14:00:00Z'}, 'not a valid time'),
-    ('limits list', {'limits': [1, 2]}, 'limits must be an object'),
-    ('memory missing', {'limits': {'cpus': 1, 'pids': 100, 'disk_gb': 1}}, 'limits.memory_mb is missing'),
-    ('memory bool', {'limits_memory_mb': True}, 'must be a number, got a boolean'),
-    ('memory float', {'limits_memory_mb': 512.0}, 'must be an integer'),
-    ('memory string', {'limits_memory_mb': '512'}, 'must be a number'),
-    ('memory low', {'limits_memory_mb': 63}, 'out of range'),
-    ('memory high', {'limits_memory_mb': 65537}, 'out of range'),
-    ('cpus nan', {'limits_cpus': float('nan')}, 'finite'),
-    ('cpus inf', {'limits_cpus': float('inf')}, 'finite'),
-    ('cpus bool', {'limits_cpus': False}, 'boolean'),
-    ('cpus low', {'limits_cpus': 0.05}, 'out of range'),
-    ('cpus high', {'limits_cpus': 65}, 'out of range'),
-    ('pids low', {'limits_pids': 15}, 'out of range'),
-    ('pids null', {'limits_pids': None}, 'got null'),
-    ('disk zero', {'limits_disk_gb': 0}, 'out of range'),
-    ('disk huge', {'limits_disk_gb': 10 ** 30}, 'out of range'),
-]
-
-
-@pytest.mark.parametrize('name, changes, words', INVALID, ids=[v[0] for v in INVALID])
-def test_invalid_leases(name, changes, words):
-    raw = [1, 2] if changes is None else raw_lease(**changes)
-    with pytest.raises(r.LeaseError) as exc:
-        r.parse_lease(raw)
-    message = str(exc.value)
-    assert words in message
-    assert len(message) < 300, 'messages never repeat huge values'
-
-
-@pytest.mark.parametrize('answer, words', [
-    ([], 'JSON object'),
-    ('lease', 'JSON object'),
-    ({}, 'no "lease" field'),
-    ({'lease': 'x'}, 'must be an object or null'),
-])
-def test_invalid_checkin_answers(answer, words):
-    with pytest.raises(r.LeaseError, match=words.replace('(', r'\(')):
-        r.parse_checkin(answer)
-
-
-def test_key_is_normalised_and_fingerprinted():
-    parsed = lease(ssh_authorized_keys=['  ' + KEY_A + '  ', KEY_A])
-    assert parsed.keys == (KEY_A,)
-    assert r.key_fingerprint(KEY_A).startswith('SHA256:')
-    assert KEY_A.split(' ')[1] not in str(parsed.summary())
-
-
-def test_state_round_trip():
-    the_lease = lease()
-    assert r.parse_state(r.state_content(the_lease)) == the_lease
-    assert r.parse_state(r.state_content(None)) is None
-    with pytest.raises(r.LeaseError):
-        r.parse_state({'lease': None})
-
-
-def test_names():
-    the_lease = lease()
-    assert the_lease.container_name == 'p2pvps-renter-5f2d6c1e8d4b'
-    assert the_lease.volume_name == 'p2pvps-lease-5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60'
-    assert the_lease.authorized_keys == KEY_A + '\n'
-
-
-def test_pure_imports():
-    source = open(r.__file__).read()
+@pytest.mark.parametrize('pure', [r, _lease, _ssh_key], ids=lambda module: module.__name__.rsplit('.', maxsplit=1)[-1])
+def test_pure_imports(pure):
+    source = open(pure.__file__).read()
     assert 'import requests' not in source and 'import docker' not in source
     assert 'docker' not in {m.split('.')[0] for m in sys.modules if m.startswith('ansible_collections')}
 
@@ -230,6 +60,8 @@ C2_EXPIRED_LABEL = container(L2, id='e' * 64, expires_at=NOW - datetime.timedelt
 C_NOLABEL = container(L1, id='f' * 64, lease_id=None, name='p2pvps-renter-junk', expires_at=None)
 V1 = volume(L1)
 V2 = volume(L2)
+V1_UNMOUNTED = volume(L1, disk_mounted=False)
+V2_UNMOUNTED = volume(L2, disk_mounted=False)
 
 # (id, desired, api_ok, containers, local_state, volumes, expected [(kind, lease_id, container_id)])
 DECISIONS = [
@@ -281,6 +113,22 @@ DECISIONS = [
     ('strays of other leases removed with volumes', L1, True, [C1, C2, C_NOLABEL], L1, [V1, V2], [
         ('remove_container', L2.id, C2.id), ('remove_container', None, C_NOLABEL.id),
         ('remove_volume', L2.id, None)]),
+    # lease disks after a reboot
+    ('disk not mounted: mount it', L1, True, [C1], L1, [V1_UNMOUNTED], [('mount_disk', L1.id, None)]),
+    ('disk not mounted, container stopped: mount, then start', L1, True, [C1_STOPPED], L1, [V1_UNMOUNTED], [
+        ('mount_disk', L1.id, None), ('start', L1.id, C1.id)]),
+    ('image changed on an unmounted disk: mount before the system reset', L1_IMAGE, True, [C1], L1,
+     [V1_UNMOUNTED], [
+        ('remove_container', L1.id, C1.id), ('mount_disk', L1.id, None), ('reset_system', L1.id, None),
+        ('create', L1.id, None), ('write_state', L1.id, None)]),
+    ('disk grows while not mounted: mount, then resize', L1_DISK_UP, True, [C1], L1, [V1_UNMOUNTED], [
+        ('mount_disk', L1.id, None), ('resize_disk', L1.id, None), ('write_state', L1.id, None)]),
+    ('ended lease: its disk is removed, not mounted', None, True, [C1], L1, [V1_UNMOUNTED], [
+        ('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)]),
+    ('lease changed: only the new lease is mounted', L2, True, [C1], L1, [V1_UNMOUNTED, V2_UNMOUNTED], [
+        ('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('mount_disk', L2.id, None),
+        ('create', L2.id, None), ('write_state', L2.id, None)]),
+    ('volume without a lease disk: nothing to mount', L1, True, [C1], L1, [volume(L1, None)], []),
     # API failed
     ('api down, live lease kept', None, False, [C1], L1, [V1], []),
     ('api down ignores desired', L2, False, [C1], L1, [V1], []),
@@ -301,6 +149,13 @@ DECISIONS = [
     ('api down, orphan volume kept', None, False, [], None, [V2], []),
     ('api down, duplicates of live lease', None, False, [C1_STOPPED, C1_DUP], L1, [V1], [
         ('remove_container', L1.id, C1.id)]),
+    ('api down, live lease after a reboot: mount, then start', None, False, [C1_STOPPED], L1, [V1_UNMOUNTED], [
+        ('mount_disk', L1.id, None), ('start', L1.id, C1.id)]),
+    ('api down, expired lease: its disk is removed, not mounted', None, False, [container(L1_EXPIRED)],
+     L1_EXPIRED, [V1_UNMOUNTED], [
+        ('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)]),
+    ('api down, no state, live label after a reboot: mount, then start', None, False, [C1_STOPPED], None,
+     [V1_UNMOUNTED], [('mount_disk', L1.id, None), ('start', L1.id, C1.id)]),
 ]
 
 
@@ -349,42 +204,6 @@ def test_no_web_port_means_none_published():
     assert r.decide(L1, True, [C1], L1, NOW, [V1], publish=r.Publish(ssh_port=2222)).actions == []
 
 
-WEB_OK = {'hostname': 'alice-k3j9xq.web.test', 'url': 'https://alice-k3j9xq.web.test/'}
-WEB_INVALID = [
-    ('not an object', 'https://x.test/', 'must be an object'),
-    ('no hostname', {'url': 'https://x.test/'}, 'web.hostname must be a string'),
-    ('upper case', dict(WEB_OK, hostname='Alice.web.test', url='https://Alice.web.test/'), 'lower-case DNS name'),
-    ('single label', {'hostname': 'localhost', 'url': 'https://localhost/'}, 'lower-case DNS name'),
-    ('label too long', {'hostname': 'a' * 64 + '.test', 'url': 'https://' + 'a' * 64 + '.test/'}, 'DNS name'),
-    ('underscore', {'hostname': 'a_b.web.test', 'url': 'https://a_b.web.test/'}, 'DNS name'),
-    ('url elsewhere', dict(WEB_OK, url='https://evil.example/'), 'web.url'),
-    ('url with path', dict(WEB_OK, url='https://alice-k3j9xq.web.test/x'), 'web.url'),
-    ('javascript url', dict(WEB_OK, url='javascript:alert(1)'), 'web.url'),
-    ('url with credentials', dict(WEB_OK, url='https://u:p@alice-k3j9xq.web.test/'), 'web.url'),
-    ('url not a string', dict(WEB_OK, url=7), 'must be a string'),
-]
-
-
-@pytest.mark.parametrize('name, web, words', WEB_INVALID, ids=[w[0] for w in WEB_INVALID])
-def test_invalid_web_block_rejects_the_lease(name, web, words):
-    with pytest.raises(r.LeaseError) as err:
-        lease(web=web)
-    assert words in str(err.value)
-
-
-def test_web_block_round_trips():
-    assert lease(web=None).web is None and lease().web is None
-    with_port = lease(web={'hostname': 'a.web.test', 'url': 'http://a.web.test:8443/'})
-    assert with_port.web.url == 'http://a.web.test:8443/'
-    assert r.parse_lease(L1_WEB.to_dict()) == L1_WEB
-    assert r.parse_state(r.state_content(L1_WEB)) == L1_WEB
-    assert L1_WEB.summary()['web'] == WEB_OK
-    # a state file written before leases had a web block
-    old = r.state_content(L1)
-    del old['lease']['web']
-    assert r.parse_state(old) == L1
-
-
 def test_fit_to_device_cuts_memory_and_cpus_with_a_note():
     big = lease(limits_memory_mb=65536, limits_cpus=64)
     fitted, notes = r.fit_to_device(big, r.Capacity(memory_mb=768, cpus=4))
@@ -409,14 +228,17 @@ def test_api_error_never_wipes_live_leases():
         assert not [a for a in plan.actions if a.kind == 'remove_volume']
 
 
-def test_plan_lease_after_and_notes():
+def test_plan_lease_after_and_warnings():
     assert r.decide(L1, True, [], None, NOW).lease_after == L1
     assert r.decide(None, True, [C1], L1, NOW).lease_after is None
     assert r.decide(None, False, [C1], L1, NOW).lease_after == L1
     plan = r.decide(None, False, [C1], L1, NOW)
-    assert any('kept until' in note for note in plan.notes)
+    assert any('kept until' in warning for warning in plan.warnings)
+    plan = r.decide(None, False, [C2], None, NOW, [V2])
+    assert plan.warnings == ['marketplace unavailable: nothing wiped except expired leases']
     plan = r.decide(L1_DISK_DOWN, True, [C1], L1, NOW, [V1])
-    assert any('shrinks' in note for note in plan.notes)
+    assert len(plan.warnings) == 1 and 'shrinks' in plan.warnings[0]
+    assert r.decide(L1, True, [C1], L1, NOW, [V1]).warnings == []
     assert r.decide(L1, True, [C1_STOPPED], L1, NOW).keep == C1_STOPPED
 
 
@@ -427,7 +249,7 @@ def test_diff_before_after():
     assert plan.diff_after['lease']['id'] == L2.id
     assert [c['name'] for c in plan.diff_after['containers']] == [L2.container_name]
     assert plan.diff_after['containers'][0]['state'] == 'running'
-    assert plan.diff_after['lease']['ssh_key_fingerprints'] == [r.key_fingerprint(KEY_A)]
+    assert plan.diff_after['lease']['ssh_key_fingerprints'] == [_ssh_key.fingerprint(KEY_A)]
     assert KEY_A.split(' ')[1] not in str(plan.diff_after) + str(plan.diff_before)
 
     same = r.decide(L1, True, [C1], L1, NOW, [V1])
