@@ -191,7 +191,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                                                     **filters):
                 devices.extend(page)
         except MarketplaceError as exc:
-            raise AnsibleError(f"marketplace inventory: {to_native(exc)}") from None
+            raise AnsibleError("marketplace inventory: %s" % to_native(exc)) from None
         return devices
 
     def _select(self, devices):
@@ -203,7 +203,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         try:
             expression = jmespath.compile(query)
         except jmespath.exceptions.JMESPathError as exc:
-            raise AnsibleError(f"invalid query {query!r}: {exc}") from None
+            raise AnsibleError("invalid query %r: %s" % (query, to_native(exc))) from None
         return [device for device in devices if expression.search(device)]
 
     def _populate(self, devices):

@@ -2,13 +2,12 @@
 # Copyright (c) 2026, p2pvps.fleet developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
-
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
 """The one client of the P2P VPS marketplace API (contract v1).
 
-Robustness, as DESIGN.md asks of it:
+Robustness against a marketplace that misbehaves (docs/threat-model.md):
 
 * one overall deadline per call (``timeout`` seconds) that covers connecting, every retry,
   the waits between them, the headers and the whole body. Each attempt runs in a daemon
@@ -803,8 +802,8 @@ def _module_token(module, kind):
     if not token_file:
         token = params.get(kind + '_token')
         if not token:
-            module.fail_json(msg='a {0} token is required: set {0}_token_file or {0}_token (or the environment '
-                                 'variable P2PVPS_{1}_TOKEN)'.format(kind, kind.upper()))
+            module.fail_json(msg='a %(kind)s token is required: set %(kind)s_token_file or %(kind)s_token (or the '
+                                 'environment variable P2PVPS_%(env)s_TOKEN)' % {'kind': kind, 'env': kind.upper()})
         return token
     try:
         token, world_readable = read_token_file(token_file, '%s token' % kind)

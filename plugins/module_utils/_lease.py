@@ -5,9 +5,9 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-# The lease model: a lease as the marketplace sends it (and the state file keeps it),
-# validated field by field. No third-party imports. What to do about a lease is decided
-# in _rental.py.
+"""The lease model: a lease as the marketplace sends it (and the state file keeps it),
+validated field by field. No third-party imports. What to do about a lease is decided
+in _rental.py."""
 
 from __future__ import annotations
 
@@ -197,19 +197,19 @@ def _require_str(raw, name, max_len):
 
 # ---------------------------------------------------------------- validation
 
-def parse_lease_id(raw):
-    _require_str(raw, 'id', 64)
-    if not LEASE_ID_RE.fullmatch(raw):
-        raise LeaseError('lease id %s is not a valid lease id (letters, digits, "_", "-"; 1-64)'
-                         % _describe(raw))
+def _require_match(raw, name, max_len, pattern, what):
+    _require_str(raw, name, max_len)
+    if not pattern.fullmatch(raw):
+        raise LeaseError('lease %s %s is not a valid %s' % (name, _describe(raw), what))
     return raw
 
 
+def parse_lease_id(raw):
+    return _require_match(raw, 'id', 64, LEASE_ID_RE, 'lease id (letters, digits, "_", "-"; 1-64)')
+
+
 def parse_username(raw):
-    _require_str(raw, 'username', 32)
-    if not USERNAME_RE.fullmatch(raw):
-        raise LeaseError('lease username %s is not a valid login name (^[a-z_][a-z0-9_-]{0,31}$)'
-                         % _describe(raw))
+    _require_match(raw, 'username', 32, USERNAME_RE, 'login name (^[a-z_][a-z0-9_-]{0,31}$)')
     if raw in RESERVED_USERNAMES:
         raise LeaseError('lease username %r is a reserved system name' % raw)
     return raw

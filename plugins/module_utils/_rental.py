@@ -2,16 +2,14 @@
 # Copyright (c) 2026, p2pvps.fleet developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 
-# PRIVATE: this file is part of p2pvps.fleet's internals. It is not a public API
-# of the collection and may change at any time, without deprecation. Do not use
-# it from outside the collection.
-#
-# Pure decisions of the rental converge. This file imports neither `requests`
-# nor `docker`: from (desired lease, API status, observed containers and volumes,
-# local lease state, now) it computes the actions, the diff, the warnings and the
-# lease to remember. The lease itself is modelled and validated in _lease.py; the
-# Docker side (_docker.py) and the module (modules/rental.py) do the I/O.
+"""Pure decisions of the rental converge. This file imports neither `requests`
+nor `docker`: from (desired lease, API status, observed containers and volumes,
+local lease state, now) it computes the actions, the diff, the warnings and the
+lease to remember. The lease itself is modelled and validated in _lease.py; the
+Docker side (_docker.py) and the module (modules/rental.py) do the I/O."""
 
 from __future__ import annotations
 

@@ -2,14 +2,12 @@
 # Copyright (c) 2026, p2pvps.fleet developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 # SPDX-License-Identifier: GPL-3.0-or-later
+# Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
+# Do not use this from other collections or standalone plugins/modules!
 
-# PRIVATE: this file is part of p2pvps.fleet's internals. It is not a public API
-# of the collection and may change at any time, without deprecation. Do not use
-# it from outside the collection.
-#
-# The device side of the renter sandbox that is not Docker: what the device can give a
-# lease (memory, CPUs, free disk), whether the host's isolation rules are in place, and the
-# per-lease bandwidth cap (tc on both ends of the container's veth pair).
+"""The device side of the renter sandbox that is not Docker: what the device can give a
+lease (memory, CPUs, free disk), whether the host's isolation rules are in place, and the
+per-lease bandwidth cap (tc on both ends of the container's veth pair)."""
 
 from __future__ import annotations
 

@@ -5,8 +5,8 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-# The one parser of OpenSSH public key lines: the renter's keys of a lease (_lease.py) and
-# the device's tunnel key (module device_register). No Ansible and no third-party imports.
+"""The one parser of OpenSSH public key lines: the renter's keys of a lease (_lease.py) and
+the device's tunnel key (module device_register). No Ansible and no third-party imports."""
 
 from __future__ import annotations
 
