@@ -423,6 +423,24 @@ def test_rental_lifecycle(renter_image, marketplace, tmp_path):
         assert kinds(started) == ['start', 'limit_bandwidth'] and started['container_id'] == container_id
         wait_login(port, user, key2)
 
+        # reboot: the loop mount is gone and the container cannot start on the bare mountpoint;
+        # decide() plans the mount before the start, and the renter's files are still there
+        assert ssh(port, user, key2, 'echo kept-across-reboot > ~/kept').returncode == 0
+        docker('stop', container_id)
+        mountpoint = str(state_dir / 'disks' / lease_id)
+        subprocess.run(['umount', mountpoint], check=True)
+        assert not os.path.ismount(mountpoint)
+        assert subprocess.run(['docker', 'start', container_id], capture_output=True, check=False).returncode != 0
+        dry = run_rental(args, check_mode=True)
+        assert kinds(dry) == ['mount_disk', 'start'] and dry['changed'] is True, dry
+        assert not os.path.ismount(mountpoint)
+        rebooted = run_rental(args)
+        assert kinds(rebooted) == ['mount_disk', 'start', 'limit_bandwidth'], rebooted
+        assert rebooted['container_id'] == container_id and os.path.ismount(mountpoint)
+        wait_login(port, user, key2)
+        assert ssh(port, user, key2, 'cat ~/kept').stdout.strip() == 'kept-across-reboot'
+        assert run_rental(args)['changed'] is False
+
         # API stopped -> live lease kept, error reported (and failing only when asked to)
         marketplace.stop()
         try:
