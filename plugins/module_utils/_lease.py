@@ -36,8 +36,9 @@ _LABEL = r'[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?'
 HOSTNAME_RE = re.compile(r'^' + _LABEL + r'(?:\.' + _LABEL + r')+$')
 MAX_HOSTNAME_LEN = 253
 WEB_URL_RE = re.compile(r'^https?://(?P<host>[a-z0-9.-]{1,253})(?::[0-9]{1,5})?/$')
-EXPIRES_RE = re.compile(
-    r'^(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]00:?00)$'
+# RFC 3339: a time with its offset from UTC (Z or +HH:MM); a time without one is refused.
+TIME_RE = re.compile(
+    r'^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:([Zz])|([+-])(\d{2}):(\d{2}))$'
 )
 
 MAX_KEYS = 16
@@ -223,19 +224,25 @@ def parse_image(raw):
 
 
 def parse_time(raw, name='expires_at'):
+    """An aware UTC datetime from an RFC 3339 time with any offset (fractions of a second dropped)."""
     _require_str(raw, name, 40)
-    match = EXPIRES_RE.fullmatch(raw)
+    match = TIME_RE.fullmatch(raw)
     if not match:
-        raise LeaseError('lease %s %s is not an ISO 8601 UTC time (YYYY-MM-DDTHH:MM:SSZ)'
-                         % (name, _describe(raw)))
+        raise LeaseError('lease %s %s is not an RFC 3339 time with an offset (YYYY-MM-DDTHH:MM:SSZ or '
+                         '...+HH:MM)' % (name, _describe(raw)))
     year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    # Fractions of a second are dropped: leases are kept to the second, and the state
-    # file and the diff stay stable.
+    zulu, sign, offset_hours, offset_minutes = match.groups()[6:]
     try:
-        return datetime.datetime(year, month, day, hour, minute, second,
-                                 tzinfo=datetime.timezone.utc)
+        if zulu:
+            zone = datetime.timezone.utc
+        else:
+            offset = datetime.timedelta(hours=int(offset_hours), minutes=int(offset_minutes))
+            zone = datetime.timezone(-offset if sign == '-' else offset)
+        # Fractions are dropped: leases are kept to the second, and the state file and the diff stay stable.
+        value = datetime.datetime(year, month, day, hour, minute, second, tzinfo=zone)
     except ValueError as exc:
         raise LeaseError('lease %s %s is not a valid time: %s' % (name, _describe(raw), exc))
+    return value.astimezone(datetime.timezone.utc)
 
 
 def parse_ssh_key(raw, index=0):
@@ -334,6 +341,17 @@ def parse_checkin(answer):
     if 'lease' not in answer:
         raise LeaseError('check-in answer has no "lease" field')
     return parse_lease(answer['lease'])
+
+
+def parse_server_time(answer):
+    """The marketplace's clock from a check-in answer (`server_time`), or None when it sends none."""
+    raw = answer.get('server_time') if isinstance(answer, dict) else None
+    if raw is None:
+        return None
+    try:
+        return parse_time(raw, 'server_time')
+    except LeaseError as exc:
+        raise LeaseError('check-in answer: %s' % exc)
 
 
 STATE_VERSION = 1

@@ -287,7 +287,8 @@ def decide(desired, api_ok, observed_containers, local_state, now, observed_volu
       wiped except leases whose expires_at has passed on local time.
     observed_containers: ObservedContainer list, every container labelled p2pvps.role=renter.
     local_state: Lease or None from the state file.
-    now: aware datetime (UTC).
+    now: aware datetime (UTC), the marketplace's clock: its server_time when it answered, else the
+      device's best estimate of it (_clock.py). A lease it answers that has expired by then is no lease.
     observed_volumes: ObservedVolume list, lease volumes present on the engine, each with
       whether its lease disk is mounted.
     publish: Publish (ports and sandbox settings); by default only local_port is compared.
@@ -303,6 +304,10 @@ def decide(desired, api_ok, observed_containers, local_state, now, observed_volu
         'containers': sorted((c.summary() for c in containers), key=lambda s: (s['name'], s['lease_id'] or '')),
     }
 
+    if api_ok and desired is not None and desired.expired(now):
+        warnings.append('the marketplace answered lease %s, which expired at %s by its own clock (%s): '
+                        'it is treated as no lease' % (desired.id, format_time(desired.expires_at), format_time(now)))
+        desired = None
     if api_ok:
         lease_after = desired
         if desired is not None:

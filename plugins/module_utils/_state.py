@@ -5,7 +5,8 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""The device's local lease state file (lease.json): read it safely, write it atomically."""
+"""The device's local files: the lease state (lease.json) and the clock anchor (clock.json), read safely and
+written atomically; the lock that lets one converge run at a time."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ import time
 
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _lease
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _lease
 
 STATE_FILE = 'lease.json'
+CLOCK_FILE = 'clock.json'
 
 #: The state directory option of the modules that use one (doc fragment p2pvps.fleet._device).
 STATE_DIR_ARGS = dict(
@@ -27,30 +29,48 @@ STATE_DIR_ARGS = dict(
 )
 
 
-def read_state(path):
-    """(Lease or None, warning or None) from the state file."""
+def _read_parsed(path, what, parse):
+    """(parse(the file's JSON) or None, warning or None); a missing file is no warning."""
     try:
         with open(path, 'rb') as handle:
             raw = json.loads(handle.read(1024 * 1024).decode('utf-8'))
     except FileNotFoundError:
         return None, None
     except (ValueError, UnicodeError) as exc:
-        return None, 'local lease state %s is unreadable and ignored: %s' % (path, to_native(exc))
+        return None, '%s %s is unreadable and ignored: %s' % (what, path, to_native(exc))
     try:
-        return _lease.parse_state(raw), None
+        return parse(raw), None
     except _lease.LeaseError as exc:
-        return None, 'local lease state %s is ignored: %s' % (path, to_native(exc))
+        return None, '%s %s is ignored: %s' % (what, path, to_native(exc))
+
+
+def read_state(path):
+    """(Lease or None, warning or None) from the state file."""
+    return _read_parsed(path, 'local lease state', _lease.parse_state)
+
+
+def read_anchor(path):
+    """(clock Anchor or None, warning or None) from the clock file."""
+    return _read_parsed(path, 'clock anchor', _clock.parse_anchor)
 
 
 def write_state(path, lease):
+    write_json_atomic(path, _lease.state_content(lease))
+
+
+def write_anchor(path, anchor):
+    write_json_atomic(path, anchor.to_dict())
+
+
+def write_json_atomic(path, content):
     """Atomic write: temporary file in the same directory, fsync, 0600, rename."""
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.lease.', dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % os.path.basename(path), dir=directory)
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, 'w') as handle:
-            json.dump(_lease.state_content(lease), handle, indent=2, sort_keys=True)
+            json.dump(content, handle, indent=2, sort_keys=True)
             handle.write('\n')
             handle.flush()
             os.fsync(handle.fileno())

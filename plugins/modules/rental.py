@@ -52,11 +52,16 @@ description:
   - Durable and fail-safe. The last lease is kept in C(lease.json) in O(state_dir) (written
     atomically, mode 0600) and in container labels. When the marketplace is unreachable,
     times out or answers anything that does not validate, nothing is wiped except a lease
-    whose C(expires_at) has passed on local time; a live lease keeps running (it is started
+    whose C(expires_at) has passed (see the clock below); a live lease keeps running (it is started
     or even recreated from the local state if needed) and the error is reported in
     RV(api_error) and as a warning, failing only with O(fail_on_api_error=true).
-  - When the marketplace answers, its answer is authoritative (a device without a real-time
-    clock may have a wrong clock); local time decides only while the marketplace is down.
+  - Leases end by the marketplace's clock, never the device's (a Raspberry Pi has no real-time clock).
+    When the marketplace answers, its C(server_time) is the time, and a lease it answers that has
+    already expired by it is treated as no lease. While it does not answer, the time is the
+    marketplace's time at the last good check-in plus the time elapsed since then by the kernel's
+    boot clock, which clock jumps (fake-hwclock, bad NTP) do not move; after a reboot, the device's
+    clock corrected by the offset seen at the last check-in (never earlier than that check-in).
+    This is remembered in C(clock.json) in O(state_dir), written only when it changes. See RV(clock).
 author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
@@ -370,6 +375,23 @@ checkin_interval_s:
   returned: always
   type: int
   sample: 120
+clock:
+  description: The time this run judged leases by.
+  returned: always
+  type: dict
+  contains:
+    source:
+      description: V(marketplace) (the answer's C(server_time)), V(time since the last check-in),
+        V(device clock corrected by the last check-in) (after a reboot) or V(device clock) (a
+        marketplace that sends no C(server_time), or none remembered).
+      type: str
+    marketplace_time:
+      description: That time (UTC).
+      type: str
+    device_ahead_s:
+      description: How many seconds the device's clock is ahead of it (negative when behind).
+      type: int
+  sample: {source: marketplace, marketplace_time: '2026-12-01T20:00:00Z', device_ahead_s: 0}
 diff:
   description: Before and after (the remembered lease and the renter containers).
   returned: when diff mode is on
@@ -384,7 +406,7 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _lease, _rental, _sandbox
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _facts, _lease, _rental, _sandbox
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
@@ -400,11 +422,14 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import (
     sdk_problem,
 )
 from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
+    CLOCK_FILE,
     STATE_DIR_ARGS,
     STATE_FILE,
     StateLock,
     StateLockTimeout,
+    read_anchor,
     read_state,
+    write_anchor,
     write_state,
 )
 
@@ -419,6 +444,7 @@ class RentalManager:
         self.module = module
         self.params = module.params
         self.state_path = os.path.join(self.params['state_dir'], STATE_FILE)
+        self.clock_path = os.path.join(self.params['state_dir'], CLOCK_FILE)
         self.docker = RenterDocker(self.params['docker_host'], os.path.join(self.params['state_dir'], 'disks'))
         self.sandbox = Sandbox(bridge=self.params['renter_bridge'], write_bps=self.params['write_bps'],
                                write_iops=self.params['write_iops'])
@@ -428,7 +454,7 @@ class RentalManager:
         self.result = {'changed': False, 'lease_id': None, 'container_id': None, 'lease': None,
                        'actions': [], 'api_error': None, 'disk_limit_enforced': None,
                        'disk_limit_reason': None, 'checkin_interval_s': None, 'refused': None,
-                       'sandbox': None}
+                       'sandbox': None, 'clock': None}
         self.owner = _UNKNOWN
 
     def checkin(self, containers, local_state):
@@ -445,16 +471,44 @@ class RentalManager:
             answer = client_from_module(self.module).checkin(observed)
         except MarketplaceError as exc:
             self.result['api_error'] = 'check-in failed: %s' % to_native(exc)
-            return False, None
+            return False, None, None
         try:
             desired = _lease.parse_checkin(answer)
+            server_time = _lease.parse_server_time(answer)
         except _lease.LeaseError as exc:
             self.result['api_error'] = 'check-in answer rejected: %s' % to_native(exc)
-            return False, None
+            return False, None, None
         interval = answer.get('checkin_interval_s')
         if isinstance(interval, int) and not isinstance(interval, bool):
             self.result['checkin_interval_s'] = interval
-        return True, desired
+        return True, desired, server_time
+
+    def marketplace_time(self, api_ok, server_time):
+        """The marketplace's clock: its answer's, or the estimate from the last check-in it answered;
+        a new check-in is remembered (only when the remembered one would mislead)."""
+        local_now = datetime.datetime.now(datetime.timezone.utc)
+        boot = _clock.read_boot()
+        anchor, warning = read_anchor(self.clock_path)
+        if warning:
+            self.module.warn(warning)
+        if server_time is not None:
+            now, source = server_time, _clock.SOURCE_MARKETPLACE
+            self.remember_anchor(anchor, _clock.anchor_at(server_time, local_now, boot))
+        elif api_ok:
+            now, source = local_now, _clock.SOURCE_LOCAL   # a marketplace that sends no server_time
+        else:
+            now, source = _clock.marketplace_now(anchor, boot, local_now)
+        self.result['clock'] = {'source': source, 'marketplace_time': _lease.format_time(now),
+                                'device_ahead_s': int(round((local_now - now).total_seconds()))}
+        return now
+
+    def remember_anchor(self, saved, fresh):
+        if self.module.check_mode or not _clock.anchor_is_stale(saved, fresh):
+            return
+        try:
+            write_anchor(self.clock_path, fresh)
+        except OSError as exc:
+            self.module.warn('the marketplace clock could not be remembered in %s: %s' % (self.clock_path, to_native(exc)))
 
     def run(self):
         local_state, warning = read_state(self.state_path)
@@ -463,8 +517,8 @@ class RentalManager:
         volumes = self.docker.lease_volumes()
         recorded_keys = {} if local_state is None else {local_state.id: local_state.keys_hash}
         containers = self.docker.renter_containers(recorded_keys)
-        api_ok, desired = self.checkin(containers, local_state)
-        now = datetime.datetime.now(datetime.timezone.utc)
+        api_ok, desired, server_time = self.checkin(containers, local_state)
+        now = self.marketplace_time(api_ok, server_time)
         if self.params['state'] == 'absent':
             self.refuse_live_lease(desired if api_ok else local_state, now)
             desired, api_ok = None, True

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import calendar
+import glob
 import json
 import os
 import struct
@@ -106,15 +107,25 @@ def wait_login(port, user, key, timeout=30):
         time.sleep(0.2)
 
 
-def run_rental(args, check_mode=False, diff=False):
-    """Run the module once through `ansible`; returns its result dict."""
+def shifted_clock(shift):
+    """Environment that moves the clocks of ansible and the module by `shift` ('+1d', '-1h': libfaketime),
+    as a wrong RTC-less clock would; the kernel's boot time in /proc/uptime does not move. (Its
+    monotonic clocks are shifted too: with DONT_FAKE_MONOTONIC Python 3.11's sleep fails with EINVAL.)"""
+    libraries = glob.glob('/usr/lib/*/faketime/libfaketime.so.1')
+    require(bool(libraries), 'libfaketime (Debian package libfaketime, installed by scripts/bootstrap.sh)')
+    return {'LD_PRELOAD': libraries[0], 'FAKETIME': shift}
+
+
+def run_rental(args, check_mode=False, diff=False, clock=None):
+    """Run the module once through `ansible` (its wall clock shifted by `clock`); returns its result dict."""
     cmd = ['ansible', 'localhost', '-i', 'localhost,', '-c', 'local', '-m', 'p2pvps.fleet.rental',
            '-a', json.dumps(args), '-e', 'ansible_python_interpreter=%s' % sys.executable]
     if check_mode:
         cmd.append('--check')
     if diff:
         cmd.append('--diff')
-    env = ansible_env(ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1')
+    env = ansible_env(ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1',
+                      **(shifted_clock(clock) if clock else {}))
     proc = run_ansible(cmd, env=env, check=False, timeout=300)
     try:
         data = json.loads(proc.stdout)
@@ -292,6 +303,72 @@ def test_fake_marketplace_offline_expiry(renter_image, fake_market, tmp_path):
         assert json.loads((tmp_path / 'state' / 'lease.json').read_text())['lease'] is None
     finally:
         cleanup_lease(lease_id, tmp_path / 'state')
+
+
+def utc_text(epoch, offset_hours=0):
+    """RFC 3339 text of an epoch time, written with the given UTC offset."""
+    if not offset_hours:
+        return time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(epoch))
+    return time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(epoch + offset_hours * 3600)) + '%+03d:00' % offset_hours
+
+
+def test_the_marketplace_clock_decides_whatever_the_device_clock_says(renter_image, fake_market, tmp_path):
+    """Device clock moved by +-1 h and +-1 day (libfaketime): leases live and die by the marketplace's
+    clock, its server_time while it answers and the boot clock since the last check-in while it does not."""
+    key_path, pub = make_keypair(tmp_path / 'key')
+    state_dir = tmp_path / 'state'
+    args = {'marketplace_url': fake_market.url, 'device_id': 'dev-clock', 'device_token': 'clock-test-token-1',
+            'state_dir': str(state_dir), 'local_port': free_port(), 'web_local_port': free_port(), 'timeout': 5,
+            'require_isolation': False}
+    live_id, late_id, short_id = ('clk%d-%s' % (index, uuid.uuid4().hex[:12]) for index in range(3))
+    real_now = int(time.time())
+    live = fake_lease(live_id, [pub], expires_at=utc_text(real_now + 3600, offset_hours=2))
+    try:
+        # a lease written with a +02:00 offset, the device a day behind: created, judged by server_time
+        fake_market.answer({'lease': live, 'server_time': utc_text(real_now)})
+        first = run_rental(args, clock='-1d')
+        assert kinds(first) == CREATED, first
+        assert first['clock']['source'] == 'marketplace' and abs(first['clock']['device_ahead_s'] + 86400) < 120
+        assert first['lease']['expires_at'] == utc_text(real_now + 3600)
+        container_id = first['container_id']
+        assert json.loads((state_dir / 'clock.json').read_text())['server_time'] == utc_text(real_now)
+
+        # the marketplace down, the device clock a day ahead or behind: the live lease is kept
+        fake_market.answer({'error': 'unavailable'}, status=503)
+        for shift in ('+1d', '-1d', '+1h'):
+            kept = run_rental(args, clock=shift)
+            assert kept['api_error'] and kept['changed'] is False, (shift, kept)
+            assert kept['clock']['source'] == 'time since the last check-in', (shift, kept['clock'])
+            assert renter_containers(live_id) == [container_id], shift
+
+        # an answer whose lease has expired by the marketplace's clock, the device an hour behind: wiped
+        fake_market.answer({'lease': live, 'server_time': utc_text(real_now + 3660)})
+        wiped = run_rental(args, clock='-1h')
+        assert kinds(wiped) == ['remove_container', 'remove_volume', 'write_state'], wiped
+        assert any('its own clock' in w for w in wiped.get('warnings', []))
+        assert not renter_containers(live_id)
+
+        # such a lease is never created, even with the device a day behind
+        late = fake_lease(late_id, [pub], expires_at=utc_text(real_now - 60))
+        fake_market.answer({'lease': late, 'server_time': utc_text(int(time.time()))})
+        never = run_rental(args, clock='-1d')
+        assert never.get('failed') is not True and kinds(never) == [] and not renter_containers(late_id), never
+
+        # offline expiry by the boot clock: the device a day behind still ends the lease on time
+        expires_epoch = int(time.time()) + 8
+        short = fake_lease(short_id, [pub], expires_at=utc_text(expires_epoch))
+        fake_market.answer({'lease': short, 'server_time': utc_text(int(time.time()))})
+        assert kinds(run_rental(args)) == CREATED
+        fake_market.answer({'error': 'unavailable'}, status=503)
+        while time.time() < expires_epoch + 1:
+            time.sleep(0.5)
+        ended = run_rental(args, clock='-1d')
+        assert kinds(ended) == ['remove_container', 'remove_volume', 'write_state'], ended
+        assert ended['clock']['source'] == 'time since the last check-in'
+        assert not renter_containers(short_id)
+    finally:
+        for lease_id in (live_id, late_id, short_id):
+            cleanup_lease(lease_id, state_dir)
 
 
 # ------------------------------------------------------------------ the reference server

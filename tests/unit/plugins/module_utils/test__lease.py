@@ -34,6 +34,31 @@ def test_valid_leases(name, changes):
     assert _lease.parse_lease(parsed.to_dict()) == parsed
 
 
+@pytest.mark.parametrize('raw, utc', [
+    ('2026-11-25T14:00:00Z', '2026-11-25T14:00:00Z'),
+    ('2026-11-25t14:00:00z', '2026-11-25T14:00:00Z'),
+    ('2026-11-25T14:00:00+02:00', '2026-11-25T12:00:00Z'),
+    ('2026-11-25T01:30:00+05:30', '2026-11-24T20:00:00Z'),
+    ('2026-11-25T22:00:00-03:00', '2026-11-26T01:00:00Z'),
+    ('2026-11-25T14:00:00.999-00:00', '2026-11-25T14:00:00Z'),
+])
+def test_times_with_any_offset_are_normalised_to_utc(raw, utc):
+    parsed = _lease.parse_time(raw)
+    assert parsed.utcoffset().total_seconds() == 0
+    assert _lease.format_time(parsed) == utc
+    assert lease(expires_at=raw).expires_at == parsed
+
+
+def test_server_time_of_a_checkin_answer():
+    assert _lease.parse_server_time({'lease': None}) is None
+    assert _lease.format_time(_lease.parse_server_time(
+        {'lease': None, 'server_time': '2026-12-01T21:00:00+01:00'})) == '2026-12-01T20:00:00Z'
+    for bad in ('2026-12-01T20:00:00', 1764619200, 'yesterday'):
+        with pytest.raises(_lease.LeaseError) as exc:
+            _lease.parse_server_time({'lease': None, 'server_time': bad})
+        assert 'server_time' in str(exc.value)
+
+
 def test_null_lease_is_no_lease():
     assert _lease.parse_lease(None) is None
     assert _lease.parse_checkin({'lease': None, 'checkin_interval_s': 120}) is None
@@ -73,8 +98,9 @@ INVALID = [
     ('image spaces', {'image': 'a b'}, 'not a valid image'),
     ('image huge', {'image': 'a' * 300}, 'too long'),
     ('image int', {'image': 7}, 'must be a string'),
-    ('expires naive', {'expires_at': '2026-11-25T14:00:00'}, 'ISO 8601 UTC'),
-    ('expires other tz', {'expires_at': '2026-11-25T14:00:00+02:00'}, 'ISO 8601 UTC'),
+    ('expires naive', {'expires_at': '2026-11-25T14:00:00'}, 'RFC 3339 time with an offset'),
+    ('expires offset without colon', {'expires_at': '2026-11-25T14:00:00+0200'}, 'RFC 3339 time with an offset'),
+    ('expires offset out of range', {'expires_at': '2026-11-25T14:00:00+24:00'}, 'not a valid time'),
     ('expires number', {'expires_at': 1764072000}, 'must be a string'),
     ('expires bad date', {'expires_at': '2026-02-30T14:00:00Z'}, 'not a valid time'),
     ('limits list', {'limits': [1, 2]}, 'limits must be an object'),

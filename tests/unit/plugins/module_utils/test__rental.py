@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _lease, _ssh_key
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _lease, _ssh_key
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental as r
 from tests.unit.plugins.module_utils.lease_samples import EARLIER, KEY_A, KEY_B, NOW, lease
 
@@ -32,7 +32,7 @@ def volume(the_lease=None, disk_gb=4, disk_mounted=True):
     return r.ObservedVolume(the_lease.id, the_lease.volume_name, disk_gb, disk_mounted if disk_gb else None)
 
 
-@pytest.mark.parametrize('pure', [r, _lease, _ssh_key], ids=lambda module: module.__name__.rsplit('.', maxsplit=1)[-1])
+@pytest.mark.parametrize('pure', [r, _lease, _ssh_key, _clock], ids=lambda module: module.__name__.rsplit('.', maxsplit=1)[-1])
 def test_pure_imports(pure):
     source = open(pure.__file__).read()
     assert 'import requests' not in source and 'import docker' not in source
@@ -156,6 +156,9 @@ DECISIONS = [
         ('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)]),
     ('api down, no state, live label after a reboot: mount, then start', None, False, [C1_STOPPED], None,
      [V1_UNMOUNTED], [('mount_disk', L1.id, None), ('start', L1.id, C1.id)]),
+    ('answered lease already expired by the marketplace clock: never created', L1_EXPIRED, True, [], None, [], []),
+    ('answered lease already expired by the marketplace clock: wiped', L1_EXPIRED, True, [container(L1_EXPIRED)],
+     L1_EXPIRED, [V1], [('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)]),
 ]
 
 
@@ -240,6 +243,8 @@ def test_plan_lease_after_and_warnings():
     assert len(plan.warnings) == 1 and 'shrinks' in plan.warnings[0]
     assert r.decide(L1, True, [C1], L1, NOW, [V1]).warnings == []
     assert r.decide(L1, True, [C1_STOPPED], L1, NOW).keep == C1_STOPPED
+    plan = r.decide(L1_EXPIRED, True, [], None, NOW)
+    assert plan.lease_after is None and 'expired at' in plan.warnings[0] and 'its own clock' in plan.warnings[0]
 
 
 def test_diff_before_after():
