@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="memory a device keeps for itself, MB (default 256)")
     parser.add_argument("--disk-reserve-gb", type=_non_negative_number, default=1.0,
                         help="disk space a device keeps for itself, GB (default 1)")
+    parser.add_argument("--port-quarantine", type=_non_negative_int, default=86400,
+                        help="seconds a deleted device's ports stay unassigned (default 86400)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -101,7 +103,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     tunnel_port=args.tunnel_port, tunnel_user=args.tunnel_user,
                     tunnel_host_key=args.tunnel_host_key, default_image=args.default_image,
                     web_domain=args.web_domain, web_port_range=args.web_port_range, web_scheme=args.web_scheme,
-                    memory_reserve_mb=args.memory_reserve_mb, disk_reserve_gb=args.disk_reserve_gb)
+                    memory_reserve_mb=args.memory_reserve_mb, disk_reserve_gb=args.disk_reserve_gb,
+                    port_quarantine_s=args.port_quarantine)
 
 
 def token_source(env_name: str, path: Path) -> str:

@@ -103,6 +103,16 @@ class Rental(Base):
     web_hostname: Mapped[str | None] = mapped_column(String(253), nullable=True)
 
 
+class ReleasedPort(Base):
+    """A port of a deleted device, kept from new devices for the quarantine (--port-quarantine):
+    the old device's tunnel may hold it until the tunnel server drops its key."""
+    __tablename__ = "released_ports"
+
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)   # "tunnel" or "web"
+    port: Mapped[int] = mapped_column(Integer, primary_key=True)
+    released_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), index=True)
+
+
 # At most one rental per device that has not been ended; expired ones are closed before a
 # new one is created. A partial unique index (SQLite and PostgreSQL both have them).
 Index("uq_rentals_one_open_per_device", Rental.device_id, unique=True,

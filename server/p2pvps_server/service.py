@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from p2pvps_server import schemas
 from p2pvps_server.auth import hash_token, new_device_token
-from p2pvps_server.db import Database, Device, Rental, utcnow
+from p2pvps_server.db import Database, Device, ReleasedPort, Rental, utcnow
 from p2pvps_server.errors import ApiError, conflict, not_found
 from p2pvps_server.settings import Settings
 from p2pvps_server.views import device_view, format_time, lease_view, rental_view, route_view
@@ -153,7 +153,13 @@ class MarketplaceService:
             device = self._device(session, device_id)
             self._close_open_rentals(session, device.id, now)
             session.execute(update(Rental).where(Rental.device_id == device.id).values(device_id=None))
+            self._release_ports(session, device, now)
             session.delete(device)
+
+    def _release_ports(self, session: Session, device: Device, now: dt.datetime) -> None:
+        for kind, port in (("tunnel", device.remote_port), ("web", device.web_remote_port)):
+            if port is not None:
+                session.merge(ReleasedPort(kind=kind, port=port, released_at=now))
 
     def list_devices(self, query: DeviceQuery) -> dict[str, Any]:
         now = self.clock()
@@ -242,10 +248,14 @@ class MarketplaceService:
 
     def _free_port(self, session: Session, kind: str, column: Any, port_range: tuple[int, int]) -> int:
         low, high = port_range
-        used = session.scalars(select(column).where(column.between(low, high)).order_by(column))
-        port = lowest_free_port(used, low, high)
+        assigned = set(session.scalars(select(column).where(column.between(low, high))))
+        quarantined = set(session.scalars(select(ReleasedPort.port).where(
+            ReleasedPort.kind == kind, ReleasedPort.port.between(low, high),
+            ReleasedPort.released_at > self.clock() - dt.timedelta(seconds=self.settings.port_quarantine_s))))
+        port = lowest_free_port(sorted(assigned | quarantined), low, high)
         if port is None:
-            raise ApiError(503, PORT_RANGE_EXHAUSTED[kind], f"every {kind} port of {low}-{high} is assigned")
+            raise ApiError(503, PORT_RANGE_EXHAUSTED[kind],
+                           f"every {kind} port of {low}-{high} is assigned or quarantined after a device was deleted")
         return port
 
     def checkin(self, device_id: str, body: schemas.CheckinRequest | None) -> dict[str, Any]:

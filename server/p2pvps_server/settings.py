@@ -60,6 +60,7 @@ class Settings:
     web_scheme: str = "https"
     memory_reserve_mb: int = 256
     disk_reserve_gb: float = 1.0
+    port_quarantine_s: int = 86400
     max_body_bytes: int = 64 * 1024
     operator_token: str | None = field(default=None, repr=False)
     gateway_token: str | None = field(default=None, repr=False)
@@ -71,6 +72,8 @@ class Settings:
             raise ValueError(f"the web scheme must be one of {', '.join(WEB_SCHEMES)}")
         if self.memory_reserve_mb < 0 or self.disk_reserve_gb < 0:
             raise ValueError("the memory and disk reserves must not be negative")
+        if self.port_quarantine_s < 0:
+            raise ValueError("the port quarantine must not be negative")
         # Both kinds of port listen on the same tunnel server.
         if self.web_enabled and _overlap(self.port_range, self.web_port_range):
             raise ValueError("the web port range overlaps the tunnel port range")

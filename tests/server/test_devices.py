@@ -88,7 +88,7 @@ def test_server_options_reach_the_answers(marketplace_factory):
 
 
 def test_port_range_exhausted_and_freed_by_delete(marketplace_factory):
-    server = marketplace_factory(port_range="31000-31001")
+    server = marketplace_factory(port_range="31000-31001", port_quarantine=0)
     devices = [server.create_device(f"pi-{i}") for i in range(3)]
     ports = [server.register_device(*devices[i])["tunnel"]["remote_port"] for i in range(2)]
     assert ports == [31000, 31001]
@@ -97,6 +97,26 @@ def test_port_range_exhausted_and_freed_by_delete(marketplace_factory):
     assert_error(full, 503, "port_range_exhausted")
     assert server.request("DELETE", f"/api/v1/devices/{devices[0][0]}").status_code == 204
     assert server.register_device(*devices[2])["tunnel"]["remote_port"] == 31000     # lowest free
+
+
+def test_a_deleted_devices_ports_are_quarantined(marketplace_factory):
+    """The old device's tunnel may hold its ports until the tunnel server drops its key: a new device
+    gets them only after --port-quarantine seconds."""
+    server = marketplace_factory(port_range="31000-31001", web_domain="web.test", web_port_range="32000-32001",
+                                 port_quarantine=3)
+    old, other, new = (server.create_device(f"pi-{i}") for i in range(3))
+    tunnel = server.register_device(*old)["tunnel"]
+    assert (tunnel["remote_port"], tunnel["web_remote_port"]) == (31000, 32000)
+    assert server.request("DELETE", f"/api/v1/devices/{old[0]}").status_code == 204
+    released = time.monotonic()
+    tunnel = server.register_device(*other)["tunnel"]
+    assert (tunnel["remote_port"], tunnel["web_remote_port"]) == (31001, 32001)      # not the freed ones
+    body = {"facts": DEFAULT_FACTS, "tunnel_public_key": ed25519_public_key()}
+    held = server.request("POST", f"/api/v1/devices/{new[0]}/register", token=new[1], json=body)
+    assert "quarantined" in assert_error(held, 503, "port_range_exhausted")["detail"]
+    time.sleep(max(0.0, released + 3.2 - time.monotonic()))
+    tunnel = server.register_device(*new)["tunnel"]
+    assert (tunnel["remote_port"], tunnel["web_remote_port"]) == (31000, 32000)
 
 
 def test_device_goes_offline(marketplace_factory):

@@ -62,7 +62,7 @@ def test_web_ports_are_unique_and_stable(marketplace_factory):
 
 
 def test_web_port_range_exhausted_and_freed_by_delete(marketplace_factory):
-    server = marketplace_factory(web_domain=DOMAIN, web_port_range="30500-30501")
+    server = marketplace_factory(web_domain=DOMAIN, web_port_range="30500-30501", port_quarantine=0)
     devices = [server.create_device(f"pi-{i}") for i in range(3)]
     assert [server.register_device(*d)["tunnel"]["web_remote_port"] for d in devices[:2]] == [30500, 30501]
     body = {"facts": DEFAULT_FACTS, "tunnel_public_key": ed25519_public_key()}
