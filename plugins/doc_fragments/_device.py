@@ -20,8 +20,8 @@ options:
     default: unix:///var/run/docker.sock
   state_dir:
     description:
-      - Directory of the device's local lease state (C(lease.json)) and of the per-lease disk images
-        (C(<state_dir>/disks)).
+      - Directory of the device's local lease state (C(lease.json)), of the marketplace's time at the
+        last good check-in (C(clock.json)) and of the per-lease disk images (C(<state_dir>/disks)).
       - Every module that runs on the device must be given the same directory.
     type: path
     default: /var/lib/p2pvps
