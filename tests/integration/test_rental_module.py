@@ -64,7 +64,10 @@ def cleanup_lease(lease_id, state_dir=None):
     disks = os.path.join(str(state_dir), 'disks', lease_id) if state_dir else None
     if disks and os.path.ismount(disks):
         subprocess.run(['umount', disks], check=False)
-    docker('volume', 'rm', '-f', 'p2pvps-lease-%s' % lease_id, check=False)
+    # the home volume and the system-directory volumes (etc, usr, var, ...) of the lease
+    names = docker('volume', 'ls', '-q', '--filter', 'label=p2pvps.lease=%s' % lease_id).split()
+    for name in set(names) | {'p2pvps-lease-%s' % lease_id}:
+        docker('volume', 'rm', '-f', name, check=False)
 
 
 def host_keys(container_id):
