@@ -149,7 +149,9 @@ def engine_version(docker_host, timeout=5):
     if not HAS_DOCKER:
         return None
     try:
-        client = docker.APIClient(base_url=docker_host, version='auto', timeout=timeout)
+        # A fixed API version: negotiating one ('auto', the SDK 7 default) is a GET /version of its own.
+        client = docker.APIClient(base_url=docker_host, version=docker.constants.DEFAULT_DOCKER_API_VERSION,
+                                  timeout=timeout)
         try:
             version = client.version(api_version=False).get('Version')
         finally:

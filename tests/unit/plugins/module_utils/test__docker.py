@@ -17,8 +17,10 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils import _docker
 class FakeEngine(BaseHTTPRequestHandler):
     """GET /version of a Docker Engine (the SDK asks it unversioned, as docker version does)."""
     answer = {'Version': '26.1.4', 'ApiVersion': '1.45'}
+    paths = []
 
     def do_GET(self):
+        FakeEngine.paths.append(self.path)
         body = json.dumps(self.answer).encode() if self.path == '/version' else b'{}'
         self.send_response(200 if self.path == '/version' else 404)
         self.send_header('Content-Type', 'application/json')
@@ -45,7 +47,9 @@ def fake_engine(tmp_path):
 
 
 def test_engine_version_through_the_sdk(fake_engine):
+    FakeEngine.paths = []
     assert _docker.engine_version(fake_engine) == '26.1.4'
+    assert FakeEngine.paths == ['/version']   # one call: no API version negotiation first
 
 
 def test_engine_version_without_an_engine(tmp_path):
