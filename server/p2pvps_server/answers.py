@@ -138,3 +138,17 @@ class Route(BaseModel):
 class RoutePage(BaseModel):
     items: list[Route] = Field(description="ordered by hostname")
     next_cursor: str | None = Field(description="pass back as cursor for the next page; null on the last")
+
+
+class TunnelKey(BaseModel):
+    """Authorise `key` on the tunnel server to listen on `port` (and on localhost:`web_port`) only."""
+
+    device_id: str
+    key: str = Field(description="the device's tunnel public key (ssh-ed25519 or ecdsa-sha2-nistp*)")
+    port: int = Field(description="the device's remote_port")
+    web_port: int | None = Field(description="the device's web_remote_port; null without web hosting")
+
+
+class TunnelKeyPage(BaseModel):
+    items: list[TunnelKey] = Field(description="ordered by device id")
+    next_cursor: str | None = Field(description="pass back as cursor for the next page; null on the last")

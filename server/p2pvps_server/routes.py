@@ -140,3 +140,17 @@ def list_routes(
     For the gateway token (or the operator's); pass next_cursor back as cursor.
     """
     return svc.list_routes(limit, cursor)
+
+
+@router.get("/tunnel-keys", tags=["tunnel server"], **answer(answers.TunnelKeyPage))
+def list_tunnel_keys(
+    svc: Service, dummy: GatewayOrOperator,
+    limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 500,
+    cursor: Annotated[str | None, Query(max_length=256, description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    """Every registered device's tunnel key and ports, ordered by device id.
+
+    For the gateway token (or the operator's). The list is complete: a device that is not in it
+    (deleted, decommissioned, not registered) must lose its tunnel.
+    """
+    return svc.list_tunnel_keys(limit, cursor)

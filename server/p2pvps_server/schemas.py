@@ -14,6 +14,7 @@ Description = Annotated[str, Field(max_length=500), AfterValidator(lambda s: v.c
 Owner = Annotated[str, Field(min_length=1, max_length=64),
                   AfterValidator(lambda s: _pattern(s, v.OWNER_RE, "owner"))]
 PublicKey = Annotated[str, Field(max_length=v.MAX_KEY_LEN), AfterValidator(v.check_ssh_public_key)]
+TunnelPublicKey = Annotated[str, Field(max_length=v.MAX_KEY_LEN), AfterValidator(v.check_tunnel_public_key)]
 KeyList = Annotated[list[str], Field(max_length=v.MAX_KEYS), AfterValidator(v.check_key_list)]
 Login = Annotated[str, Field(max_length=32), AfterValidator(v.check_username)]
 Image = Annotated[str, Field(max_length=v.MAX_IMAGE_LEN), AfterValidator(v.check_image)]
@@ -59,7 +60,7 @@ class RegisterRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", **STRICT)
 
     facts: Facts
-    tunnel_public_key: PublicKey
+    tunnel_public_key: TunnelPublicKey
 
 
 class CheckinRequest(BaseModel):

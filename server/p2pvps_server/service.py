@@ -21,7 +21,7 @@ from p2pvps_server.auth import hash_token, new_device_token
 from p2pvps_server.db import Database, Device, ReleasedPort, Rental, utcnow
 from p2pvps_server.errors import ApiError, conflict, not_found
 from p2pvps_server.settings import Settings
-from p2pvps_server.views import device_view, format_time, lease_view, rental_view, route_view
+from p2pvps_server.views import device_view, format_time, lease_view, rental_view, route_view, tunnel_key_view
 
 PORT_ALLOCATION_ATTEMPTS = 5
 PORT_RANGE_EXHAUSTED = {"tunnel": "port_range_exhausted", "web": "web_port_range_exhausted"}
@@ -374,6 +374,24 @@ class MarketplaceService:
         more = len(rows) > limit
         items = [route_view(rental, device) for rental, device in rows[:limit]]
         return {"items": items, "next_cursor": encode_cursor(items[-1]["hostname"]) if more else None}
+
+
+    # ------------------------------------------------------------------ tunnel keys
+
+    def list_tunnel_keys(self, limit: int, cursor: str | None) -> dict[str, Any]:
+        """Every registered device's tunnel key and ports, by device id (what the tunnel server authorises)."""
+        after = None if cursor is None else decode_cursor(cursor)
+        statement = (select(Device)
+                     .where(Device.registered_at.is_not(None), Device.tunnel_public_key.is_not(None),
+                            Device.remote_port.is_not(None))
+                     .order_by(Device.id).limit(limit + 1))
+        if after is not None:
+            statement = statement.where(Device.id > after)
+        with self.db.reading() as session:
+            devices = session.scalars(statement).all()
+        more = len(devices) > limit
+        items = [tunnel_key_view(device, self.settings) for device in devices[:limit]]
+        return {"items": items, "next_cursor": encode_cursor(items[-1]["device_id"]) if more else None}
 
 
 def current_facts(device: Device) -> dict[str, Any]:

@@ -31,6 +31,8 @@ KEY_TYPES = frozenset((
     "ecdsa-sha2-nistp384",
     "ecdsa-sha2-nistp521",
 ))
+# What the tunnel server authorises (role p2pvps.fleet.tunnel_server): no RSA, no DSA.
+TUNNEL_KEY_TYPES = frozenset(("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521"))
 _COMMENT_RE = re.compile(r"^[\x21-\x7e]+(?: [\x21-\x7e]+)*$")
 
 # Accounts of Debian base images or with a meaning on a device: never a renter's login.
@@ -96,6 +98,15 @@ def check_ssh_public_key(value: str) -> str:
         raise ValueError("the key comment must be printable ASCII words of at most "
                          f"{MAX_COMMENT_LEN} characters")
     return " ".join([key_type, body] + ([comment] if comment else []))
+
+
+def check_tunnel_public_key(value: str) -> str:
+    """A device's tunnel key: a public key of a type the tunnel server authorises."""
+    key = check_ssh_public_key(value)
+    if key.split(" ", 1)[0] not in TUNNEL_KEY_TYPES:
+        raise ValueError("a tunnel key must be one of " + ", ".join(sorted(TUNNEL_KEY_TYPES))
+                         + " (the tunnel server refuses other types)")
+    return key
 
 
 def check_key_list(values: list[str]) -> list[str]:

@@ -132,3 +132,13 @@ def route_view(rental: Rental, device: Device) -> dict[str, Any]:
         "lease_id": rental.id,
         "expires_at": format_time(rental.expires_at),
     }
+
+
+def tunnel_key_view(device: Device, settings: Settings) -> dict[str, Any]:
+    """One device's entry on the tunnel server: its key may listen on its ports only."""
+    return {
+        "device_id": device.id,
+        "key": device.tunnel_public_key,
+        "port": device.remote_port,
+        "web_port": web_port(device, settings),
+    }

@@ -26,6 +26,7 @@ def calls(device_id, rental_id="some-rental"):
         ("PATCH", f"/api/v1/rentals/{rental_id}", {"limits": {"pids": 64}}),
         ("DELETE", f"/api/v1/rentals/{rental_id}", None),
         ("GET", "/api/v1/routes", None),
+        ("GET", "/api/v1/tunnel-keys", None),
     ]
 
 
@@ -92,7 +93,7 @@ def test_operator_cannot_act_as_a_device(shared_marketplace, two_devices):
         assert_error(answer, 403, "forbidden")
 
 
-def test_gateway_token_lists_routes_and_nothing_else(shared_marketplace, two_devices):
+def test_gateway_token_lists_routes_and_tunnel_keys_and_nothing_else(shared_marketplace, two_devices):
     (device_id, dummy), dummy = two_devices
     gateway = shared_marketplace.gateway_token
     assert gateway and gateway != shared_marketplace.operator_token
@@ -100,6 +101,8 @@ def test_gateway_token_lists_routes_and_nothing_else(shared_marketplace, two_dev
         answer = shared_marketplace.request(method, path, token=gateway, **({} if body is None else {"json": body}))
         if path == "/api/v1/routes":
             assert answer.status_code == 200 and answer.json() == {"items": [], "next_cursor": None}
+        elif path == "/api/v1/tunnel-keys":
+            assert answer.status_code == 200 and "next_cursor" in answer.json()
         else:
             assert_error(answer, 403, "forbidden")
             assert gateway not in answer.text
