@@ -75,7 +75,7 @@ notes:
 options:
   gateway_token:
     description:
-      - The marketplace's gateway token (it may read the route list, nothing else).
+      - The marketplace's gateway token (it may read the web routes and the device tunnel keys, nothing else).
       - If not set, the value of the E(P2PVPS_GATEWAY_TOKEN) environment variable is used.
       - Prefer O(gateway_token_file); O(gateway_token_file) wins when both are set.
       - The token is never logged, and never part of an error message or of the diff.

@@ -639,16 +639,28 @@ class MarketplaceClient(object):
 
         Only the page's shape is checked here; each item is validated by its user
         (_web_routes.parse_routes), so that one bad item never hides the others."""
+        return self._gateway_page('/routes', 'route page', limit, cursor)
+
+    def iter_routes(self, page_size=500):
+        """Yield the web routes page by page (a list per page, one call per page)."""
+        return self._pages(lambda cursor: self.list_routes(limit=page_size, cursor=cursor), '/routes')
+
+    def list_tunnel_keys(self, limit=500, cursor=None):
+        """One page of device tunnel keys -> {items: [...], next_cursor: str or None} (gateway or operator
+        token); each item is validated by _tunnel_keys.parse_entries."""
+        return self._gateway_page('/tunnel-keys', 'tunnel key page', limit, cursor)
+
+    def iter_tunnel_keys(self, page_size=500):
+        """Yield the device tunnel keys page by page."""
+        return self._pages(lambda cursor: self.list_tunnel_keys(limit=page_size, cursor=cursor), '/tunnel-keys')
+
+    def _gateway_page(self, path, what, limit, cursor):
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise MarketplaceError('page size must be an integer from 1 to 1000')
         params = {'limit': str(limit)}
         if cursor is not None:
             params['cursor'] = cursor
-        return self._page('/routes', params, 'route page')
-
-    def iter_routes(self, page_size=500):
-        """Yield the web routes page by page (a list per page, one call per page)."""
-        return self._pages(lambda cursor: self.list_routes(limit=page_size, cursor=cursor), '/routes')
+        return self._page(path, params, what)
 
     def _page(self, path, params, what):
         """GET one keyset page and check its shape: {items: [objects], next_cursor: str or null}."""
@@ -852,3 +864,18 @@ def gateway_client_from_module(module, retries=3, backoff=0.5):
     """A MarketplaceClient with the gateway token from the module's MARKETPLACE_GATEWAY_ARGS, or
     module.fail_json()."""
     return _module_client(module, 'gateway', (), retries, backoff)
+
+
+def read_gateway_list(module, pages):
+    """(every item of a list the gateway reads, None) or (None, the API error); `pages(client)`
+    yields the list page by page (MarketplaceClient.iter_routes, .iter_tunnel_keys)."""
+    client = gateway_client_from_module(module)
+    items = []
+    try:
+        for page in pages(client):
+            items.extend(page)
+    except MarketplaceError as exc:
+        return None, str(exc)
+    finally:
+        client.close()
+    return items, None

@@ -217,8 +217,7 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _web_routes
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_GATEWAY_ARGS,
-    MarketplaceError,
-    gateway_client_from_module,
+    read_gateway_list,
     truncate,
 )
 
@@ -228,16 +227,7 @@ MAX_SKIPPED_LISTED = 100
 
 def read_items(module):
     """(every route item, None) or (None, the API error)."""
-    client = gateway_client_from_module(module)
-    items = []
-    try:
-        for page in client.iter_routes(page_size=module.params['page_size']):
-            items.extend(page)
-    except MarketplaceError as exc:
-        return None, to_native(exc)
-    finally:
-        client.close()
-    return items, None
+    return read_gateway_list(module, lambda client: client.iter_routes(page_size=module.params['page_size']))
 
 
 def reload_gateway(module, previous):

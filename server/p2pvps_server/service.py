@@ -50,6 +50,13 @@ def encode_cursor(last_key: str) -> str:
     return base64.urlsafe_b64encode(last_key.encode("utf-8")).decode("ascii").rstrip("=")
 
 
+def keyset_page(items: list[dict[str, Any]], limit: int, key: str) -> dict[str, Any]:
+    """A page of `limit` items from `limit + 1` read; the cursor is the last item's `key`."""
+    more = len(items) > limit
+    items = items[:limit]
+    return {"items": items, "next_cursor": encode_cursor(items[-1][key]) if more else None}
+
+
 def decode_cursor(cursor: str, key_re: re.Pattern[str] = CURSOR_ID_RE, max_len: int = MAX_CURSOR_LEN) -> str:
     invalid = ApiError(400, "invalid_cursor", "the cursor is not one this server issued")
     if len(cursor) > max_len:
@@ -371,10 +378,7 @@ class MarketplaceService:
             statement = statement.where(Rental.web_hostname > after)
         with self.db.reading() as session:
             rows = session.execute(statement).all()
-        more = len(rows) > limit
-        items = [route_view(rental, device) for rental, device in rows[:limit]]
-        return {"items": items, "next_cursor": encode_cursor(items[-1]["hostname"]) if more else None}
-
+        return keyset_page([route_view(rental, device) for rental, device in rows], limit, "hostname")
 
     # ------------------------------------------------------------------ tunnel keys
 
@@ -389,9 +393,7 @@ class MarketplaceService:
             statement = statement.where(Device.id > after)
         with self.db.reading() as session:
             devices = session.scalars(statement).all()
-        more = len(devices) > limit
-        items = [tunnel_key_view(device, self.settings) for device in devices[:limit]]
-        return {"items": items, "next_cursor": encode_cursor(items[-1]["device_id"]) if more else None}
+        return keyset_page([tunnel_key_view(device, self.settings) for device in devices], limit, "device_id")
 
 
 def current_facts(device: Device) -> dict[str, Any]:
