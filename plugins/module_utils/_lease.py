@@ -123,6 +123,10 @@ class Lease:
         return keys_hash(self.keys)
 
     @property
+    def key_fingerprints(self):
+        return [_ssh_key.fingerprint(k) for k in self.keys]
+
+    @property
     def authorized_keys(self):
         """Content of /etc/ssh/authorized_keys/<user> (what the renter image writes too)."""
         return '\n'.join(self.keys) + '\n'
@@ -147,7 +151,7 @@ class Lease:
         return {
             'id': self.id,
             'username': self.username,
-            'ssh_key_fingerprints': [_ssh_key.fingerprint(k) for k in self.keys],
+            'ssh_key_fingerprints': self.key_fingerprints,
             'image': self.image,
             'expires_at': format_time(self.expires_at),
             'limits': self.limits.to_dict(),

@@ -90,7 +90,7 @@ class ObservedVolume:
 @dataclass(frozen=True)
 class Action:
     # kind: remove_container, remove_volume, mount_disk, reset_system, create, start,
-    # update_keys, update_limits, resize_disk or write_state
+    # update_keys, end_sessions, update_limits, resize_disk or write_state
     kind: str
     lease_id: str | None = None
     container_id: str | None = None
@@ -226,7 +226,34 @@ def _expected_summary(lease, publish):
     }
 
 
-def _converge_lease(lease, containers, volumes, publish, actions, warnings, reason_new):
+def _removed_keys(remembered, lease):
+    """Why the lease's SSH sessions must end as its keys change to lease.keys ('' when no key was removed).
+
+    remembered: the lease the device kept (its state file). Keys are compared by fingerprint, so a
+    new comment removes nothing; without a remembered copy of this lease a removal is assumed.
+    """
+    if remembered is None or remembered.id != lease.id:
+        return 'a key may have been removed (the previous keys are not known)'
+    kept = set(lease.key_fingerprints)
+    removed = [fp for fp in remembered.key_fingerprints if fp not in kept]
+    if not removed:
+        return ''
+    return 'a key was removed' if len(removed) == 1 else '%d keys were removed' % len(removed)
+
+
+def _update_keys(lease, keep, remembered, actions):
+    """Write the new keys in place; when one was removed, end the lease's SSH sessions too.
+
+    Nothing the device can trust tells which key opened a session (the renter is root in the
+    container), so every session ends; holders of the remaining keys log in again.
+    """
+    actions.append(Action('update_keys', lease.id, keep.id, keep.name, 'keys changed'))
+    removal = _removed_keys(remembered, lease)
+    if removal and keep.running:
+        actions.append(Action('end_sessions', lease.id, keep.id, keep.name, removal))
+
+
+def _converge_lease(lease, containers, volumes, publish, actions, warnings, reason_new, remembered):
     """Actions that make `lease` served by exactly one correct, running container."""
     keep = _keep_one(lease, containers, actions)
     if keep is None:
@@ -246,7 +273,7 @@ def _converge_lease(lease, containers, volumes, publish, actions, warnings, reas
             if _limits_differ(lease, keep):
                 actions.append(Action('update_limits', lease.id, keep.id, keep.name, 'limits changed'))
             if keep.keys_hash != lease.keys_hash:
-                actions.append(Action('update_keys', lease.id, keep.id, keep.name, 'keys changed'))
+                _update_keys(lease, keep, remembered, actions)
             if not keep.running:
                 actions.append(Action('start', lease.id, keep.id, keep.name,
                                       'container is %s' % (keep.status or 'stopped')))
@@ -286,7 +313,8 @@ def decide(desired, api_ok, observed_containers, local_state, now, observed_volu
     api_ok: False when the check-in failed or its answer was rejected; then nothing is
       wiped except leases whose expires_at has passed on local time.
     observed_containers: ObservedContainer list, every container labelled p2pvps.role=renter.
-    local_state: Lease or None from the state file.
+    local_state: Lease or None from the state file; its keys tell whether new keys remove one (and end
+      the lease's SSH sessions).
     now: aware datetime (UTC), the marketplace's clock: its server_time when it answered, else the
       device's best estimate of it (_clock.py). A lease it answers that has expired by then is no lease.
     observed_volumes: ObservedVolume list, lease volumes present on the engine, each with
@@ -317,7 +345,7 @@ def decide(desired, api_ok, observed_containers, local_state, now, observed_volu
             reason = 'new lease'
             if local_state is not None and local_state.id != desired.id:
                 reason = 'lease changed from %s' % local_state.id
-            keep = _converge_lease(desired, containers, volumes, publish, actions, warnings, reason)
+            keep = _converge_lease(desired, containers, volumes, publish, actions, warnings, reason, local_state)
         else:
             for lease_id in _lease_ids(containers, volumes):
                 _wipe(lease_id, containers, volumes, actions, 'no lease on the marketplace')

@@ -6,14 +6,16 @@
 # Do not use this from other collections or standalone plugins/modules!
 
 """The device side of the renter sandbox that is not Docker: what the device can give a
-lease (memory, CPUs, free disk), whether the host's isolation rules are in place, and the
-per-lease bandwidth cap (tc on both ends of the container's veth pair)."""
+lease (memory, CPUs, free disk), whether the host's isolation rules are in place, the
+per-lease bandwidth cap (tc on both ends of the container's veth pair), and ending a renter
+container's SSH sessions from the host."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import signal
 import subprocess
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _rental
@@ -163,3 +165,121 @@ def write_shaping(state_dir, record):
         json.dump(record, handle, sort_keys=True)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------- SSH sessions
+
+# Rounds of stopping newly found session processes before the kill (a process forked between
+# two scans is found by the next one); a session tree stops growing once all of it is stopped.
+_STOP_ROUNDS = 20
+
+
+def end_ssh_sessions(listener_pid, container_id, proc='/proc', send=os.kill):
+    """Kill every SSH session of a renter container from the host; returns how many there were.
+
+    listener_pid: the container's PID 1 on the host (State.Pid), its sshd listener. Every SSH
+    connection is a child of it running sshd (the same program, or sshd-session of newer OpenSSH);
+    a session is that child and all its descendants, found through PPid in /proc/<pid>/status.
+    Other children of PID 1 (the renter's daemons, reparented to it) are not sessions and are left
+    alone. Nothing runs inside the container: the renter is root there and could replace any program.
+
+    The sessions are stopped (SIGSTOP) until a scan finds no new process in them, so none can fork
+    away, then killed (SIGKILL). Processes that exit meanwhile are skipped.
+    """
+    _require_listener(listener_pid, container_id, proc)
+    sessions, stopped = set(), set()
+    for dummy in range(_STOP_ROUNDS):
+        roots, members = _session_trees(listener_pid, proc)
+        sessions |= roots
+        fresh = members - stopped
+        if not fresh:
+            break
+        stopped |= set(pid for pid in fresh if _signal(send, pid, signal.SIGSTOP))
+    roots, members = _session_trees(listener_pid, proc)
+    # Also those stopped whose parent exited before it was stopped (now children of PID 1).
+    for pid in (members | stopped) - {listener_pid}:
+        _signal(send, pid, signal.SIGKILL)
+    return len(sessions | roots)
+
+
+def _require_listener(pid, container_id, proc):
+    """Refuse a PID that is not the container's (exited, reused) or whose program is not sshd."""
+    try:
+        with open(os.path.join(proc, str(pid), 'cgroup')) as handle:
+            in_container = container_id in handle.read()
+        program = os.readlink(os.path.join(proc, str(pid), 'exe'))
+    except (FileNotFoundError, ProcessLookupError):
+        in_container, program = False, None
+    if not in_container:
+        raise SandboxError('process %d is not the main process of container %s (any more)' % (pid, container_id[:12]))
+    if not _is_sshd_name(program):
+        raise SandboxError('the main process of container %s runs %s, not sshd: its SSH sessions cannot be told '
+                           'apart from its other processes' % (container_id[:12], program))
+
+
+def _is_sshd_name(program):
+    # "/usr/sbin/sshd", "/usr/lib/openssh/sshd-session", "/usr/sbin/sshd (deleted)" after an upgrade
+    return os.path.basename(program).startswith('sshd')
+
+
+def _session_trees(listener_pid, proc):
+    """(the listener's sshd children, them and all their descendants), as pid sets."""
+    parents = _parent_pids(proc)
+    children = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    listener = _program(listener_pid, proc)
+    if listener is None:
+        return set(), set()
+    roots = set(pid for pid in children.get(listener_pid, ()) if _runs_sshd(_program(pid, proc), listener))
+    members, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in members:
+            members.add(pid)
+            todo.extend(children.get(pid, ()))
+    return roots, members
+
+
+def _runs_sshd(program, listener):
+    """Whether a child of the listener is an SSH connection: the listener's own program, or one named sshd*."""
+    if program is None:
+        return False
+    name, file_id = program
+    return file_id == listener[1] or _is_sshd_name(name)
+
+
+def _program(pid, proc):
+    """(path, (device, inode)) of the program process `pid` runs; None when it has exited (or is a zombie)."""
+    path = os.path.join(proc, str(pid), 'exe')
+    try:
+        info = os.stat(path)
+        return os.readlink(path), (info.st_dev, info.st_ino)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _parent_pids(proc):
+    """{pid: parent pid} of every process (scanned in /proc: no need for CONFIG_PROC_CHILDREN)."""
+    parents = {}
+    for name in os.listdir(proc):
+        if not name.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, name, 'status')) as handle:
+                for line in handle:
+                    if line.startswith('PPid:'):
+                        parents[int(name)] = int(line.split()[1])
+                        break
+        except (FileNotFoundError, ProcessLookupError):
+            continue   # exited while we looked
+    return parents
+
+
+def _signal(send, pid, signum):
+    """Send `signum` to `pid`; False when the process is already gone."""
+    try:
+        send(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True

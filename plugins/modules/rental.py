@@ -21,7 +21,8 @@ description:
     limits, C(no-new-privileges), all capabilities dropped except what sshd needs, no host
     network and no Docker socket, and a restart policy so it survives reboots.
   - A new lease id removes the old container and its volumes and creates the new one.
-    New keys are written into the running container without recreating it; new memory,
+    New keys are written into the running container without recreating it, and when a key was
+    removed every SSH session of the lease is ended in the same run (see the notes); new memory,
     CPU and process limits are applied in place; a new image, user name, local port, web
     address or sandbox setting recreates the container and keeps the renter's home (a new
     image also gets fresh copies of the system directories).
@@ -188,8 +189,8 @@ options:
 requirements:
   - Docker SDK for Python (C(docker)) 5.0 or newer; 7.1 or newer when C(requests) is 2.32 or newer
   - requests
-  - Root for the enforced per-lease disk (loop devices, C(mkfs.ext4), C(mount)) and the bandwidth cap
-    (C(tc), C(nsenter))
+  - Root for the enforced per-lease disk (loop devices, C(mkfs.ext4), C(mount)), the bandwidth cap
+    (C(tc), C(nsenter)) and ending SSH sessions (signals to the container's processes)
 notes:
   - Renter containers carry the labels C(p2pvps.role=renter), C(p2pvps.lease), C(p2pvps.user),
     C(p2pvps.keys) and C(p2pvps.expires_at); containers and volumes without them are never touched.
@@ -206,6 +207,16 @@ notes:
     there is no such record (first run, lost O(state_dir), a container of another lease); a key
     file changed by hand inside a container is therefore not noticed while the state file says
     otherwise.
+  - Revocation. When a lease's new keys drop a key the device remembers (C(lease.json)), or the
+    previous keys are not known, the module ends every SSH session of the lease right after writing
+    the keys (action C(end_sessions)); a removed key loses its sessions within one run. This is done
+    from the host as root, never inside the container, where the renter is root and could replace
+    any program. Each SSH connection is a child of the container's first process (its sshd) running
+    sshd; it is killed (SIGKILL) with all its descendants. Sessions of the remaining keys end too, as
+    nothing the device can trust tells which key opened a session; their holders log in again.
+    Processes a session detached (C(nohup) or C(setsid) daemons, C(tmux) and C(screen) servers) are
+    children of the first process, like the renter's own services, and keep running; a key that may
+    have been abused calls for ending the lease, not only for removing the key.
   - Push mode (the C(p2pvps.fleet.converge) playbook) and pull mode (the C(p2pvps.fleet.rental_agent)
     timer) must run the module with the same sandbox options, or each run would recreate the
     container the other made; both read the same C(rental_agent_*) variables.
@@ -294,7 +305,8 @@ actions:
     action:
       description: >-
         One of V(mount_disk), V(remove_container), V(remove_volume), V(reset_system), V(create),
-        V(start), V(update_keys), V(update_limits), V(resize_disk), V(write_state), V(limit_bandwidth).
+        V(start), V(update_keys), V(end_sessions), V(update_limits), V(resize_disk), V(write_state),
+        V(limit_bandwidth).
       type: str
     lease_id:
       description: The lease concerned.
@@ -303,7 +315,9 @@ actions:
       description: Name of the container concerned.
       type: str
     reason:
-      description: Why.
+      description:
+        - Why. For V(end_sessions), once done, how many SSH sessions ended and why
+          (V(ended 2 SSH sessions (a key was removed\))).
       type: str
   sample:
     - {action: create, lease_id: 5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60,
@@ -636,6 +650,8 @@ class RentalManager:
             self.docker.start(action.container_id, action.lease_id)
         elif kind == 'update_keys':
             self.docker.update_keys(action.container_id, lease)
+        elif kind == 'end_sessions':
+            self.end_sessions(action)
         elif kind == 'update_limits':
             self.docker.update_limits(action.container_id, lease)
         elif kind == 'resize_disk':
@@ -643,6 +659,16 @@ class RentalManager:
         elif kind == 'write_state':
             write_state(self.state_path, lease)
         return container_id
+
+    def end_sessions(self, action):
+        """End the SSH sessions of the running container from the host; the count goes into the action's reason."""
+        state = self.docker.container_state(action.container_id, fresh=True)
+        ended = 0
+        if state.get('Running') and state.get('Pid'):
+            ended = _sandbox.end_ssh_sessions(state['Pid'], action.container_id)
+        for done in self.result['actions']:
+            if done['action'] == 'end_sessions':
+                done['reason'] = 'ended %d SSH session%s (%s)' % (ended, '' if ended == 1 else 's', action.reason)
 
     def engine_owner(self):
         """The renter's root on the host (user-namespace remapping) or None; asked once, when needed."""

@@ -22,8 +22,8 @@ import pytest
 
 from tests.fixtures.common import docker_available, image_available, require
 from tests.fixtures.devices import DEVICE_DOCKER_IMAGE
-from tests.fixtures.fleet import (GATEWAY_IMAGE, RENTER_IMAGE, Fleet, first_byte_seconds, lift_bandwidth_cap, wait_for,
-                                  web_speeds_mbit)
+from tests.fixtures.fleet import (GATEWAY_IMAGE, RENTER_IMAGE, SSH_OPTS, Fleet, first_byte_seconds, lift_bandwidth_cap,
+                                  wait_for, web_speeds_mbit)
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -253,6 +253,11 @@ def renter_container(pi):
     return pi.exec("docker", "ps", "-q", "--filter", "label=p2pvps.lease").stdout.strip()
 
 
+def renter_processes(pi):
+    """`docker top` of the renter container of `pi` (host PIDs and command lines)."""
+    return pi.exec("docker", "top", renter_container(pi), "-eo", "pid,args").stdout
+
+
 def as_renter(fleet, lease, command, user="carol", timeout=120, stdin=None):
     return fleet.renter_ssh(lease["pi"], user, lease["key"], command, timeout=timeout, stdin=stdin)
 
@@ -352,6 +357,47 @@ def test_root_in_the_container_is_nobody_on_the_device_and_installs_a_package(fl
     assert "mount: /mnt: permission denied" in out, out                     # no CAP_SYS_ADMIN
     assert out.count("RTNETLINK answers: Operation not permitted") == 2, out  # no CAP_NET_ADMIN: cap stays
     assert "Read-only file system" in err and out.strip().endswith("1"), (out, err)   # IPv6 stays off
+
+
+def test_a_removed_key_loses_its_session_on_a_pi_that_remaps_user_namespaces(fleet, keys, carol):
+    """Revocation by the Pi's own agent, through the tunnel: dave's key is added to carol's lease
+    (her open session is kept), dave opens one too; his key is removed and the next converge ends
+    the sessions from the Pi, where the renter's processes run as uid 1000000+; carol logs in again.
+    test_rental_module.py has the same on the host's Docker, with a detached process that survives."""
+    pi, rental_id = carol["pi"], carol["rental"]["id"]
+    carol_key, dave_key = public(keys["carol"]), public(keys["dave"])
+    port = fleet.ports(pi)[0]
+    sessions = []
+
+    def open_session(key, command):
+        session = subprocess.Popen(["ssh", *SSH_OPTS, "-i", str(key), "-p", str(port), f"carol@{fleet.tunnel.ip}",
+                                    command], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        sessions.append(session)
+        wait_for(command, lambda: command in renter_processes(pi), 30)
+        return session
+
+    try:
+        carols = open_session(keys["carol"], "sleep 6011")
+        fleet.marketplace.patch_rental(rental_id, ssh_public_keys=[carol_key, dave_key])
+        fleet.wait_login(pi, "carol", keys["dave"], INTERVAL_S * 3 + 30)
+        daves = open_session(keys["dave"], "sleep 6012")
+        assert carols.poll() is None, "adding a key ended a session"
+
+        fleet.marketplace.patch_rental(rental_id, ssh_public_keys=[carol_key])
+        removed = time.monotonic()
+        wait_for("the end of dave's session", lambda: daves.poll() is not None, INTERVAL_S * 3 + 30)
+        print(f"MEASURED key removed at the marketplace -> its session ended on the Pi: "
+              f"{time.monotonic() - removed:.1f} s (agent timer every {INTERVAL_S} s)")
+        assert carols.wait(timeout=15) != 0   # every session of the lease ends
+        assert fleet.renter_ssh(pi, "carol", keys["dave"], "true").returncode != 0
+        assert fleet.renter_ssh(pi, "carol", keys["carol"], "true").returncode == 0
+    finally:
+        for session in sessions:
+            if session.poll() is None:
+                session.kill()
+            session.wait()
+        fleet.marketplace.patch_rental(rental_id, ssh_public_keys=[carol_key])
 
 
 def test_a_renter_reaches_the_internet_only(fleet, carol):

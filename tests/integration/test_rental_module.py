@@ -110,6 +110,27 @@ def wait_login(port, user, key, timeout=30):
         time.sleep(0.2)
 
 
+def open_session(port, user, key, command):
+    """A long-lived SSH session (the ssh client as a subprocess)."""
+    return subprocess.Popen(['ssh', *SSH_OPTS, '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-i', key,
+                             '-p', str(port), '%s@127.0.0.1' % user, command],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def container_processes(container_id):
+    """[(host pid, parent pid, command line)] of the container's processes, as the host sees them."""
+    lines = docker('top', container_id, '-eo', 'pid,ppid,args').splitlines()[1:]
+    return [(int(pid), int(ppid), args) for pid, ppid, args in (line.split(None, 2) for line in lines)]
+
+
+def wait_until(what, probe, timeout=20):
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError('%s did not happen within %d s' % (what, timeout))
+        time.sleep(0.2)
+
+
 def shifted_clock(shift):
     """Environment that moves the clocks of ansible and the module by `shift` ('+1d', '-1h': libfaketime),
     as a wrong RTC-less clock would; the kernel's boot time in /proc/uptime does not move. (Its
@@ -374,6 +395,80 @@ def test_the_marketplace_clock_decides_whatever_the_device_clock_says(renter_ima
             cleanup_lease(lease_id, state_dir)
 
 
+# ------------------------------------------------------------------ revocation
+
+
+def test_a_removed_key_loses_its_ssh_sessions_in_one_converge(renter_image, fake_market, tmp_path):
+    """Keys A and B each hold a session and a detached process runs; the lease drops A. Check mode ends
+    nothing; one converge ends both sessions from the host, A is refused, B logs in again, and the
+    detached process and the container's sshd keep running."""
+    lease_id = 'rev-' + uuid.uuid4().hex[:12]
+    key_a, pub_a = make_keypair(tmp_path / 'key_a')
+    key_b, pub_b = make_keypair(tmp_path / 'key_b')
+    port = free_port()
+    args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'revocation-token-1',
+            'state_dir': str(tmp_path / 'state'), 'local_port': port, 'web_local_port': free_port(),
+            'timeout': 5, 'require_isolation': False}
+    user = fake_lease(lease_id, [])['username']
+    sessions = []
+    try:
+        fake_market.answer({'lease': fake_lease(lease_id, [pub_a, pub_b])})
+        created = run_rental(args)
+        assert kinds(created) == CREATED, created
+        container_id = created['container_id']
+        wait_login(port, user, key_a, timeout=60)
+        sshd = inspect(container_id)['State']['Pid']
+
+        def processes(command):
+            return [(pid, ppid) for pid, ppid, line in container_processes(container_id) if line == command]
+
+        def connections():
+            return [pid for pid, ppid, line in container_processes(container_id)
+                    if ppid == sshd and line.startswith('sshd')]
+
+        # a detached process (setsid, nohup, its shell gone): a child of the sshd, but no session
+        detach = ssh(port, user, key_b, 'setsid nohup sleep 6003 >/dev/null 2>&1 </dev/null &')
+        assert detach.returncode == 0, detach.stderr
+        session_a = open_session(port, user, key_a, 'sleep 6001')
+        session_b = open_session(port, user, key_b, 'sleep 6002')
+        sessions = [session_a, session_b]
+        wait_until('two SSH sessions and a detached process', lambda: (
+            len(connections()) == 2 and processes('sleep 6001') and processes('sleep 6002')))
+        detached = processes('sleep 6003')
+        assert len(detached) == 1 and detached[0][1] == sshd, container_processes(container_id)
+
+        fake_market.answer({'lease': fake_lease(lease_id, [pub_b])})
+        dry = run_rental(args, check_mode=True, diff=True)
+        assert kinds(dry) == ['update_keys', 'end_sessions', 'write_state'], dry
+        assert dry['actions'][1]['reason'] == 'a key was removed'
+        assert len(dry['diff']['before']['lease']['ssh_key_fingerprints']) == 2
+        assert len(dry['diff']['after']['lease']['ssh_key_fingerprints']) == 1
+        assert session_a.poll() is None and session_b.poll() is None
+        assert ssh(port, user, key_a).returncode == 0
+        wait_until('the check-mode login to end', lambda: len(connections()) == 2)
+
+        started = time.monotonic()
+        revoked = run_rental(args)
+        assert kinds(revoked) == ['update_keys', 'end_sessions', 'write_state'], revoked
+        assert revoked['actions'][1]['reason'] == 'ended 2 SSH sessions (a key was removed)', revoked['actions']
+        assert session_a.wait(timeout=15) != 0, 'the session of the removed key is still open'
+        print('\nMEASURED key removed -> its session ended (one converge): %.2f s' % (time.monotonic() - started))
+        assert session_b.wait(timeout=15) != 0   # every session ends: B's holder logs in again
+        assert not processes('sleep 6001') and not processes('sleep 6002') and not connections()
+        refused = ssh(port, user, key_a)
+        assert refused.returncode != 0 and 'Permission denied (publickey)' in refused.stderr, refused.stderr
+        assert ssh(port, user, key_b).returncode == 0
+        assert processes('sleep 6003') == detached, 'the detached process was killed'
+        assert inspect(container_id)['State']['Pid'] == sshd, 'the container or its sshd was restarted'
+        assert run_rental(args)['changed'] is False
+    finally:
+        for session in sessions:
+            if session.poll() is None:
+                session.kill()
+            session.wait()
+        cleanup_lease(lease_id, tmp_path / 'state')
+
+
 # ------------------------------------------------------------------ the reference server
 
 def real_args(marketplace, device, state_dir, port, **extra):
@@ -471,10 +566,10 @@ def test_rental_lifecycle(renter_image, marketplace, tmp_path):
         second = run_rental(args)
         assert second['changed'] is False and second['actions'] == [] and second['container_id'] == container_id
 
-        # keys patched -> written in place, same container
+        # keys patched -> written in place, same container; key1 removed -> the sessions end
         marketplace.patch_rental(lease_id, ssh_public_keys=[pub2])
         keys = run_rental(args, diff=True)
-        assert kinds(keys) == ['update_keys', 'write_state'] and keys['container_id'] == container_id
+        assert kinds(keys) == ['update_keys', 'end_sessions', 'write_state'] and keys['container_id'] == container_id
         assert ssh(port, user, key2).returncode == 0
         assert ssh(port, user, key1).returncode != 0
         assert keys['diff']['before']['lease']['ssh_key_fingerprints'] != \

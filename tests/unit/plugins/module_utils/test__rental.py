@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _lease, _ssh_key
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental as r
-from tests.unit.plugins.module_utils.lease_samples import EARLIER, KEY_A, KEY_B, NOW, lease
+from tests.unit.plugins.module_utils.lease_samples import EARLIER, KEY_A, KEY_B, NOW, lease, make_key
 
 
 def container(the_lease=None, **changes):
@@ -43,6 +43,8 @@ def test_pure_imports(pure):
 
 L1 = lease()
 L1_KEYS = lease(ssh_authorized_keys=[KEY_A, KEY_B])
+L1_KEY_B = lease(ssh_authorized_keys=[KEY_B])
+L1_NEW_COMMENT = lease(ssh_authorized_keys=[KEY_A.rsplit(' ', 1)[0] + ' renter@new-laptop'])
 L1_LIMITS = lease(limits_memory_mb=1024, limits_cpus=0.5, limits_pids=128)
 L1_DISK_UP = lease(limits_disk_gb=8)
 L1_DISK_DOWN = lease(limits_disk_gb=2)
@@ -54,6 +56,7 @@ L1_WEB = lease(web={'hostname': 'alice-k3j9xq.web.test', 'url': 'https://alice-k
 L2 = lease(id='9a9a9a9a-0000-4000-8000-000000000002', username='carol')
 C1 = container(L1)
 C1_STOPPED = container(L1, running=False, status='exited')
+C1_TWO_KEYS = container(L1, keys_hash=L1_KEYS.keys_hash)
 C1_DUP = container(L1, id='d' * 64, name='p2pvps-renter-other', created='2026-11-25T11:00:00Z')
 C2 = container(L2, id='e' * 64)
 C2_EXPIRED_LABEL = container(L2, id='e' * 64, expires_at=NOW - datetime.timedelta(seconds=1))
@@ -80,12 +83,26 @@ DECISIONS = [
     ('lease changed', L2, True, [C1], L1, [V1], [
         ('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None),
         ('create', L2.id, None), ('write_state', L2.id, None)]),
-    ('keys changed: in place', L1_KEYS, True, [C1], L1, [V1], [
+    ('key added: in place, sessions kept', L1_KEYS, True, [C1], L1, [V1], [
         ('update_keys', L1.id, C1.id), ('write_state', L1.id, None)]),
     ('limits changed: in place', L1_LIMITS, True, [C1], L1, [V1], [
         ('update_limits', L1.id, C1.id), ('write_state', L1.id, None)]),
     ('keys and limits changed', lease(ssh_authorized_keys=[KEY_B], limits_pids=64), True, [C1], L1, [V1], [
-        ('update_limits', L1.id, C1.id), ('update_keys', L1.id, C1.id), ('write_state', L1.id, None)]),
+        ('update_limits', L1.id, C1.id), ('update_keys', L1.id, C1.id), ('end_sessions', L1.id, C1.id),
+        ('write_state', L1.id, None)]),
+    # a removed key: the lease's SSH sessions end too (the remembered lease tells what was removed)
+    ('key removed: sessions end', L1, True, [C1_TWO_KEYS], L1_KEYS, [V1], [
+        ('update_keys', L1.id, C1.id), ('end_sessions', L1.id, C1.id), ('write_state', L1.id, None)]),
+    ('key replaced: sessions end', L1_KEY_B, True, [C1], L1, [V1], [
+        ('update_keys', L1.id, C1.id), ('end_sessions', L1.id, C1.id), ('write_state', L1.id, None)]),
+    ('only a comment changed: sessions kept', L1_NEW_COMMENT, True, [C1], L1, [V1], [
+        ('update_keys', L1.id, C1.id), ('write_state', L1.id, None)]),
+    ('previous keys unknown (state file lost): sessions end', L1_KEYS, True, [C1], None, [V1], [
+        ('update_keys', L1.id, C1.id), ('end_sessions', L1.id, C1.id), ('write_state', L1.id, None)]),
+    ('previous keys unknown (state of another lease): sessions end', L1_KEYS, True, [C1], L2, [V1], [
+        ('update_keys', L1.id, C1.id), ('end_sessions', L1.id, C1.id), ('write_state', L1.id, None)]),
+    ('key removed, container stopped: no session to end', L1_KEY_B, True, [C1_STOPPED], L1, [V1], [
+        ('update_keys', L1.id, C1.id), ('start', L1.id, C1.id), ('write_state', L1.id, None)]),
     ('disk grows', L1_DISK_UP, True, [C1], L1, [V1], [
         ('resize_disk', L1.id, None), ('write_state', L1.id, None)]),
     ('disk shrinks: noted, not applied', L1_DISK_DOWN, True, [C1], L1, [V1], [('write_state', L1.id, None)]),
@@ -270,6 +287,28 @@ def test_diff_before_after():
 
     wiped = r.decide(None, True, [C1], L1, NOW, [V1])
     assert wiped.diff_after == {'lease': None, 'containers': []}
+
+
+def test_ending_sessions_says_why():
+    def reason(desired, remembered):
+        plan = r.decide(desired, True, [C1_TWO_KEYS], remembered, NOW, [V1])
+        ended = [a for a in plan.actions if a.kind == 'end_sessions']
+        return ended[0].reason if ended else None
+
+    key_c = make_key(seed=b'c')
+    assert reason(L1, L1_KEYS) == 'a key was removed'
+    assert reason(lease(ssh_authorized_keys=[key_c]), L1_KEYS) == '2 keys were removed'
+    assert reason(L1, None) == 'a key may have been removed (the previous keys are not known)'
+    assert reason(lease(ssh_authorized_keys=[KEY_A, KEY_B, key_c]), L1_KEYS) is None
+
+
+def test_ending_sessions_changes_nothing_in_the_diff():
+    plan = r.decide(L1, True, [C1_TWO_KEYS], L1_KEYS, NOW, [V1])
+    assert plan.kinds() == ['update_keys', 'end_sessions', 'write_state']
+    fingerprint_a, fingerprint_b = _ssh_key.fingerprint(KEY_A), _ssh_key.fingerprint(KEY_B)
+    assert plan.diff_before['lease']['ssh_key_fingerprints'] == [fingerprint_a, fingerprint_b]
+    assert plan.diff_after['lease']['ssh_key_fingerprints'] == [fingerprint_a]
+    assert plan.diff_after['containers'] == [dict(plan.diff_before['containers'][0], keys_sha256=L1.keys_hash)]
 
 
 def test_decide_does_not_mutate_inputs():
