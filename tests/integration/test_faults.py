@@ -182,12 +182,12 @@ TRIGGERS = {
 }
 
 
-@pytest.mark.parametrize("trigger", [
-    "volume",
+@pytest.mark.parametrize("trigger", [   # "volume" second: it replaces what "container" may leave broken
     pytest.param("container", marks=pytest.mark.xfail(
         reason="found by this file: a container whose creation dockerd did not finish can be left without its "
                "root file system ('stat /usr/local/sbin/p2pvps-renter-init: no such file or directory'); the "
                "module keeps trying to start it instead of recreating it; not fixed yet")),
+    "volume",
 ])
 def test_dockerd_killed_mid_create_leaves_no_orphan(rig, trigger):
     if rig.rental is None:
