@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.fixtures.common import run_ansible, ansible_env
+from tests.fixtures.common import ansible_env, run_ansible
 from tests.fixtures.fleet import GATEWAY_IMAGE, wait_for
 from tests.fixtures.server import Marketplace
 
@@ -177,4 +177,3 @@ def test_a_device_deleted_at_the_marketplace_loses_its_tunnel_within_one_interva
         assert [line.split()[-1] for line in server.authorised()] == [ids["two"]]
     finally:
         marketplace.stop()
-
