@@ -420,7 +420,7 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _facts, _lease, _rental, _sandbox
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _facts, _lease, _receipts, _rental, _sandbox
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
@@ -468,21 +468,29 @@ class RentalManager:
         self.result = {'changed': False, 'lease_id': None, 'container_id': None, 'lease': None,
                        'actions': [], 'api_error': None, 'disk_limit_enforced': None,
                        'disk_limit_reason': None, 'checkin_interval_s': None, 'refused': None,
-                       'sandbox': None, 'clock': None}
+                       'sandbox': None, 'clock': None,
+                       'receipts': {'signed': [], 'acknowledged': [], 'pending': 0}}
         self.owner = _UNKNOWN
+        self.last_observed = {}
+        self.outbox = _receipts.Outbox(self.params['state_dir'], self.params['device_id'])
+        self.wiped = {}      # lease id -> what this run removed of it (for its wipe receipt)
+        self.now = None      # the marketplace's time this run judges by
 
-    def checkin(self, containers, local_state):
-        """(api_ok, desired lease) from one check-in; errors end up in result['api_error']."""
+    def observed(self, containers, local_state):
         mine = [c for c in containers if local_state is not None and c.lease_id == local_state.id]
-        observed = {
+        return {
             'lease_id': None if local_state is None else local_state.id,
             'container': ('running' if mine[0].running else mine[0].status) if mine else 'absent',
             'renter_containers': len(containers),
             # what a lease disk can take here; the marketplace checks new rentals against it
             'disk_free_gb': _facts.disk_free_gb_of(self.docker.disk_dir),
         }
+
+    def checkin(self, containers, local_state):
+        """(api_ok, desired lease) from one check-in; errors end up in result['api_error']."""
+        observed = self.last_observed = self.observed(containers, local_state)
         try:
-            answer = client_from_module(self.module).checkin(observed)
+            answer = self.send_checkin(observed)
         except MarketplaceError as exc:
             self.result['api_error'] = 'check-in failed: %s' % to_native(exc)
             return False, None, None
@@ -496,6 +504,42 @@ class RentalManager:
         if isinstance(interval, int) and not isinstance(interval, bool):
             self.result['checkin_interval_s'] = interval
         return True, desired, server_time
+
+    def send_checkin(self, observed):
+        """One check-in that reports the wipe receipts kept, and forgets those the answer acknowledges."""
+        report, warnings = self.outbox.report(create_key=not self.module.check_mode)
+        for warning in warnings:
+            self.module.warn(warning)
+        answer = client_from_module(self.module).checkin(observed, report)
+        if report.get('receipts') and isinstance(answer, dict) and not self.module.check_mode:
+            acknowledged, warnings = self.outbox.settle(answer)
+            self.result['receipts']['acknowledged'].extend(acknowledged)
+            for warning in warnings:
+                self.module.warn(warning)
+        return answer
+
+    def deliver_receipts(self, api_ok):
+        """Report the receipts this run signed at once, in one more check-in (only when the marketplace
+        answered this run's check-in; otherwise the next runs report them)."""
+        if api_ok and self.result['receipts']['signed'] and not self.module.check_mode:
+            running = self.result['container_id'] is not None
+            observed = dict(self.last_observed, lease_id=self.result['lease_id'],
+                            container='running' if running else 'absent', renter_containers=int(running))
+            try:
+                self.send_checkin(observed)
+            except MarketplaceError as exc:
+                self.module.warn('the wipe receipts are kept and reported at the next check-in: %s' % to_native(exc))
+        self.result['receipts']['pending'] = len(self.outbox.pending()[0])
+
+    def sign_wipe(self, lease_id, removed, reason):
+        """The lease's volumes are gone: sign the receipt of the wipe and keep it until acknowledged."""
+        wiped = dict(removed, containers=self.wiped.pop(lease_id, []))
+        try:
+            self.outbox.record(lease_id, wiped, self.now, reason)
+        except (_receipts.ReceiptError, OSError) as exc:
+            self.module.warn('lease %s was wiped but its receipt could not be signed: %s' % (lease_id, to_native(exc)))
+            return
+        self.result['receipts']['signed'].append(lease_id)
 
     def marketplace_time(self, api_ok, server_time):
         """The marketplace's clock: its answer's, or the estimate from the last check-in it answered;
@@ -532,7 +576,7 @@ class RentalManager:
         recorded_keys = {} if local_state is None else {local_state.id: local_state.keys_hash}
         containers = self.docker.renter_containers(recorded_keys)
         api_ok, desired, server_time = self.checkin(containers, local_state)
-        now = self.marketplace_time(api_ok, server_time)
+        now = self.now = self.marketplace_time(api_ok, server_time)
         if self.params['state'] == 'absent':
             self.refuse_live_lease(desired if api_ok else local_state, now)
             desired, api_ok = None, True
@@ -563,6 +607,7 @@ class RentalManager:
         if lease is not None:
             self.result['disk_limit_enforced'], self.result['disk_limit_reason'] = self.disk_status(lease)
             self.report_sandbox(plan, container_id)
+        self.deliver_receipts(api_ok)
 
         if refusal:
             self.module.fail_json(msg='%s; nothing of that lease was created' % refusal, **self.result)
@@ -633,10 +678,13 @@ class RentalManager:
         kind = action.kind
         if kind == 'remove_container':
             self.docker.remove_container(action.container_id)
+            if action.lease_id is not None:
+                self.wiped.setdefault(action.lease_id, []).append(action.container_id)
             if action.container_id == container_id:
                 container_id = None
         elif kind == 'remove_volume':
-            self.docker.remove_volume(action.lease_id)
+            removed = self.docker.remove_volume(action.lease_id)
+            self.sign_wipe(action.lease_id, removed, action.reason)
         elif kind == 'mount_disk':
             self.docker.mount_disk(action.lease_id)
         elif kind == 'reset_system':
