@@ -63,6 +63,17 @@ description:
     boot clock, which clock jumps (fake-hwclock, bad NTP) do not move; after a reboot, the device's
     clock corrected by the offset seen at the last check-in (never earlier than that check-in).
     This is remembered in C(clock.json) in O(state_dir), written only when it changes. See RV(clock).
+  - Signed wipe receipts. Right after it removed a lease's volumes (whatever ended the lease), the
+    module signs a receipt of the wipe - lease id, device id, the container ids, volume names and
+    disk image removed, the bytes removed, the time by the marketplace's clock as the device knows
+    it, the reason - as canonical JSON (sorted keys, no spaces) with C(ssh-keygen -Y sign) in the
+    namespace C(p2pvps-wipe-receipt), and keeps it in C(receipts/<lease id>.json) in O(state_dir)
+    (atomic, mode 0600; it survives reboots). Every check-in reports the kept receipts and the
+    device's receipt public key until the marketplace acknowledges them; a run that wiped while the
+    marketplace answered reports the new receipt at once in one more check-in. The key is
+    C(receipt_ed25519) in O(state_dir) (ed25519, mode 0600, made on the first run, never printed).
+    Anyone can verify a receipt offline with C(ssh-keygen -Y verify) (the collection's README,
+    "Proving a wipe"). See RV(receipts).
 author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
@@ -189,6 +200,8 @@ options:
 requirements:
   - Docker SDK for Python (C(docker)) 5.0 or newer; 7.1 or newer when C(requests) is 2.32 or newer
   - requests
+  - C(ssh-keygen) (OpenSSH client) on the device for the wipe receipts; without it leases are
+    still wiped, with a warning that no receipt was signed
   - Root for the enforced per-lease disk (loop devices, C(mkfs.ext4), C(mount)), the bandwidth cap
     (C(tc), C(nsenter)) and ending SSH sessions (signals to the container's processes)
 notes:
@@ -406,6 +419,25 @@ clock:
       description: How many seconds the device's clock is ahead of it (negative when behind).
       type: int
   sample: {source: marketplace, marketplace_time: '2026-12-01T20:00:00Z', device_ahead_s: 0}
+receipts:
+  description: Signed wipe receipts in this run.
+  returned: always
+  type: dict
+  contains:
+    signed:
+      description: Lease ids whose wipe this run signed a receipt for.
+      type: list
+      elements: str
+    acknowledged:
+      description: Lease ids whose receipts the marketplace acknowledged in this run (they are deleted
+        from the device).
+      type: list
+      elements: str
+    pending:
+      description: How many receipts the device keeps for the next check-ins.
+      type: int
+  sample: {signed: [5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60], acknowledged: [5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60],
+           pending: 0}
 diff:
   description: Before and after (the remembered lease and the renter containers).
   returned: when diff mode is on

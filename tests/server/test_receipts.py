@@ -5,11 +5,11 @@ signatures); the server is the real reference server over HTTP.
 """
 import datetime as dt
 import json
-import subprocess
 
 import pytest
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils._receipts import Outbox, canonical
+from tests.fixtures.server import assert_receipt_verifies, verify_receipt_offline
 from tests.server.helpers import assert_error, parse_time
 
 WIPED = {"containers": ["c0ffee" * 10 + "abcd"], "volumes": ["p2pvps-lease-x"],
@@ -32,17 +32,6 @@ def ended_rental(marketplace, device):
     return rental["id"]
 
 
-def verify_offline(tmp_path, fetched, receipt_text=None):
-    """The documented offline check: ssh-keygen -Y verify with the allowed_signers line of the answer."""
-    (tmp_path / "allowed_signers").write_text(fetched["allowed_signers"] + "\n")
-    (tmp_path / "receipt.json.sig").write_text(fetched["signature"])
-    (tmp_path / "receipt.json").write_text(fetched["receipt"] if receipt_text is None else receipt_text)
-    with open(tmp_path / "receipt.json", "rb") as stdin:
-        return subprocess.run(["ssh-keygen", "-Y", "verify", "-f", "allowed_signers", "-I", fetched["principal"],
-                               "-n", fetched["namespace"], "-s", "receipt.json.sig"], cwd=tmp_path, stdin=stdin,
-                              capture_output=True, text=True, check=False)
-
-
 def test_a_receipt_is_verified_stored_acknowledged_and_verifies_offline(marketplace, tmp_path):
     device = marketplace.online_device()
     lease_id = ended_rental(marketplace, device)
@@ -57,7 +46,7 @@ def test_a_receipt_is_verified_stored_acknowledged_and_verifies_offline(marketpl
     assert answer["receipts_acknowledged"] == [lease_id] and answer["receipts_refused"] == []
     assert outbox.settle(answer) == ([lease_id], []) and outbox.pending() == ([], [])
 
-    fetched = marketplace.request("GET", f"/api/v1/rentals/{lease_id}/receipt").json()
+    fetched = marketplace.receipt(lease_id)
     assert fetched["rental_id"] == lease_id and fetched["device_id"] == device[0]
     assert fetched["receipt"] == text and fetched["public_key"] == report["receipt_public_key"]
     assert fetched["wipe"]["volumes"] == ["p2pvps-lease-x"] and fetched["wipe"]["wiped_at"] == "2026-12-02T01:00:00Z"
@@ -65,10 +54,9 @@ def test_a_receipt_is_verified_stored_acknowledged_and_verifies_offline(marketpl
     device_view = marketplace.request("GET", f"/api/v1/devices/{device[0]}").json()
     assert device_view["receipt_public_key"] == report["receipt_public_key"]
 
-    good = verify_offline(tmp_path, fetched)
-    assert good.returncode == 0, good.stderr
-    tampered = verify_offline(tmp_path, fetched, fetched["receipt"].replace('"bytes":2147483648', '"bytes":0'))
-    assert tampered.returncode != 0
+    assert_receipt_verifies(fetched, tmp_path)
+    tampered = fetched["receipt"].replace('"bytes":2147483648', '"bytes":0')
+    assert verify_receipt_offline(fetched, tmp_path, tampered).returncode != 0
 
     # reported again (the acknowledgement was lost): acknowledged again, the first receipt kept
     again = checkin(marketplace, device, report)
