@@ -81,9 +81,8 @@ class Outbox(object):
             if not create:
                 return None
             os.makedirs(os.path.dirname(self.key_path), mode=0o700, exist_ok=True)
-            for stale in (self.key_path + '.pub',):
-                if os.path.lexists(stale):
-                    os.unlink(stale)
+            if os.path.lexists(self.key_path + '.pub'):   # left from a key that is gone
+                os.unlink(self.key_path + '.pub')
             proc = _ssh_keygen(['-q', '-t', 'ed25519', '-N', '', '-C', 'p2pvps-receipts', '-f', self.key_path])
             if proc.returncode != 0:
                 raise ReceiptError('the receipt key %s could not be made: %s'
