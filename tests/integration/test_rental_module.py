@@ -23,6 +23,7 @@ import pytest
 
 from tests.fixtures.common import ansible_env, free_port, image_available, require, run_ansible
 from tests.fixtures.proxies import RecordingForwarder
+from tests.fixtures.server import assert_receipt_verifies
 
 # Every test that runs renter containers on the host's Docker Engine lives in this file, so
 # that they never run side by side (pytest -n 2 --dist loadfile): the rental module removes
@@ -650,7 +651,8 @@ def test_rental_lifecycle(renter_image, marketplace, tmp_path):
 
 
 def test_rental_expired_with_api_down(renter_image, marketplace, tmp_path):
-    """A lease past expires_at is wiped on local time while the API is stopped."""
+    """A lease past expires_at is wiped on local time while the API is stopped; its signed wipe
+    receipt waits in the state directory and is delivered when the marketplace is back."""
     device = new_device(marketplace)
     key, pub = make_keypair(tmp_path / 'key')
     port = free_port()
@@ -667,14 +669,24 @@ def test_rental_expired_with_api_down(renter_image, marketplace, tmp_path):
             assert kept['changed'] is False and kept['api_error'] and renter_containers(lease_id)
             expires = json.loads((state_dir / 'lease.json').read_text())['lease']['expires_at']
             expires_epoch = calendar_epoch(expires)
+            container_ids = renter_containers(lease_id)
             while time.time() < expires_epoch + 1:
                 time.sleep(0.5)
             wiped = run_rental(args)
             assert wiped['api_error']
             assert kinds(wiped) == ['remove_container', 'remove_volume', 'write_state']
             assert not renter_containers(lease_id) and not volume_exists(lease_id)
+            assert wiped['receipts'] == {'signed': [lease_id], 'acknowledged': [], 'pending': 1}
+            assert (state_dir / 'receipts' / (lease_id + '.json')).exists()
         finally:
             marketplace.start()
+        delivered = run_rental(args)
+        assert delivered['receipts'] == {'signed': [], 'acknowledged': [lease_id], 'pending': 0}, delivered
+        assert not (state_dir / 'receipts' / (lease_id + '.json')).exists()
+        wipe = assert_receipt_verifies(marketplace.receipt(lease_id), tmp_path)
+        assert wipe['lease_id'] == lease_id and wipe['device_id'] == device['id']
+        assert wipe['containers'] == container_ids and 'p2pvps-lease-%s' % lease_id in wipe['volumes']
+        assert wipe['bytes'] is not None and 'marketplace unavailable' in wipe['reason']
     finally:
         cleanup_lease(lease_id, state_dir)
 
@@ -724,6 +736,9 @@ def test_state_absent_after_the_lease_ended(renter_image, marketplace, tmp_path)
         assert removed.get('failed') is not True, removed
         assert kinds(removed) == ['remove_container', 'remove_volume', 'write_state']
         assert not renter_containers(lease_id)
+        # the receipt of the wipe reaches the marketplace in the same run
+        assert removed['receipts'] == {'signed': [lease_id], 'acknowledged': [lease_id], 'pending': 0}
+        assert assert_receipt_verifies(marketplace.receipt(lease_id), tmp_path)['lease_id'] == lease_id
     finally:
         cleanup_lease(lease_id, tmp_path / 'state')
 
