@@ -401,8 +401,6 @@ def test_reboot_with_a_live_lease_remounts_the_disk_and_keeps_the_container(rig)
     assert rig.converge()["changed"] is False
 
 
-@pytest.mark.xfail(reason="found by this file: after a power cycle, Docker refuses to remove the ended lease's "
-                          "volumes ('volume has active mounts'), so the wipe fails; not fixed yet")
 def test_a_lease_ended_after_a_power_cycle_is_wiped(rig):
     assert rig.rental is not None
     rig.marketplace.end_rental(rig.rental["id"])
