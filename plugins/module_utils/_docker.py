@@ -78,7 +78,7 @@ GIB = 1024 ** 3
 SYSTEM_DIRS = ('etc', 'usr', 'var', 'opt', 'srv', 'root')
 RENTER_NETWORK = 'p2pvps-renter'
 OOM_SCORE_ADJ = 1000
-SPEC_VERSION = '2'
+SPEC_VERSION = '3'
 # sshd's privilege separation needs no more than CAP_ADD; a renter who is root in a user
 # namespace (Docker's userns-remap) also needs these to manage their own files as root
 # (dpkg, chown of other users' files). They act only inside the namespace.
@@ -597,7 +597,10 @@ class RenterDocker:
         host_config = self.client.api.create_host_config(
             binds=self._binds(lease),
             port_bindings=_port_bindings(publish),
-            restart_policy={'Name': 'unless-stopped'},
+            # Never started by dockerd itself: at boot that would be before the agent mounts the lease
+            # disk, onto the bare mountpoints (writes land on the device's disk; Docker 20.10 also
+            # leaks the volumes' mount count and refuses to remove them). The agent mounts, then starts.
+            restart_policy={'Name': 'no'},
             mem_limit=lease.limits.memory_bytes,
             memswap_limit=lease.limits.memory_bytes,
             nano_cpus=lease.limits.nano_cpus,

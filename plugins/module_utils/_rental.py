@@ -185,7 +185,21 @@ def _container_matches(lease, container, publish):
         reasons.append('web address changed')
     if publish.spec is not None and container.spec != publish.spec:
         reasons.append('sandbox settings changed')
+    if container.status == 'created':
+        # dockerd may have died while creating it; it never ran, so a new one loses nothing.
+        reasons.append('never started')
     return reasons
+
+
+def _creation_interrupted(lease, container, remembered):
+    """Whether the first creation of `lease` on this device stopped half way (`container` never started).
+
+    Docker copies the image's system directories into the lease's new volumes while it creates the
+    container; dockerd killed meanwhile leaves them half copied, and it never copies into a volume
+    that is not empty. A lease the device remembers ran before: its system directories are whole
+    and hold the renter's changes.
+    """
+    return container.status == 'created' and (remembered is None or remembered.id != lease.id)
 
 
 def _limits_differ(lease, container):
@@ -263,9 +277,9 @@ def _converge_lease(lease, containers, volumes, publish, actions, warnings, reas
         if mismatch:
             reason = 'recreate (home kept): ' + ', '.join(mismatch)
             actions.append(_remove(keep, reason))
-            if 'image changed' in mismatch:
-                # The system directories were copied from the old image; the new image's
-                # are copied in again when the container is created (the home is kept).
+            if 'image changed' in mismatch or _creation_interrupted(lease, keep, remembered):
+                # The system directories were copied from the old image (or half copied); the
+                # image's are copied in again when the container is created (the home is kept).
                 actions.append(Action('reset_system', lease.id, None, lease.container_name, reason))
             actions.append(Action('create', lease.id, None, lease.container_name, reason))
             keep = None

@@ -12,9 +12,11 @@ tests/integration/test_faults.py`. The host-side variants of "marketplace down a
 expiry" are test_rental_module.py::test_rental_expired_with_api_down and
 ::test_fake_marketplace_offline_expiry; the Pi variant is test 5 here.
 
-The power cycle runs last: after it, Docker on the Pi refuses to remove the ended lease's
-volumes ("volume has active mounts"), a bug this file found and has not fixed yet
-(test_a_lease_ended_after_a_power_cycle_is_wiped, xfail).
+The power cycle runs last. Two bugs this file found are fixed and stay tested here: after a power
+cycle Docker refused to remove an ended lease's volumes ("volume has active mounts", because
+dockerd itself restarted the container at boot onto the bare mountpoints; renter containers now
+have the restart policy "no"), and a container whose creation dockerd did not finish was started
+again and again without its root file system (one that never started is now recreated).
 """
 import calendar
 import json
@@ -183,10 +185,7 @@ TRIGGERS = {
 
 
 @pytest.mark.parametrize("trigger", [   # "volume" second: it replaces what "container" may leave broken
-    pytest.param("container", marks=pytest.mark.xfail(
-        reason="found by this file: a container whose creation dockerd did not finish can be left without its "
-               "root file system ('stat /usr/local/sbin/p2pvps-renter-init: no such file or directory'); the "
-               "module keeps trying to start it instead of recreating it; not fixed yet")),
+    "container",
     "volume",
 ])
 def test_dockerd_killed_mid_create_leaves_no_orphan(rig, trigger):
@@ -221,7 +220,7 @@ def test_dockerd_killed_mid_create_leaves_no_orphan(rig, trigger):
     assert_enforced(rig, again)
     container_id = again["container_id"]
     assert lease_containers(rig, lease_id) == [container_id]
-    assert container_state(rig, container_id)["Running"] is True
+    assert container_state(rig, container_id)["Running"] is True, (kinds(again), container_state(rig, container_id))
     # nothing else: no orphan container, no volume a clean create would not make, no old lease
     assert rig.sh("docker ps -aq --no-trunc").split() == [container_id]
     assert volumes(rig) == volumes(rig, lease_id)
@@ -402,15 +401,13 @@ def test_reboot_with_a_live_lease_remounts_the_disk_and_keeps_the_container(rig)
     assert kinds(after)[:2] == ["mount_disk", "start"], after
     assert after["container_id"] == container_id and after["lease_id"] == lease_id
     assert_enforced(rig, after)
-    assert container_state(rig, container_id)["Running"] is True
+    assert container_state(rig, container_id)["Running"] is True, (kinds(again), container_state(rig, container_id))
     assert lease_containers(rig) == [container_id]
     kept = rig.sh(f"{as_renter} cat /home/{user}/kept").strip()
     assert kept == "kept-across-reboot"
     assert rig.converge()["changed"] is False
 
 
-@pytest.mark.xfail(reason="found by this file: after a power cycle, Docker refuses to remove the ended lease's "
-                          "volumes ('volume has active mounts'), so the wipe fails; not fixed yet")
 def test_a_lease_ended_after_a_power_cycle_is_wiped(rig):
     assert rig.rental is not None
     rig.marketplace.end_rental(rig.rental["id"])

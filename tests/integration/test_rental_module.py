@@ -537,7 +537,7 @@ def test_rental_lifecycle(renter_image, marketplace, tmp_path):
         assert host['Memory'] == 256 * 1024 ** 2 and host['NanoCpus'] == 500000000 and host['PidsLimit'] == 128
         assert host['CapDrop'] == ['ALL'] and 'SYS_ADMIN' not in host['CapAdd'] and 'NET_RAW' not in host['CapAdd']
         assert host['SecurityOpt'] == ['no-new-privileges'] and host['Privileged'] is False
-        assert host['NetworkMode'] == 'p2pvps-renter' and host['RestartPolicy']['Name'] == 'unless-stopped'
+        assert host['NetworkMode'] == 'p2pvps-renter' and host['RestartPolicy']['Name'] == 'no'
         assert host['ReadonlyRootfs'] is True and host['OomScoreAdj'] == 1000
         assert sorted(host['Tmpfs']) == ['/run', '/tmp', '/var/tmp'] and 'size=64m' in host['Tmpfs']['/tmp']
         assert host['Sysctls']['net.ipv6.conf.all.disable_ipv6'] == '1'

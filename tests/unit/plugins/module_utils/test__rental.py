@@ -121,6 +121,18 @@ DECISIONS = [
     ('published on all addresses: recreate', L1, True, [container(L1, local_ip='0.0.0.0')], L1, [V1], [
         ('remove_container', L1.id, C1.id), ('create', L1.id, None)]),
     ('stopped: start', L1, True, [C1_STOPPED], L1, [V1], [('start', L1.id, C1.id)]),
+    # dockerd killed while creating: a container that never started is created again; on a lease's first
+    # creation its system directories may be half copied from the image, so they are copied again
+    ('never started, lease ran before: recreate', L1, True, [container(L1, running=False, status='created')],
+     L1, [V1], [('remove_container', L1.id, C1.id), ('create', L1.id, None)]),
+    ('never started, first creation: recreate with the system reset', L1, True,
+     [container(L1, running=False, status='created')], L2, [V1], [
+        ('remove_container', L1.id, C1.id), ('reset_system', L1.id, None), ('create', L1.id, None),
+        ('write_state', L1.id, None)]),
+    ('never started, nothing remembered: recreate with the system reset', L1, True,
+     [container(L1, running=False, status='created')], None, [V1], [
+        ('remove_container', L1.id, C1.id), ('reset_system', L1.id, None), ('create', L1.id, None),
+        ('write_state', L1.id, None)]),
     ('keys label missing (no file yet): update', L1, True, [container(L1, keys_hash=None)], L1, [V1], [
         ('update_keys', L1.id, C1.id)]),
     ('duplicates: keep running, remove stray', L1, True, [C1_STOPPED, C1_DUP], L1, [V1], [
