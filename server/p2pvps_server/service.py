@@ -392,7 +392,6 @@ class MarketplaceService:
         items = [route_view(rental, device) for rental, device in rows[:limit]]
         return {"items": items, "next_cursor": encode_cursor(items[-1]["hostname"]) if more else None}
 
-
     # ------------------------------------------------------------------ tunnel keys
 
     def list_tunnel_keys(self, limit: int, cursor: str | None) -> dict[str, Any]:

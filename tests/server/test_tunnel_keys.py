@@ -6,6 +6,7 @@ import pytest
 from tests.fixtures.server import DEFAULT_FACTS, ed25519_public_key
 from tests.server.helpers import assert_error
 
+
 def rsa_public_key(folder):
     subprocess.run(["ssh-keygen", "-q", "-t", "rsa", "-b", "2048", "-N", "", "-f", str(folder / "rsa")], check=True)
     return (folder / "rsa.pub").read_text().strip()
