@@ -860,15 +860,28 @@ def main():
         wait_s=dict(type='int', default=0),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    wait_s = module.params['wait_s']
+    pace = Pace(min(max(wait_s, 0), MAX_WAIT_S))
     problem = option_problem(module.params) or sdk_problem()
     if problem:
-        module.fail_json(msg=problem[0], exception=problem[1])
-    pace = Pace(module.params['wait_s'])
-    result = {}
+        result, failure, lease_changed = {}, problem[0], False
+    else:
+        result, failure, lease_changed = converge(module)
+    if wait_s:
+        finish_long_poll(result, pace, lease_changed)
+    if problem and problem[1]:
+        module.fail_json(msg=failure, exception=problem[1], **result)
+    if failure:
+        module.fail_json(msg=failure, **result)
+    module.exit_json(msg=summary(result), **result)
+
+
+def converge(module):
+    """(result, failure message or None, whether the run converged to a lease that differs from the one the
+    device had): the long-poll check-in when asked for, then the converge under the state lock."""
     manager = None
     try:
         manager = RentalManager(module)
-        result = manager.result
         held = manager.long_poll() if module.params['wait_s'] else None
         with state_lock(module):
             manager.run(held)
@@ -881,11 +894,9 @@ def main():
         failure = 'Docker Engine error at %s: %s' % (module.params['docker_host'], to_native(exc))
     except (RentalDockerError, _sandbox.SandboxError, OSError) as exc:
         failure = 'rental converge failed: %s' % to_native(exc)
-    if module.params['wait_s']:
-        finish_long_poll(result, pace, manager is not None and manager.new_etag is not None and failure is None)
-    if failure:
-        module.fail_json(msg=failure, **result)
-    module.exit_json(msg=summary(result), **result)
+    if manager is None:
+        return {}, failure, False
+    return manager.result, failure, failure is None and manager.new_etag is not None
 
 
 def finish_long_poll(result, pace, lease_changed):
