@@ -211,13 +211,15 @@ def test_many_held_checkins_do_not_block_other_calls(marketplace):
             assert call().status_code == 200
             timings[name] = time.monotonic() - start
         rental = marketplace.create_rental(devices[0][0])
-        took, answer = held[0].result(timeout=10)
+        created = time.monotonic()
+        dummy, answer = held[0].result(timeout=10)
+        answered_after = time.monotonic() - created
         assert answer["lease"]["id"] == rental["id"]
-        assert took < wait - 5, took
+        assert answered_after < EARLY_S, answered_after
         assert max(timings.values()) < 2.0, timings
         assert sum(future.done() for future in held[1:]) == 0, "another device's check-in was answered"
         results = [future.result(timeout=wait + 60) for future in held[1:]]
     assert all(answer["lease"] is None and wait - 0.5 <= took for took, answer in results)
     print(f"\nMEASURED {DEVICES} held check-ins; other calls meanwhile: "
           + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in timings.items())
-          + f"; the rented device's held check-in answered {took:.2f} s after it began")
+          + f"; the rented device's held check-in answered {answered_after * 1000:.0f} ms after the rental call returned")
