@@ -67,6 +67,10 @@ class CheckinRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", **STRICT)
 
     observed: Annotated[dict[str, Any], AfterValidator(v.check_observed)] | None = None
+    lease_etag: str | None = Field(
+        default=None, max_length=64, pattern=r"^[\x21-\x7e]+$",
+        description="lease_etag of the check-in answer the device runs; with ?wait= the answer is held "
+                    "while the device's lease still has this etag")
 
 
 class LimitsIn(BaseModel):
