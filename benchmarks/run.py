@@ -253,12 +253,7 @@ def bench_agent(workdir, reps):
     fleet = Fleet(1, workdir)
     pi = fleet.pis[0]
     try:
-        playbook_file = workdir / "agent.yml"
-        playbook_file.write_text(json.dumps([{
-            "hosts": "p2pvps_devices", "become": True, "roles": [{"role": "p2pvps.fleet.rental_agent"}],
-            "vars": {"rental_agent_marketplace_url": fleet.market.url,
-                     "rental_agent_device_id": "{{ p2pvps_device_id }}", "rental_agent_enabled": False}}]))
-        playbook(fleet.inventory, str(playbook_file))
+        apply_agent(fleet, workdir, rental_agent_enabled=False)
         module = ["env", "PYTHONPATH=/usr/local/lib/p2pvps", "python3", "-m",
                   "ansible_collections.p2pvps.fleet.plugins.modules.rental", "/etc/p2pvps/rental-agent.json"]
         bare = ["python3", "-c", "pass"]
@@ -464,7 +459,7 @@ def bench_lease_wait(workdir, reps):
     results = {}
     try:
         for mode, longpoll in (("baseline", False), ("longpoll", True)):
-            apply_agent(fleet, workdir, longpoll)
+            apply_agent(fleet, workdir, rental_agent_longpoll=longpoll)
             since, started = pi.exec("date", "+%Y-%m-%d %H:%M:%S").stdout.strip(), time.monotonic()
             runs = []
             for rep in range(reps):
@@ -490,13 +485,13 @@ def bench_lease_wait(workdir, reps):
         fleet.destroy()
 
 
-def apply_agent(fleet, workdir, longpoll):
-    """The rental_agent role on the bench Pi, with its defaults but for long-poll on or off."""
+def apply_agent(fleet, workdir, **role_vars):
+    """The rental_agent role on the bench Pis, with its defaults but for `role_vars`."""
     playbook_file = workdir / "agent.yml"
     playbook_file.write_text(json.dumps([{
         "hosts": "p2pvps_devices", "become": True, "roles": [{"role": "p2pvps.fleet.rental_agent"}],
         "vars": {"rental_agent_marketplace_url": fleet.market.url,
-                 "rental_agent_device_id": "{{ p2pvps_device_id }}", "rental_agent_longpoll": longpoll}}]))
+                 "rental_agent_device_id": "{{ p2pvps_device_id }}", **role_vars}}]))
     playbook(fleet.inventory, str(playbook_file))
 
 
