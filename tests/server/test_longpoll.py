@@ -43,6 +43,12 @@ class Background:
         return self.result
 
 
+@pytest.fixture
+def marketplace(shared_marketplace):
+    """The module's one server: each test uses devices of its own, and a server start costs some 2 s of CI."""
+    return shared_marketplace
+
+
 def waiting_until_held():
     """Give a check-in started in the background the time to reach the server and be held."""
     time.sleep(0.5)
@@ -187,7 +193,8 @@ def test_held_checkins_need_the_device_token(shared_marketplace, shared_device):
 DEVICES = 200
 
 
-def test_many_held_checkins_do_not_block_other_calls(marketplace):
+def test_many_held_checkins_do_not_block_other_calls(marketplace_factory):
+    marketplace = marketplace_factory()   # a server of its own: 200 devices
     devices = [marketplace.create_device(f"pi-lp-{i}") for i in range(DEVICES)]
     for device in devices[:2]:
         marketplace.register_device(*device)
