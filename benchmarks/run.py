@@ -437,7 +437,7 @@ def bench_latency():
     log(f"lease latency (pull, 15 s timer): {RESULTS['latency']}")
 
 
-# ---------------------------------------------------------------- 7. lease wait: long-poll vs one check-in per interval
+# ---------------------------------------------------------------- 8. lease wait: long-poll vs one check-in per interval (README: benchmark 8)
 
 
 AGENT_INTERVAL_S = 120   # rental_agent_interval_s's default
@@ -527,7 +527,7 @@ def agent_starts(pi, since):
     return sum(1 for line in journal.splitlines() if line.startswith("Starting "))
 
 
-# ---------------------------------------------------------------- 8. web hosting and the sandbox
+# ---------------------------------------------------------------- 7. web hosting and the sandbox
 
 
 LOADGEN = (ROOT / "benchmarks" / "tools" / "loadgen.py").read_text()
