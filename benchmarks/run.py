@@ -1,6 +1,6 @@
 """Benchmarks of p2pvps.fleet; every figure that matters is a ratio against a baseline run here.
 
-    bash benchmarks/run.sh [--quick] [--only converge,noop,agent,inventory,checkin,latency,hosting]
+    bash benchmarks/run.sh [--quick] [--only converge,noop,agent,inventory,checkin,latency,leasewait,hosting]
 
 Writes benchmarks/results.md (and results.json). Not a test: nothing here passes or fails
 on timings. Loopback and the project's own test containers only; every load is bounded.
@@ -10,6 +10,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import statistics
 import subprocess
@@ -36,7 +37,7 @@ from tests.fixtures.server import Marketplace, ed25519_public_key  # noqa: E402
 RENTER_IMAGE = "p2pvps/renter:latest"
 ANSIBLE_CFG = ROOT / "inventory.example" / "ansible.cfg"
 RESULTS = {}
-ALL_STEPS = "converge,noop,agent,inventory,checkin,latency,hosting"
+ALL_STEPS = "converge,noop,agent,inventory,checkin,latency,leasewait,hosting"
 START = time.monotonic()
 
 
@@ -252,12 +253,7 @@ def bench_agent(workdir, reps):
     fleet = Fleet(1, workdir)
     pi = fleet.pis[0]
     try:
-        playbook_file = workdir / "agent.yml"
-        playbook_file.write_text(json.dumps([{
-            "hosts": "p2pvps_devices", "become": True, "roles": [{"role": "p2pvps.fleet.rental_agent"}],
-            "vars": {"rental_agent_marketplace_url": fleet.market.url,
-                     "rental_agent_device_id": "{{ p2pvps_device_id }}", "rental_agent_enabled": False}}]))
-        playbook(fleet.inventory, str(playbook_file))
+        apply_agent(fleet, workdir, rental_agent_enabled=False)
         module = ["env", "PYTHONPATH=/usr/local/lib/p2pvps", "python3", "-m",
                   "ansible_collections.p2pvps.fleet.plugins.modules.rental", "/etc/p2pvps/rental-agent.json"]
         bare = ["python3", "-c", "pass"]
@@ -441,6 +437,96 @@ def bench_latency():
     log(f"lease latency (pull, 15 s timer): {RESULTS['latency']}")
 
 
+# ---------------------------------------------------------------- 8. lease wait: long-poll vs one check-in per interval (README: benchmark 8)
+
+
+AGENT_INTERVAL_S = 120   # rental_agent_interval_s's default
+LEASE_GONE = "docker ps -aq --filter label=p2pvps.lease; docker volume ls -q --filter label=p2pvps.lease"
+
+
+def bench_lease_wait(workdir, reps):
+    """Rental created -> renter logged in, rental ended -> container and volumes gone, with the device
+    agent at its default interval: long-poll check-ins (the default) against one plain check-in per
+    interval (the baseline, `rental_agent_longpoll: false`), in turn on the same simulated Pi."""
+    fleet = Fleet(1, workdir)
+    pi = fleet.pis[0]
+    device_id = fleet.devices[pi.name][0]
+    key = workdir / "renter"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    subprocess.run(["docker", "exec", "-i", pi.container_id, "sh", "-c", "umask 077 && cat > /root/renter_key"],
+                   input=key.read_bytes(), check=True, timeout=30)
+    phase = random.Random(13)
+    results = {}
+    try:
+        for mode, longpoll in (("baseline", False), ("longpoll", True)):
+            apply_agent(fleet, workdir, rental_agent_longpoll=longpoll)
+            since, started = pi.exec("date", "+%Y-%m-%d %H:%M:%S").stdout.strip(), time.monotonic()
+            runs = []
+            for rep in range(reps):
+                # A rental comes at any moment of the agent's cycle.
+                time.sleep(phase.uniform(0, AGENT_INTERVAL_S))
+                rental = fleet.market.create_rental(device_id, renter="bench", hours=1,
+                                                    ssh_public_key=Path(f"{key}.pub").read_text().strip())
+                container_s, login_s = until_login(pi, rental["id"])
+                time.sleep(phase.uniform(0, AGENT_INTERVAL_S))
+                fleet.market.end_rental(rental["id"])
+                wiped_s = until(lambda: not pi.exec("sh", "-c", LEASE_GONE).stdout.split())
+                runs.append({"container_s": container_s, "login_s": login_s, "wiped_s": wiped_s})
+                log(f"lease wait, {mode} {rep + 1}/{reps}: {runs[-1]}")
+            hours = (time.monotonic() - started) / 3600
+            results[mode] = {"runs": runs, "checkins_per_hour": agent_starts(pi, since) / hours,
+                             **{name: stats([run[name] for run in runs]) for name in runs[0]}}
+        RESULTS["leasewait"] = {
+            "interval_s": AGENT_INTERVAL_S, "reps": reps, **results,
+            "login_speedup": results["baseline"]["login_s"]["median"] / results["longpoll"]["login_s"]["median"],
+            "wipe_speedup": results["baseline"]["wiped_s"]["median"] / results["longpoll"]["wiped_s"]["median"]}
+        log(f"lease wait: {RESULTS['leasewait']}")
+    finally:
+        fleet.destroy()
+
+
+def apply_agent(fleet, workdir, **role_vars):
+    """The rental_agent role on the bench Pis, with its defaults but for `role_vars`."""
+    playbook_file = workdir / "agent.yml"
+    playbook_file.write_text(json.dumps([{
+        "hosts": "p2pvps_devices", "become": True, "roles": [{"role": "p2pvps.fleet.rental_agent"}],
+        "vars": {"rental_agent_marketplace_url": fleet.market.url,
+                 "rental_agent_device_id": "{{ p2pvps_device_id }}", **role_vars}}]))
+    playbook(fleet.inventory, str(playbook_file))
+
+
+def until(condition, timeout=AGENT_INTERVAL_S * 2 + 120, step=0.25):
+    """Seconds until `condition()` holds."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise RuntimeError(f"not reached within {timeout} s")
+        time.sleep(step)
+    return time.monotonic() - start
+
+
+def until_login(pi, rental_id):
+    """(seconds until the lease's container exists, seconds until the renter logs in over SSH) from now."""
+    start = time.monotonic()
+    until(lambda: lease_container_running(pi, rental_id))
+    container_s = time.monotonic() - start
+    until(lambda: pi.exec("ssh", "-p", "2222", "-i", "/root/renter_key", "-o", "StrictHostKeyChecking=no",
+                          "-o", "UserKnownHostsFile=/dev/null", "-o", "BatchMode=yes", "-o", "LogLevel=ERROR",
+                          "bench@127.0.0.1", "id -un", check=False).stdout.strip() == "bench")
+    return container_s, time.monotonic() - start
+
+
+def lease_container_running(pi, rental_id):
+    return bool(pi.exec("docker", "ps", "-q", "--filter", f"label=p2pvps.lease={rental_id}").stdout.strip())
+
+
+def agent_starts(pi, since):
+    """Runs of the agent (one check-in each) since `since`, from the Pi's journal."""
+    journal = pi.exec("journalctl", "-u", "p2pvps-rental-agent.service", "--since", since, "--no-pager",
+                      "-o", "cat").stdout
+    return sum(1 for line in journal.splitlines() if line.startswith("Starting "))
+
+
 # ---------------------------------------------------------------- 7. web hosting and the sandbox
 
 
@@ -593,6 +679,23 @@ def _latency_lines(latency):
             f"rental ended -> container gone: {latency['end_to_wipe_s']} s"]
 
 
+def _leasewait_lines(wait):
+    lines = ["", f"## Lease wait: the device agent at its default interval ({wait['interval_s']} s), long-poll vs "
+             f"one check-in per interval (seconds, {wait['reps']} runs each, each event at a random moment of the "
+             "agent's cycle)", "",
+             "| | baseline min | baseline median | long-poll min | long-poll median | speed-up (median) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    base, poll = wait["baseline"], wait["longpoll"]
+    for name, text in (("container_s", "rental created -> renter container exists"),
+                       ("login_s", "rental created -> renter logged in (SSH)"),
+                       ("wiped_s", "rental ended -> container and volumes gone")):
+        lines.append(f"| {text} | {base[name]['min']:.1f} | {base[name]['median']:.1f} | {poll[name]['min']:.1f} | "
+                     f"{poll[name]['median']:.1f} | x{base[name]['median'] / poll[name]['median']:.1f} |")
+    return lines + ["", f"Check-ins per hour (agent runs in the device's journal over each phase): baseline "
+                        f"{base['checkins_per_hour']:.0f}, long-poll {poll['checkins_per_hour']:.0f} (these phases "
+                        "are mostly lease changes; idle, long-poll makes one per interval)."]
+
+
 def _hosting_lines(hosting):
     runs = hosting["runs"]
     lines = ["", f"## Web hosting: a renter's small page, {hosting['threads']} keep-alive clients for "
@@ -619,7 +722,7 @@ def _hosting_lines(hosting):
 
 SECTIONS = (("converge", _converge_lines), ("noop", _noop_lines), ("agent", _agent_lines),
             ("inventory", _inventory_lines), ("checkin", _checkin_lines), ("latency", _latency_lines),
-            ("hosting", _hosting_lines))
+            ("leasewait", _leasewait_lines), ("hosting", _hosting_lines))
 
 
 def render(results):
@@ -652,6 +755,7 @@ def main(argv=None):
             ("agent", lambda: bench_agent(workdir, reps)),
             ("converge", lambda: bench_converge(workdir, [5] if args.quick else [5, 10, 20], reps)),
             ("latency", bench_latency),
+            ("leasewait", lambda: bench_lease_wait(workdir, reps)),
             ("hosting", lambda: bench_hosting(workdir, 5 if args.quick else 15)),
         ]
         for name, step in steps:

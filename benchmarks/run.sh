@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The benchmarks' one command: set up this machine (as the tests do), then measure.
-#   bash benchmarks/run.sh            full run (about 35 minutes on 2 cores)
+#   bash benchmarks/run.sh            full run (about 55 minutes on 2 cores)
 #   bash benchmarks/run.sh --quick    a smaller run
 # Results: benchmarks/results.json; benchmarks/README.md explains them.
 set -euo pipefail

@@ -21,7 +21,8 @@ options:
   state_dir:
     description:
       - Directory of the device's local lease state (C(lease.json)), of the marketplace's time at the
-        last good check-in (C(clock.json)) and of the per-lease disk images (C(<state_dir>/disks)).
+        last good check-in (C(clock.json)), of the lease etag of the last check-in answer converged to
+        (C(checkin.json)) and of the per-lease disk images (C(<state_dir>/disks)).
       - Every module that runs on the device must be given the same directory.
     type: path
     default: /var/lib/p2pvps

@@ -469,8 +469,10 @@ class MarketplaceClient(object):
         with warnings.catch_warnings():
             if not self.validate_certs:
                 warnings.simplefilter('ignore', InsecureRequestWarning)
+            # A long-poll's deadline is later than `timeout`; connecting still gets `timeout` at most.
             response = self._session.request(method, url, params=params, data=data, headers=headers,
-                                             timeout=(left, left), allow_redirects=False, stream=True)
+                                             timeout=(min(left, self.timeout), left), allow_redirects=False,
+                                             stream=True)
         with response:
             return response.status_code, response.headers, self._body(response, method, url, deadline)
 
@@ -528,8 +530,9 @@ class MarketplaceClient(object):
             return self._error(MarketplaceUnreachable, 'cannot connect or connection lost: %s' % text, method, url)
         return self._error(MarketplaceError, 'request failed: %s' % text, method, url)
 
-    def _call(self, method, path, params=None, body=None, idempotent=True, allow_empty=False):
-        """Do one API call; returns the parsed JSON answer (None for an allowed empty answer)."""
+    def _call(self, method, path, params=None, body=None, idempotent=True, allow_empty=False, held_s=0):
+        """Do one API call; returns the parsed JSON answer (None for an allowed empty answer). `held_s`: how
+        long the server may hold the answer on purpose (a long-poll), added to the call's deadline."""
         url = self.base_url + API_PREFIX + path
         data = None
         if body is not None:
@@ -537,7 +540,7 @@ class MarketplaceClient(object):
                 data = json.dumps(body, allow_nan=False, separators=(',', ':')).encode('utf-8')
             except (TypeError, ValueError) as exc:
                 raise self._error(MarketplaceError, 'the request cannot be sent as JSON: %s' % exc, method, url)
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + self.timeout + held_s
         status, headers, raw, attempts = self._exchange(method, url, params, data, deadline, idempotent)
 
         if 300 <= status < 400:
@@ -609,14 +612,20 @@ class MarketplaceClient(object):
                     'tunnel of the register answer', 'POST', path)
         return answer
 
-    def checkin(self, device_id, observed=None, report=None):
-        """Heartbeat -> the answer object; the lease in it is validated by _rental.parse_checkin().
+    def checkin(self, device_id, observed=None, report=None, lease_etag=None, wait_s=0):
+        """Heartbeat -> the answer object; the lease in it is validated by _lease.parse_checkin().
 
         report: more fields of the request body (the wipe receipts and their key, _receipts.py).
-        """
+        A long-poll when `wait_s` > 0 and `lease_etag` (of the answer the device runs) is given: the
+        marketplace holds the answer up to `wait_s` seconds while the device's lease keeps that etag,
+        and the call's deadline is `wait_s` plus the timeout."""
         path = self._device_path(device_id, '/checkin')
         body = dict(report or {}, observed=observed if observed is not None else {})
-        answer = self._call('POST', path, body=body)
+        params = None
+        if wait_s and lease_etag is not None:
+            body['lease_etag'] = lease_etag
+            params = {'wait': str(int(wait_s))}
+        answer = self._call('POST', path, params=params, body=body, held_s=wait_s if params else 0)
         return self._shape(answer, (), 'check-in answer', 'POST', path)
 
     def list_devices(self, limit=100, cursor=None, **filters):
@@ -756,8 +765,8 @@ class DeviceClient(object):
     def register(self, facts, tunnel_public_key):
         return self.client.register(self.device_id, facts, tunnel_public_key)
 
-    def checkin(self, observed=None, report=None):
-        return self.client.checkin(self.device_id, observed, report)
+    def checkin(self, observed=None, report=None, lease_etag=None, wait_s=0):
+        return self.client.checkin(self.device_id, observed, report, lease_etag=lease_etag, wait_s=wait_s)
 
     def delete(self):
         self.client.delete_device(self.device_id)

@@ -358,6 +358,19 @@ def parse_server_time(answer):
         raise LeaseError('check-in answer: %s' % exc)
 
 
+LEASE_ETAG_RE = re.compile(r'^[\x21-\x7e]{1,64}$')
+
+
+def parse_lease_etag(answer):
+    """The `lease_etag` of a check-in answer (what a long-poll sends back), or None when it has none."""
+    etag = answer.get('lease_etag')
+    if etag is None:
+        return None
+    if not isinstance(etag, str) or not LEASE_ETAG_RE.match(etag):
+        raise LeaseError('lease_etag must be 1 to 64 printable ASCII characters without spaces')
+    return etag
+
+
 STATE_VERSION = 1
 
 

@@ -5,8 +5,9 @@
 # Note that this module util is **PRIVATE** to the collection. It can have breaking changes at any time.
 # Do not use this from other collections or standalone plugins/modules!
 
-"""The device's local files: the lease state (lease.json) and the clock anchor (clock.json), read safely and
-written atomically; the lock that lets one converge run at a time."""
+"""The device's local files: the lease state (lease.json), the clock anchor (clock.json) and the lease etag
+of the last check-in answer converged to (checkin.json), read safely and written atomically; the lock that
+lets one converge run at a time."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _lease
 
 STATE_FILE = 'lease.json'
 CLOCK_FILE = 'clock.json'
+CHECKIN_FILE = 'checkin.json'
 
 #: The state directory option of the modules that use one (doc fragment p2pvps.fleet._device).
 STATE_DIR_ARGS = dict(
@@ -54,12 +56,27 @@ def read_anchor(path):
     return _read_parsed(path, 'clock anchor', _clock.parse_anchor)
 
 
+def read_lease_etag(path):
+    """(lease etag or None, warning or None) from the check-in file."""
+    return _read_parsed(path, 'lease etag', _parse_checkin_file)
+
+
+def _parse_checkin_file(raw):
+    if not isinstance(raw, dict):
+        raise _lease.LeaseError('unknown format')
+    return _lease.parse_lease_etag(raw)
+
+
 def write_state(path, lease):
     write_json_atomic(path, _lease.state_content(lease))
 
 
 def write_anchor(path, anchor):
     write_json_atomic(path, anchor.to_dict())
+
+
+def write_lease_etag(path, etag):
+    write_json_atomic(path, {'lease_etag': etag})
 
 
 def write_json_atomic(path, content):

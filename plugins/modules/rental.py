@@ -75,6 +75,12 @@ description:
     C(receipt_ed25519) in O(state_dir) (ed25519, mode 0600, made on the first run, never printed).
     Anyone can verify a receipt offline with C(ssh-keygen -Y verify) (the collection's README,
     "Proving a wipe"). See RV(receipts).
+  - Long-poll (O(wait_s)). The marketplace holds the check-in until the device's lease differs from the
+    one the device converged to last (a rental created, changed or ended, the lease expired) or O(wait_s)
+    passes, so a device learns of a new or ended rental within seconds. The device knows that lease by
+    the C(lease_etag) of its check-in answer, kept in C(checkin.json) in O(state_dir) after a successful
+    converge (written atomically and only when it changes; never in check mode). The check-in is held
+    without the state lock, so a push-mode converge meanwhile is not kept waiting.
 author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
@@ -185,6 +191,21 @@ options:
     description: Write operations per second allowed on the lease disk (V(0) disables it).
     type: int
     default: 300
+  wait_s:
+    description:
+      - Long-poll. With V(0) the check-in is answered at once (one check-in per run).
+      - With more, the check-in is held by the marketplace up to this many seconds while the device's lease
+        is still the one it converged to last (on the first run, with no lease etag kept yet, it is answered
+        at once); the call's deadline is O(wait_s) plus O(timeout).
+      - A run then lasts at least O(wait_s) unless it converged to a lease that differs from the one the
+        device had. A runner that starts the module again as soon as it ends (the C(p2pvps.fleet.rental_agent)
+        timer) so checks in at most once per O(wait_s), plus once per lease change, whether the marketplace
+        holds check-ins, answers them at once, errs or cannot be reached.
+      - A marketplace that holds check-ins for less than O(wait_s) (its own cap) is answered later by this
+        run's sleep; set its cap to at least O(wait_s).
+      - At most V(600).
+    type: int
+    default: 0
   fail_on_api_error:
     description:
       - Fail the task when the check-in fails or its answer is rejected.
@@ -271,6 +292,14 @@ EXAMPLES = r"""
     bandwidth_mbit: 10
     write_bps: 5242880
     memory_reserve_mb: 384
+
+- name: Wait up to 120 s for the marketplace to change this device's lease, then converge
+  p2pvps.fleet.rental:
+    marketplace_url: https://market.example.org
+    device_id: "{{ p2pvps_device_id }}"
+    device_token_file: /etc/p2pvps/device_token
+    wait_s: 120
+  register: rental
 
 - name: Decommission - remove the renter container and volumes (fails while a lease is live)
   p2pvps.fleet.rental:
@@ -439,6 +468,25 @@ receipts:
       type: int
   sample: {signed: [5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60], acknowledged: [5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60],
            pending: 0}
+long_poll:
+  description: The long-poll check-in of this run.
+  returned: when O(wait_s) is more than 0
+  type: dict
+  contains:
+    wait_s:
+      description: O(wait_s).
+      type: int
+    held_s:
+      description: How long the check-in took (held by the marketplace), in seconds.
+      type: float
+    lease_changed:
+      description: Whether this run converged to a lease that differs from the one the device had (the run
+        then ends at once).
+      type: bool
+    paced_s:
+      description: How long the run slept after the converge so that it lasted O(wait_s).
+      type: float
+  sample: {wait_s: 120, held_s: 37.4, lease_changed: true, paced_s: 0.0}
 diff:
   description: Before and after (the remembered lease and the renter containers).
   returned: when diff mode is on
@@ -449,6 +497,7 @@ import contextlib
 import datetime
 import os
 import re
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
@@ -469,14 +518,17 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import (
     sdk_problem,
 )
 from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
+    CHECKIN_FILE,
     CLOCK_FILE,
     STATE_DIR_ARGS,
     STATE_FILE,
     StateLock,
     StateLockTimeout,
     read_anchor,
+    read_lease_etag,
     read_state,
     write_anchor,
+    write_lease_etag,
     write_state,
 )
 
@@ -484,6 +536,38 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
 DONE_WHEN_REFUSED = ('remove_container', 'remove_volume', 'mount_disk')
 _UNKNOWN = object()
 MIB = 1024 ** 2
+#: Longest long-poll (O(wait_s)), the contract's limit of ?wait=.
+MAX_WAIT_S = 600
+
+
+class ConvergeFailed(Exception):
+    """The run fails with this message (and the result so far)."""
+
+
+class HeldCheckin(object):
+    """A long-poll check-in made before the converge: the answer (None on an API error, then in `api_error`)
+    and the lease etag the device sent, i.e. the one it had converged to."""
+
+    def __init__(self, answer, api_error, sent_etag):
+        self.answer = answer
+        self.api_error = api_error
+        self.sent_etag = sent_etag
+
+
+class Pace(object):
+    """With O(wait_s), a run lasts at least `wait_s` unless it converged to a lease that differs from the one
+    the device had: a runner that starts the module again at once (the rental_agent timer) then checks in at
+    most once per `wait_s`, plus once per lease change, whatever the marketplace does (down, erroring, not
+    holding check-ins)."""
+
+    def __init__(self, wait_s):
+        self.until = time.monotonic() + wait_s
+
+    def hold(self):
+        """Sleep until the run has lasted `wait_s`; the seconds slept."""
+        left = max(0.0, self.until - time.monotonic())
+        time.sleep(left)
+        return left
 
 
 class RentalManager:
@@ -492,6 +576,7 @@ class RentalManager:
         self.params = module.params
         self.state_path = os.path.join(self.params['state_dir'], STATE_FILE)
         self.clock_path = os.path.join(self.params['state_dir'], CLOCK_FILE)
+        self.checkin_path = os.path.join(self.params['state_dir'], CHECKIN_FILE)
         self.docker = RenterDocker(self.params['docker_host'], os.path.join(self.params['state_dir'], 'disks'))
         self.sandbox = Sandbox(bridge=self.params['renter_bridge'], write_bps=self.params['write_bps'],
                                write_iops=self.params['write_iops'])
@@ -504,12 +589,14 @@ class RentalManager:
                        'sandbox': None, 'clock': None,
                        'receipts': {'signed': [], 'acknowledged': [], 'pending': 0}}
         self.owner = _UNKNOWN
-        self.last_observed = {}
         self.outbox = _receipts.Outbox(self.params['state_dir'], self.params['device_id'])
         self.wiped = {}      # lease id -> what this run removed of it (for its wipe receipt)
         self.now = None      # the marketplace's time this run judges by
+        # The lease etag this run converged to and remembered, when it differs from the one the device had.
+        self.new_etag = None
 
     def observed(self, containers, local_state):
+        """What the check-in reports about this device."""
         mine = [c for c in containers if local_state is not None and c.lease_id == local_state.id]
         return {
             'lease_id': None if local_state is None else local_state.id,
@@ -519,31 +606,74 @@ class RentalManager:
             'disk_free_gb': _facts.disk_free_gb_of(self.docker.disk_dir),
         }
 
-    def checkin(self, containers, local_state):
-        """(api_ok, desired lease) from one check-in; errors end up in result['api_error']."""
-        observed = self.last_observed = self.observed(containers, local_state)
+    def ask(self, observed, lease_etag=None, wait_s=0):
+        """(check-in answer or None, API error or None)."""
         try:
-            answer = self.send_checkin(observed)
+            return self.send_checkin(observed, lease_etag, wait_s), None
         except MarketplaceError as exc:
-            self.result['api_error'] = 'check-in failed: %s' % to_native(exc)
-            return False, None, None
+            return None, 'check-in failed: %s' % to_native(exc)
+
+    def long_poll(self):
+        """The check-in with O(wait_s), without the state lock (the marketplace may hold it that long): answered
+        when this device's lease differs from the one it converged to last, or when the wait is over."""
+        local_state, dummy = read_state(self.state_path)   # warnings come with the converge's own read
+        recorded_keys = {} if local_state is None else {local_state.id: local_state.keys_hash}
+        observed = self.observed(self.docker.renter_containers(recorded_keys), local_state)
+        known = self.known_etag()
+        start = time.monotonic()
+        answer, api_error = self.ask(observed, known, self.params['wait_s'])
+        self.result['long_poll'] = {'wait_s': self.params['wait_s'], 'held_s': round(time.monotonic() - start, 2),
+                                    'lease_changed': None, 'paced_s': None}
+        return HeldCheckin(answer, api_error, known)
+
+    def known_etag(self):
+        etag, warning = read_lease_etag(self.checkin_path)
+        if warning:
+            self.module.warn(warning)
+        return etag
+
+    def checkin(self, containers, local_state, held):
+        """(api_ok, desired lease, server_time, lease etag) from the held check-in, or from one made now when
+        there is none or another converge ran while it was held (its answer may be older than that run's);
+        errors end up in result['api_error']."""
+        if held is not None and self.known_etag() == held.sent_etag:
+            answer, api_error = held.answer, held.api_error
+        else:
+            answer, api_error = self.ask(self.observed(containers, local_state))
+        if api_error:
+            self.result['api_error'] = api_error
+            return False, None, None, None
         try:
             desired = _lease.parse_checkin(answer)
             server_time = _lease.parse_server_time(answer)
+            etag = _lease.parse_lease_etag(answer)
         except _lease.LeaseError as exc:
             self.result['api_error'] = 'check-in answer rejected: %s' % to_native(exc)
-            return False, None, None
+            return False, None, None, None
         interval = answer.get('checkin_interval_s')
         if isinstance(interval, int) and not isinstance(interval, bool):
             self.result['checkin_interval_s'] = interval
-        return True, desired, server_time
+        return True, desired, server_time, etag
 
-    def send_checkin(self, observed):
+    def remember_etag(self, etag):
+        """Keep the lease etag of the answer this run converged to (written only when it changes)."""
+        if etag is None or self.module.check_mode or self.params['state'] != 'present':
+            return
+        if etag == self.known_etag():
+            return
+        try:
+            write_lease_etag(self.checkin_path, etag)
+        except OSError as exc:
+            self.module.warn('the lease etag could not be remembered in %s: %s' % (self.checkin_path, to_native(exc)))
+            return
+        self.new_etag = etag
+
+    def send_checkin(self, observed, lease_etag=None, wait_s=0):
         """One check-in that reports the wipe receipts kept, and forgets those the answer acknowledges."""
         report, warnings = self.outbox.report(create_key=not self.module.check_mode)
         for warning in warnings:
             self.module.warn(warning)
-        answer = client_from_module(self.module).checkin(observed, report)
+        answer = client_from_module(self.module).checkin(observed, report, lease_etag=lease_etag, wait_s=wait_s)
         if report.get('receipts') and isinstance(answer, dict) and not self.module.check_mode:
             acknowledged, warnings = self.outbox.settle(answer)
             self.result['receipts']['acknowledged'].extend(acknowledged)
@@ -556,7 +686,7 @@ class RentalManager:
         answered this run's check-in; otherwise the next runs report them)."""
         if api_ok and self.result['receipts']['signed'] and not self.module.check_mode:
             running = self.result['container_id'] is not None
-            observed = dict(self.last_observed, lease_id=self.result['lease_id'],
+            observed = dict(self.observed([], None), lease_id=self.result['lease_id'],
                             container='running' if running else 'absent', renter_containers=int(running))
             try:
                 self.send_checkin(observed)
@@ -601,14 +731,16 @@ class RentalManager:
         except OSError as exc:
             self.module.warn('the marketplace clock could not be remembered in %s: %s' % (self.clock_path, to_native(exc)))
 
-    def run(self):
+    def run(self, held=None):
+        """One converge (under the state lock); `held`: the long-poll check-in made before it. Raises
+        ConvergeFailed."""
         local_state, warning = read_state(self.state_path)
         if warning:
             self.module.warn(warning)
         volumes = self.docker.lease_volumes()
         recorded_keys = {} if local_state is None else {local_state.id: local_state.keys_hash}
         containers = self.docker.renter_containers(recorded_keys)
-        api_ok, desired, server_time = self.checkin(containers, local_state)
+        api_ok, desired, server_time, etag = self.checkin(containers, local_state, held)
         now = self.now = self.marketplace_time(api_ok, server_time)
         if self.params['state'] == 'absent':
             self.refuse_live_lease(desired if api_ok else local_state, now)
@@ -643,18 +775,17 @@ class RentalManager:
         self.deliver_receipts(api_ok)
 
         if refusal:
-            self.module.fail_json(msg='%s; nothing of that lease was created' % refusal, **self.result)
+            raise ConvergeFailed('%s; nothing of that lease was created' % refusal)
         if self.result['api_error'] and self.params['fail_on_api_error']:
-            self.module.fail_json(msg=self.result['api_error'], **self.result)
-        self.module.exit_json(msg=summary(self.result), **self.result)
+            raise ConvergeFailed(self.result['api_error'])
+        if api_ok:
+            self.remember_etag(etag)
 
     def refuse_live_lease(self, lease, now):
         """Fail unless forced when `lease` (the marketplace's, or the local one while it is down) is live."""
         if lease is not None and not lease.expired(now) and not self.params['force']:
-            self.module.fail_json(
-                msg='lease %s is live until %s: end the rental first, or set force=true to cut it; '
-                    'nothing was changed' % (lease.id, _lease.format_time(lease.expires_at)),
-                **self.result)
+            raise ConvergeFailed('lease %s is live until %s: end the rental first, or set force=true to cut it; '
+                                 'nothing was changed' % (lease.id, _lease.format_time(lease.expires_at)))
 
     def preflight(self, plan):
         """Why the lease to create cannot be created here (None: it can), before anything changes."""
@@ -703,8 +834,8 @@ class RentalManager:
             step = _rental.Action('limit_bandwidth', None if lease is None else lease.id)
             self.shape(lease, container_id, fresh=bool(done))
         except (DockerException, RentalDockerError, _sandbox.SandboxError, OSError) as exc:
-            self.module.fail_json(msg='%s of lease %s failed after %s: %s' % (
-                step.kind, step.lease_id, done or 'no change', to_native(exc)), **self.result)
+            raise ConvergeFailed('%s of lease %s failed after %s: %s' % (
+                step.kind, step.lease_id, done or 'no change', to_native(exc)))
         return container_id
 
     def apply_one(self, action, lease, container_id):
@@ -829,20 +960,53 @@ def main():
         bandwidth_mbit=dict(type='int', default=20),
         write_bps=dict(type='int', default=10 * 1024 * 1024),
         write_iops=dict(type='int', default=300),
+        wait_s=dict(type='int', default=0),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    wait_s = module.params['wait_s']
+    pace = Pace(min(max(wait_s, 0), MAX_WAIT_S))
     problem = option_problem(module.params) or sdk_problem()
     if problem:
-        module.fail_json(msg=problem[0], exception=problem[1])
+        result, failure, lease_changed = {}, problem[0], False
+    else:
+        result, failure, lease_changed = converge(module)
+    if wait_s:
+        finish_long_poll(result, pace, lease_changed)
+    if problem and problem[1]:
+        module.fail_json(msg=failure, exception=problem[1], **result)
+    if failure:
+        module.fail_json(msg=failure, **result)
+    module.exit_json(msg=summary(result), **result)
+
+
+def converge(module):
+    """(result, failure message or None, whether the run converged to a lease that differs from the one the
+    device had): the long-poll check-in when asked for, then the converge under the state lock."""
+    manager = None
     try:
+        manager = RentalManager(module)
+        held = manager.long_poll() if module.params['wait_s'] else None
         with state_lock(module):
-            RentalManager(module).run()
+            manager.run(held)
+        failure = None
+    except ConvergeFailed as exc:
+        failure = to_native(exc)
     except StateLockTimeout as exc:
-        module.fail_json(msg='rental converge not run: %s' % to_native(exc))
+        failure = 'rental converge not run: %s' % to_native(exc)
     except DockerException as exc:
-        module.fail_json(msg='Docker Engine error at %s: %s' % (module.params['docker_host'], to_native(exc)))
+        failure = 'Docker Engine error at %s: %s' % (module.params['docker_host'], to_native(exc))
     except (RentalDockerError, _sandbox.SandboxError, OSError) as exc:
-        module.fail_json(msg='rental converge failed: %s' % to_native(exc))
+        failure = 'rental converge failed: %s' % to_native(exc)
+    if manager is None:
+        return {}, failure, False
+    return manager.result, failure, failure is None and manager.new_etag is not None
+
+
+def finish_long_poll(result, pace, lease_changed):
+    """End a run with O(wait_s) now when it converged to a changed lease, else when it has lasted wait_s."""
+    long_poll = result.setdefault('long_poll', {})
+    long_poll['lease_changed'] = lease_changed
+    long_poll['paced_s'] = 0.0 if lease_changed else round(pace.hold(), 2)
 
 
 BRIDGE_RE = re.compile(r'^[A-Za-z0-9_.-]{1,15}$')
@@ -856,6 +1020,8 @@ def option_problem(params):
             return ('%s must be between %d and 65535' % (name, low), None)
     if params['web_local_port'] == params['local_port']:
         return ('web_local_port and local_port must differ', None)
+    if not 0 <= params['wait_s'] <= MAX_WAIT_S:
+        return ('wait_s must be between 0 and %d' % MAX_WAIT_S, None)
     for name in ('disk_reserve_mb', 'memory_reserve_mb', 'bandwidth_mbit', 'write_bps', 'write_iops'):
         if params[name] < 0:
             return ('%s must be 0 or more' % name, None)

@@ -11,9 +11,12 @@ from pathlib import Path
 import uvicorn
 
 from p2pvps_server.app import create_app
-from p2pvps_server.settings import (GATEWAY_TOKEN_ENV, OPERATOR_TOKEN_ENV, WEB_SCHEMES, Settings,
-                                    parse_port_range, parse_web_domain)
+from p2pvps_server.settings import (GATEWAY_TOKEN_ENV, MAX_CHECKIN_WAIT_S, OPERATOR_TOKEN_ENV, WEB_SCHEMES,
+                                    Settings, parse_port_range, parse_web_domain)
 from p2pvps_server.validation import check_ssh_public_key
+
+
+SHUTDOWN_GRACE_S = 3
 
 
 def _positive_int(text: str) -> int:
@@ -34,6 +37,13 @@ def _non_negative_number(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError("must be a number >= 0")
+    return value
+
+
+def _checkin_wait(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_CHECKIN_WAIT_S:
+        raise argparse.ArgumentTypeError(f"must be an integer from 0 to {MAX_CHECKIN_WAIT_S}")
     return value
 
 
@@ -73,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="seconds without check-in after which a device is offline (default 300)")
     parser.add_argument("--checkin-interval", type=_positive_int, default=120,
                         help="check-in interval told to devices, seconds (default 120)")
+    parser.add_argument("--max-checkin-wait", type=_checkin_wait, default=300,
+                        help="longest a long-poll check-in (?wait=) is held, seconds; 0 turns long-poll off "
+                             "(default 300)")
     parser.add_argument("--tunnel-host", default=None, help="tunnel server host told to devices (default: --host)")
     parser.add_argument("--tunnel-port", type=int, default=22, help="tunnel server SSH port (default 22)")
     parser.add_argument("--tunnel-user", default="tunnel", help="tunnel server user (default tunnel)")
@@ -104,7 +117,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     tunnel_host_key=args.tunnel_host_key, default_image=args.default_image,
                     web_domain=args.web_domain, web_port_range=args.web_port_range, web_scheme=args.web_scheme,
                     memory_reserve_mb=args.memory_reserve_mb, disk_reserve_gb=args.disk_reserve_gb,
-                    port_quarantine_s=args.port_quarantine)
+                    port_quarantine_s=args.port_quarantine, max_checkin_wait_s=args.max_checkin_wait)
 
 
 def token_source(env_name: str, path: Path) -> str:
@@ -128,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings.web_enabled:
         print(f"web hosting on: {settings.web_scheme}://<label>.{settings.web_domain}/", flush=True)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                access_log=args.log_level == "debug", server_header=False)
+                access_log=args.log_level == "debug", server_header=False,
+                # Long-poll check-ins would hold a shutdown for their whole wait; their devices retry.
+                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
     return 0
 
 

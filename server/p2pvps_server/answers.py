@@ -106,6 +106,8 @@ class RefusedReceipt(BaseModel):
 
 class CheckedIn(BaseModel):
     lease: Lease | None = Field(description="the active lease, or null")
+    lease_etag: str = Field(description="a hash of `lease` (null included); send it back as lease_etag with "
+                                        "?wait= to have the next check-in held until the lease changes")
     checkin_interval_s: int
     server_time: str = _time()
     receipts_acknowledged: list[str] = Field(

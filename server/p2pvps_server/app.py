@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from p2pvps_server.auth import Authenticator
 from p2pvps_server.db import Database
 from p2pvps_server.errors import BodySizeLimit, install_error_handlers
+from p2pvps_server.longpoll import LeaseNotifier
 from p2pvps_server.routes import router
 from p2pvps_server.service import MarketplaceService
 from p2pvps_server.settings import Settings, load_gateway_token, load_operator_token
@@ -36,7 +37,8 @@ def create_app(settings: Settings, operator_token: str | None = None, gateway_to
                   lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.settings = settings
     app.state.database = database
-    app.state.service = MarketplaceService(database, settings)
+    app.state.lease_notifier = LeaseNotifier()
+    app.state.service = MarketplaceService(database, settings, lease_changed=app.state.lease_notifier.lease_changed)
     given = app.state.service.assign_missing_web_ports()
     if given:
         LOG.info("web hosting: gave %d registered devices a web port", given)

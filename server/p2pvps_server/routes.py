@@ -6,9 +6,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 
 from p2pvps_server import answers, schemas
+from p2pvps_server.longpoll import held_checkin
 from p2pvps_server.auth import (Caller, require_device, require_gateway_or_operator, require_operator,
                                 require_operator_or_device)
 from p2pvps_server.service import MAX_ROUTE_CURSOR_LEN, DeviceQuery, MarketplaceService
+from p2pvps_server.settings import MAX_CHECKIN_WAIT_S
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 DeviceId = Annotated[str, Path(max_length=64, pattern=ID_PATTERN)]
@@ -98,11 +100,16 @@ def register_device(device_id: DeviceId, body: schemas.RegisterRequest, svc: Ser
 
 
 @router.post("/devices/{device_id}/checkin", tags=["device side"], **answer(answers.CheckedIn))
-def checkin(device_id: DeviceId, svc: Service, who: AnyCaller,
-            body: schemas.CheckinRequest | None = None) -> dict[str, Any]:
-    """Heartbeat; answers the lease the device should run (or null)."""
+async def checkin(
+    device_id: DeviceId, request: Request, svc: Service, who: AnyCaller,
+    body: schemas.CheckinRequest | None = None,
+    wait: Annotated[int, Query(ge=0, le=MAX_CHECKIN_WAIT_S, description=(
+        "long-poll: with the body's lease_etag, hold the answer up to this many seconds (at most the server's "
+        "--max-checkin-wait) while the device's lease keeps that etag"))] = 0,
+) -> dict[str, Any]:
+    """Heartbeat; answers the lease the device should run (or null), held with ?wait= until it changes."""
     require_device(who, device_id)
-    return svc.checkin(device_id, body)
+    return await held_checkin(svc, request.app.state.lease_notifier, device_id, body, wait)
 
 
 @router.post("/rentals", status_code=201, tags=["rentals"], **answer(answers.Rental, 201))

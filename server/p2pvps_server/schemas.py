@@ -83,6 +83,10 @@ class CheckinRequest(BaseModel):
     receipts: list[ReceiptIn] | None = Field(
         default=None, max_length=receipts.MAX_RECEIPTS,
         description="signed wipe receipts not acknowledged yet; the answer acknowledges them by lease id")
+    lease_etag: str | None = Field(
+        default=None, max_length=64, pattern=r"^[\x21-\x7e]+$",
+        description="lease_etag of the check-in answer the device runs; with ?wait= the answer is held "
+                    "while the device's lease still has this etag")
 
 
 class LimitsIn(BaseModel):

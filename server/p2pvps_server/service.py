@@ -21,7 +21,7 @@ from p2pvps_server.auth import hash_token, new_device_token
 from p2pvps_server.db import Database, Device, ReleasedPort, Rental, WipeReceipt, utcnow
 from p2pvps_server.errors import ApiError, conflict, not_found
 from p2pvps_server.settings import Settings
-from p2pvps_server.views import (device_view, format_time, lease_view, receipt_view, rental_view, route_view,
+from p2pvps_server.views import (checkin_view, device_view, receipt_view, rental_view, route_view,
                                  tunnel_key_view)
 
 PORT_ALLOCATION_ATTEMPTS = 5
@@ -102,11 +102,14 @@ def _active_condition(now: dt.datetime) -> Any:
 
 class MarketplaceService:
     def __init__(self, database: Database, settings: Settings, clock: Callable[[], dt.datetime] = utcnow,
-                 label_suffix: Callable[[], str] = random_label_suffix) -> None:
+                 label_suffix: Callable[[], str] = random_label_suffix,
+                 lease_changed: Callable[[str], None] = lambda device_id: None) -> None:
         self.db = database
         self.settings = settings
         self.clock = clock
         self.label_suffix = label_suffix
+        # Called with a device id after a write that may change that device's lease has committed.
+        self.lease_changed = lease_changed
 
     # ------------------------------------------------------------------ helpers
 
@@ -163,6 +166,7 @@ class MarketplaceService:
             session.execute(update(Rental).where(Rental.device_id == device.id).values(device_id=None))
             self._release_ports(session, device, now)
             session.delete(device)
+        self.lease_changed(device_id)
 
     def _release_ports(self, session: Session, device: Device, now: dt.datetime) -> None:
         for kind, port in (("tunnel", device.remote_port), ("web", device.web_remote_port)):
@@ -267,6 +271,7 @@ class MarketplaceService:
         return port
 
     def checkin(self, device_id: str, body: schemas.CheckinRequest | None) -> dict[str, Any]:
+        """Record the heartbeat (and what the device observes); the check-in answer."""
         now = self.clock()
         checked = self._check_receipts(device_id, body)
         with self.db.writing() as session:
@@ -277,11 +282,15 @@ class MarketplaceService:
             if body is not None and body.receipt_public_key is not None:
                 device.receipt_public_key = body.receipt_public_key
             acknowledged, refused = self._store_receipts(session, device, checked, now)
-            lease = self._active_rental(session, device.id, now)
-            answer = None if lease is None else lease_view(lease, self.settings)
-        return {"lease": answer, "checkin_interval_s": self.settings.checkin_interval_s,
-                "server_time": format_time(now), "receipts_acknowledged": acknowledged,
-                "receipts_refused": refused}
+            answer = checkin_view(self._active_rental(session, device.id, now), self.settings, now)
+        return dict(answer, receipts_acknowledged=acknowledged, receipts_refused=refused)
+
+    def checkin_answer(self, device_id: str) -> dict[str, Any]:
+        """The check-in answer as it is now, recording nothing (a held check-in's answer, which carries
+        the receipts fields of the check-in itself). A device deleted meanwhile has no lease."""
+        now = self.clock()
+        with self.db.reading() as session:
+            return checkin_view(self._active_rental(session, device_id, now), self.settings, now)
 
     # ------------------------------------------------------------------ wipe receipts
 
@@ -357,7 +366,9 @@ class MarketplaceService:
         # device; a retry draws a new hostname and checks the device again.
         for attempt in range(1, RENTAL_ATTEMPTS + 1):
             try:
-                return self._create_rental_once(body)
+                rental = self._create_rental_once(body)
+                self.lease_changed(body.device_id)
+                return rental
             except IntegrityError:
                 if attempt == RENTAL_ATTEMPTS:
                     raise conflict("rental_conflict", "could not store the rental; retry") from None
@@ -424,16 +435,22 @@ class MarketplaceService:
             for name, value in limits.items():
                 setattr(rental, name, value)
             session.flush()
-            return self._rental_view(session, rental, now)
+            view = self._rental_view(session, rental, now)
+        self.lease_changed(rental.device_id)
+        return view
 
     def end_rental(self, rental_id: str) -> dict[str, Any]:
         now = self.clock()
         with self.db.writing() as session:
             rental = self._rental(session, rental_id)
-            if rental.ended_at is None:
+            ended_now = rental.ended_at is None
+            if ended_now:
                 rental.ended_at = min(now, rental.expires_at)
             session.flush()
-            return self._rental_view(session, rental, now)
+            view = self._rental_view(session, rental, now)
+        if ended_now and rental.device_id is not None:
+            self.lease_changed(rental.device_id)
+        return view
 
     # ------------------------------------------------------------------ web routes
 

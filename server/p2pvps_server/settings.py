@@ -15,6 +15,8 @@ DATABASE_FILE = "marketplace.db"
 MIN_TOKEN_LEN = 16
 WEB_SCHEMES = ("https", "http")
 MAX_WEB_DOMAIN_LEN = 200
+#: Longest long-poll a check-in may ask for (`?wait=`), seconds; the server may hold less (max_checkin_wait_s).
+MAX_CHECKIN_WAIT_S = 600
 DNS_LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -61,6 +63,7 @@ class Settings:
     memory_reserve_mb: int = 256
     disk_reserve_gb: float = 1.0
     port_quarantine_s: int = 86400
+    max_checkin_wait_s: int = 300
     max_body_bytes: int = 64 * 1024
     operator_token: str | None = field(default=None, repr=False)
     gateway_token: str | None = field(default=None, repr=False)
@@ -74,6 +77,8 @@ class Settings:
             raise ValueError("the memory and disk reserves must not be negative")
         if self.port_quarantine_s < 0:
             raise ValueError("the port quarantine must not be negative")
+        if not 0 <= self.max_checkin_wait_s <= MAX_CHECKIN_WAIT_S:
+            raise ValueError(f"the longest check-in wait must be between 0 and {MAX_CHECKIN_WAIT_S} seconds")
         # Both kinds of port listen on the same tunnel server.
         if self.web_enabled and _overlap(self.port_range, self.web_port_range):
             raise ValueError("the web port range overlaps the tunnel port range")

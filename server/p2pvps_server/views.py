@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from typing import Any
 
@@ -102,6 +103,19 @@ def lease_view(rental: Rental, settings: Settings) -> dict[str, Any]:
         "limits": limits_view(rental),
         "web": web_view(rental, settings),
     }
+
+
+def lease_etag(lease: dict[str, Any] | None) -> str:
+    """A short hash of a check-in's lease part (null included): what a long-poll compares."""
+    canonical = json.dumps(lease, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:32]
+
+
+def checkin_view(lease: Rental | None, settings: Settings, now: dt.datetime) -> dict[str, Any]:
+    """A check-in answer: the lease the device should run (or null), its etag, the interval, the time."""
+    answer = None if lease is None else lease_view(lease, settings)
+    return {"lease": answer, "lease_etag": lease_etag(answer), "checkin_interval_s": settings.checkin_interval_s,
+            "server_time": format_time(now)}
 
 
 def rental_view(rental: Rental, device: Device | None, settings: Settings, now: dt.datetime) -> dict[str, Any]:

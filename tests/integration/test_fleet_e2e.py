@@ -529,11 +529,12 @@ def test_memory_hog_fork_bomb_and_cpu_hog_leave_the_device_working(fleet, carol)
                    cgroup_file(pi, container_pid, "pids", "pids.events")).stdout.split()
     assert int(pids[0]) <= 128 and pids[1] == "max" and int(pids[2]) > 0, pids   # forks refused at the cap
     start = time.monotonic()
+    # A long-poll run may be under way: `start` waits for it (at most the interval, then its converge).
     agent = pi.exec("systemctl", "start", "p2pvps-rental-agent.service", check=False, timeout=120)
     agent_s = time.monotonic() - start
     result = pi.exec("systemctl", "show", "-p", "Result", "--value", "p2pvps-rental-agent.service").stdout.strip()
     print(f"MEASURED agent converge during a fork bomb and 4 busy loops in the renter: {agent_s:.1f} s ({result})")
-    assert agent.returncode == 0 and result == "success" and agent_s < 30
+    assert agent.returncode == 0 and result == "success" and agent_s < 30 + INTERVAL_S
     assert pi.exec("systemctl", "show", "-p", "MainPID", "--value", "p2pvps-tunnel.service").stdout.strip() \
         == tunnel_pid
     pi.exec("docker", "kill", container)   # the bomb cannot be stopped from inside: no process slot is left
@@ -561,7 +562,8 @@ def test_a_lease_is_refused_without_isolation_rules_and_for_an_image_not_allowed
     pi = fleet.pis[0]
     fleet.marketplace.end_rental(sites["alice"]["rental"]["id"])
     wait_for("alice's wipe", lambda: not renter_container(pi), INTERVAL_S * 3 + 30)
-    pi.exec("systemctl", "stop", "p2pvps-rental-agent.timer")
+    # The service too: a long-poll run under way would converge the rentals below itself.
+    pi.exec("systemctl", "stop", "p2pvps-rental-agent.timer", "p2pvps-rental-agent.service")
     try:
         pi.exec("/usr/local/sbin/p2pvps-docker-isolation", "remove")
         rental = fleet.rent(pi, "dave", public(keys["dave"]))

@@ -885,3 +885,121 @@ def test_concurrent_converges_create_one_container(renter_image, marketplace, tm
         assert len(renter_containers(lease_id)) == 1
     finally:
         cleanup_lease(lease_id, tmp_path / 'state')
+
+
+# ------------------------------------------------------------------ long-poll (wait_s)
+
+class Timed(threading.Thread):
+    """run_rental in the background; `.join()` -> (seconds it took, its result)."""
+
+    def __init__(self, args, **kwargs):
+        super().__init__(daemon=True)
+        self.args, self.kwargs, self.outcome = args, kwargs, None
+
+    def run(self):
+        start = time.monotonic()
+        result = run_rental(self.args, **self.kwargs)
+        self.outcome = (time.monotonic() - start, result)
+
+    def join(self, timeout=300):
+        """Waits for the run (started now when it was not yet)."""
+        if not self.is_alive() and self.outcome is None:
+            self.start()
+        super().join(timeout)
+        assert self.outcome is not None, 'the rental run did not finish'
+        return self.outcome
+
+
+def etag_file(state_dir):
+    path = state_dir / 'checkin.json'
+    return json.loads(path.read_text())['lease_etag'] if path.exists() else None
+
+
+def held_run_started(seconds=4.0):
+    """Time for ansible to start the module and for its check-in to be held (ansible's own start-up)."""
+    time.sleep(seconds)
+
+
+def test_long_poll_learns_of_a_new_and_an_ended_rental_within_seconds(renter_image, marketplace, tmp_path):
+    device = new_device(marketplace)
+    key, pub = make_keypair(tmp_path / 'key')
+    state_dir = tmp_path / 'state'
+    args = real_args(marketplace, device, state_dir, free_port(), wait_s=120)
+    lease_id = None
+    try:
+        # no lease etag kept yet: answered at once, converged, etag kept, the run ends at once
+        first = run_rental(args)
+        assert first.get('failed') is not True, first
+        assert first['long_poll']['lease_changed'] is True and first['long_poll']['paced_s'] == 0
+        assert first['long_poll']['held_s'] < 5
+        free_etag = etag_file(state_dir)
+        assert free_etag == marketplace.checkin(device['id'], device['device_token'])['lease_etag']
+
+        # check mode: held like any other, changes nothing, keeps no etag
+        took, dry = Timed(dict(args, wait_s=3), check_mode=True).join()
+        assert dry['long_poll']['held_s'] >= 2.9 and dry['long_poll']['lease_changed'] is False
+        assert dry['changed'] is False and etag_file(state_dir) == free_etag
+
+        # a rental created during the wait: the held run creates it at once
+        held = Timed(args)
+        held.start()
+        held_run_started()
+        rental = marketplace.create_rental(device['id'], renter='lpuser', ssh_public_key=pub, hours=1,
+                                           limits={'memory_mb': 256, 'cpus': 0.5, 'pids': 128, 'disk_gb': 1})
+        created = time.monotonic()
+        lease_id = rental['id']
+        took, result = held.join()
+        answered = time.monotonic() - created
+        assert kinds(result) == CREATED, result
+        assert result['long_poll']['lease_changed'] is True and result['long_poll']['paced_s'] == 0
+        wait_login(args['local_port'], 'lpuser', key)
+        login = time.monotonic() - created
+        print('\nMEASURED long-poll module: rental created -> run done %.1f s -> renter login %.1f s'
+              % (answered, login))
+        assert answered < 30, answered
+        leased_etag = etag_file(state_dir)
+        assert leased_etag not in (None, free_etag)
+
+        # a push-mode converge meanwhile is not held up by the waiting run (the wait holds no lock)
+        held = Timed(args)
+        held.start()
+        held_run_started()
+        took_push, push = Timed(dict(args, wait_s=0)).join()
+        assert push['changed'] is False and 'long_poll' not in push, push
+        assert took_push < 30, took_push
+
+        # the rental ends during the wait: the held run wipes at once
+        marketplace.end_rental(lease_id)
+        ended = time.monotonic()
+        took, result = held.join()
+        wiped = time.monotonic() - ended
+        assert kinds(result) == ['remove_container', 'remove_volume', 'write_state'], result
+        assert not renter_containers(lease_id)
+        print('MEASURED long-poll module: rental ended -> wiped %.1f s' % wiped)
+        assert wiped < 30, wiped
+        assert etag_file(state_dir) == free_etag
+    finally:
+        if lease_id:
+            cleanup_lease(lease_id, state_dir)
+
+
+@pytest.mark.parametrize('answer, status', [
+    ({'lease': None, 'checkin_interval_s': 120}, 200),          # a marketplace that does not long-poll
+    ({'error': 'unavailable', 'detail': 'down'}, 503),          # a marketplace that errs
+], ids=['no-long-poll', 'http-503'])
+def test_long_poll_runs_last_wait_s_unless_the_lease_changed(docker_engine, fake_market, tmp_path, answer, status):
+    """Run again at once (as the timer does), a device never checks in more than once per wait_s."""
+    fake_market.answer(answer, status=status)
+    args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'pace-test-token-1',
+            'state_dir': str(tmp_path / 'state'), 'local_port': free_port(), 'web_local_port': free_port(),
+            'require_isolation': False, 'timeout': 5, 'wait_s': 6}
+    took, result = Timed(args).join()
+    assert result.get('failed') is not True, result
+    assert result['long_poll']['lease_changed'] is False
+    assert result['long_poll']['paced_s'] > 2 and took >= 6, (took, result['long_poll'])
+    assert (result['api_error'] is not None) == (status != 200)
+    assert not (tmp_path / 'state' / 'checkin.json').exists()
+    if status != 200:
+        # a run that fails (here: on the API error, as asked) is paced too
+        took, failed = Timed(dict(args, fail_on_api_error=True)).join()
+        assert failed.get('failed') is True and took >= 6, (took, failed)

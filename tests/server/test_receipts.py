@@ -115,3 +115,21 @@ def test_only_the_operator_fetches_a_receipt(shared_marketplace, shared_device):
     assert_error(shared_marketplace.request("GET", f"/api/v1/rentals/{rental_id}/receipt",
                                             token=shared_device[1]), 403)
     assert_error(shared_marketplace.request("GET", f"/api/v1/rentals/{rental_id}/receipt", token=None), 401)
+
+
+def test_a_held_checkin_answers_the_receipts_it_brought(marketplace, tmp_path):
+    """A long-poll check-in stores its receipts at arrival; the answer, given when the wait is over, still
+    acknowledges them (else the device would report them again and again)."""
+    device = marketplace.online_device()
+    lease_id = ended_rental(marketplace, device)
+    outbox = Outbox(str(tmp_path / "state"), device[0])
+    outbox.record(lease_id, WIPED, NOW, "no lease on the marketplace")
+    report, dummy = outbox.report(create_key=True)
+    etag = marketplace.checkin(*device)["lease_etag"]
+    response = marketplace.request("POST", f"/api/v1/devices/{device[0]}/checkin", token=device[1],
+                                   json=dict(report, observed={}, lease_etag=etag), params={"wait": 1}, timeout=30)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["lease_etag"] == etag and answer["receipts_acknowledged"] == [lease_id]
+    assert answer["receipts_refused"] == []
+    assert marketplace.receipt(lease_id)["rental_id"] == lease_id

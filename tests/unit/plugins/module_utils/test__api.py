@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import email.utils
+import json
 import os
 import subprocess
 import sys
@@ -443,3 +444,64 @@ def test_route_page_size_is_checked_before_any_call():
         with pytest.raises(api.MarketplaceError) as exc:
             client.list_routes(limit=limit)
         assert '1 to 1000' in str(exc.value)
+
+
+class _Recorder:
+    """Stands in for the client's exchange: records what one call would send."""
+
+    def __init__(self, body=b'{"lease": null}'):
+        self.calls = []
+        self.body = body
+
+    def __call__(self, method, url, params, data, deadline, idempotent):
+        self.calls.append({'params': params, 'body': json.loads(data), 'left': deadline - time.monotonic()})
+        return 200, {}, self.body, 1
+
+
+def test_long_poll_checkin_sends_wait_and_etag_and_extends_the_deadline(monkeypatch):
+    client = make_client()
+    recorder = _Recorder()
+    monkeypatch.setattr(client, '_exchange', recorder)
+    client.checkin('d1', {'container': 'absent'}, lease_etag='0f3c', wait_s=90)
+    call = recorder.calls[0]
+    assert call['params'] == {'wait': '90'}
+    assert call['body'] == {'observed': {'container': 'absent'}, 'lease_etag': '0f3c'}
+    assert 90 + client.timeout - 1 < call['left'] <= 90 + client.timeout
+
+
+@pytest.mark.parametrize('etag, wait_s', [(None, 90), ('0f3c', 0), (None, 0)])
+def test_checkin_without_etag_or_wait_is_a_plain_checkin(monkeypatch, etag, wait_s):
+    client = make_client()
+    recorder = _Recorder()
+    monkeypatch.setattr(client, '_exchange', recorder)
+    client.checkin('d1', {}, lease_etag=etag, wait_s=wait_s)
+    call = recorder.calls[0]
+    assert call['params'] is None and call['body'] == {'observed': {}}
+    assert client.timeout - 1 < call['left'] <= client.timeout
+
+
+def test_a_long_poll_connects_within_the_plain_timeout(monkeypatch):
+    client = make_client()
+    seen = {}
+
+    class Answer:
+        status_code = 200
+        headers = {}
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc_info):
+            return False
+
+        def iter_content(self, size):
+            return iter([b'{"lease": null}'])
+
+    def request(method, url, **kwargs):
+        seen.update(kwargs)
+        return Answer()
+
+    monkeypatch.setattr(client._session, 'request', request)
+    client.checkin('d1', {}, lease_etag='0f3c', wait_s=100)
+    connect, read = seen['timeout']
+    assert connect <= client.timeout and 100 + client.timeout - 1 < read <= 100 + client.timeout

@@ -201,3 +201,14 @@ def test_web_block_round_trips():
     old = _lease.state_content(PLAIN)
     del old['lease']['web']
     assert _lease.parse_state(old) == PLAIN
+
+
+def test_lease_etag():
+    assert _lease.parse_lease_etag({'lease': None}) is None
+    assert _lease.parse_lease_etag({'lease': None, 'lease_etag': None}) is None
+    assert _lease.parse_lease_etag({'lease': None, 'lease_etag': '74234e98afe7498fb5daf1f36ac2d78a'}) \
+        == '74234e98afe7498fb5daf1f36ac2d78a'
+    for bad in ('', 'a b', 'x' * 65, 42, ['x'], 'caf\u00e9', 'line\nbreak'):
+        with pytest.raises(_lease.LeaseError) as exc:
+            _lease.parse_lease_etag({'lease': None, 'lease_etag': bad})
+        assert 'lease_etag' in str(exc.value)
