@@ -18,7 +18,7 @@ import re
 import signal
 import subprocess
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _rental
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _proc, _rental
 
 MIB = 1024 ** 2
 DEFAULT_ISOLATION_SCRIPT = '/usr/local/sbin/p2pvps-docker-isolation'
@@ -224,14 +224,13 @@ def _is_sshd_name(program):
 
 def _session_trees(listener_pid, proc):
     """(the listener's sshd children, them and all their descendants), as pid sets."""
-    parents = _parent_pids(proc)
     children = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-    listener = _program(listener_pid, proc)
+    for pid, process in _proc.processes(proc).items():
+        children.setdefault(process.parent, []).append(pid)
+    listener = _proc.program(listener_pid, proc)
     if listener is None:
         return set(), set()
-    roots = set(pid for pid in children.get(listener_pid, ()) if _runs_sshd(_program(pid, proc), listener))
+    roots = set(pid for pid in children.get(listener_pid, ()) if _runs_sshd(_proc.program(pid, proc), listener))
     members, todo = set(), list(roots)
     while todo:
         pid = todo.pop()
@@ -247,33 +246,6 @@ def _runs_sshd(program, listener):
         return False
     name, file_id = program
     return file_id == listener[1] or _is_sshd_name(name)
-
-
-def _program(pid, proc):
-    """(path, (device, inode)) of the program process `pid` runs; None when it has exited (or is a zombie)."""
-    path = os.path.join(proc, str(pid), 'exe')
-    try:
-        info = os.stat(path)
-        return os.readlink(path), (info.st_dev, info.st_ino)
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-
-
-def _parent_pids(proc):
-    """{pid: parent pid} of every process (scanned in /proc: no need for CONFIG_PROC_CHILDREN)."""
-    parents = {}
-    for name in os.listdir(proc):
-        if not name.isdigit():
-            continue
-        try:
-            with open(os.path.join(proc, name, 'status')) as handle:
-                for line in handle:
-                    if line.startswith('PPid:'):
-                        parents[int(name)] = int(line.split()[1])
-                        break
-        except (FileNotFoundError, ProcessLookupError):
-            continue   # exited while we looked
-    return parents
 
 
 def _signal(send, pid, signum):

@@ -6,7 +6,8 @@
 # Do not use this from other collections or standalone plugins/modules!
 
 """The device's local files: the lease state (lease.json), the clock anchor (clock.json) and the lease etag
-of the last check-in answer converged to (checkin.json), read safely and written atomically; the lock that
+of the last check-in answer converged to (checkin.json), read safely and written atomically; text files
+(authorized_keys, the web routes) read and written atomically; the lock that
 lets one converge run at a time."""
 
 from __future__ import annotations
@@ -31,11 +32,15 @@ STATE_DIR_ARGS = dict(
 )
 
 
-def _read_parsed(path, what, parse):
-    """(parse(the file's JSON) or None, warning or None); a missing file is no warning."""
+def read_parsed(path, what, parse, max_bytes=1024 * 1024):
+    """(parse(the file's JSON) or None, warning or None); a missing file is no warning.
+
+    Only the first `max_bytes` are read: a longer file is unreadable. `parse` raises
+    _lease.LeaseError for content it does not accept.
+    """
     try:
         with open(path, 'rb') as handle:
-            raw = json.loads(handle.read(1024 * 1024).decode('utf-8'))
+            raw = json.loads(handle.read(max_bytes).decode('utf-8'))
     except FileNotFoundError:
         return None, None
     except (ValueError, UnicodeError) as exc:
@@ -48,17 +53,17 @@ def _read_parsed(path, what, parse):
 
 def read_state(path):
     """(Lease or None, warning or None) from the state file."""
-    return _read_parsed(path, 'local lease state', _lease.parse_state)
+    return read_parsed(path, 'local lease state', _lease.parse_state)
 
 
 def read_anchor(path):
     """(clock Anchor or None, warning or None) from the clock file."""
-    return _read_parsed(path, 'clock anchor', _clock.parse_anchor)
+    return read_parsed(path, 'clock anchor', _clock.parse_anchor)
 
 
 def read_lease_etag(path):
     """(lease etag or None, warning or None) from the check-in file."""
-    return _read_parsed(path, 'lease etag', _parse_checkin_file)
+    return read_parsed(path, 'lease etag', _parse_checkin_file)
 
 
 def _parse_checkin_file(raw):
@@ -96,6 +101,39 @@ def write_json_atomic(path, content):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def read_text(path):
+    """The file's text, or None when it does not exist."""
+    try:
+        with open(path, 'r', encoding='utf-8', errors='replace') as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_atomic(path, text, mode=0o644):
+    """Replace `path` with `text` atomically (temporary file in the same directory, fsync, rename)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(path), suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class StateLockTimeout(Exception):

@@ -23,7 +23,7 @@ import re
 import signal
 import subprocess
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _ssh_key
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _proc, _ssh_key
 from ansible_collections.p2pvps.fleet.plugins.module_utils._web_routes import check_port, shown
 
 #: Key types the tunnel server authorises (the marketplace refuses others at registration).
@@ -40,7 +40,9 @@ _ACCEPTED_RE = re.compile(r'^Accepted publickey for (\S+) from \S+ port [0-9]+ s
 _DIGITS_RE = re.compile(r'[0-9]{1,5}')
 
 Entry = collections.namedtuple('Entry', 'name key port web_port')
-Session = collections.namedtuple('Session', 'pid started fingerprint')
+#: A connection: its monitor's pid and start ticks, its key's fingerprint (None: unknown), and
+#: ((pid, start ticks), ...) of the monitor's children of the user when it was found.
+Session = collections.namedtuple('Session', 'pid started fingerprint children', defaults=((),))
 Ranges = collections.namedtuple('Ranges', 'port_min port_max web_port_min web_port_max')
 
 
@@ -162,57 +164,21 @@ def sessions_to_end(sessions, allowed, max_per_key):
     return sorted(ending, key=lambda item: item[0].pid)
 
 
-def _status(pid):
-    """(real uid, parent pid) of a process, or None when it is gone."""
-    try:
-        with open('/proc/%s/status' % pid, 'r', encoding='utf-8', errors='replace') as handle:
-            fields = dict(line.split(':', 1) for line in handle if ':' in line)
-        return int(fields['Uid'].split()[0]), int(fields['PPid'].split()[0])
-    except (OSError, KeyError, ValueError, IndexError):
-        return None
-
-
-def _start_ticks(pid):
-    """Start time of a process in clock ticks since boot (field 22 of /proc/<pid>/stat)."""
-    with open('/proc/%s/stat' % pid, 'r', encoding='utf-8', errors='replace') as handle:
-        return int(handle.read().rsplit(')', 1)[1].split()[19])
-
-
-def _pids():
-    return [int(name) for name in os.listdir('/proc') if name.isdigit()]
-
-
-def session_pids(uid):
+def session_pids(uid, proc=_proc.PROC):
     """{monitor pid: [its children of the user]} of the user's live SSH connections.
 
     After authentication each connection is a root monitor process whose unprivileged child
     runs as the user; the monitor is the process sshd's log names for that connection.
     """
+    table = _proc.processes(proc)
     found = collections.defaultdict(list)
-    for pid in _pids():
-        status = _status(pid)
-        if status is None or status[0] != uid or _comm(pid)[:4] != 'sshd':
+    for pid, process in sorted(table.items()):
+        if process.uid != uid or process.name[:4] != 'sshd':
             continue
-        parent = _status(status[1])
-        if parent is not None and parent[0] == 0 and _comm(status[1])[:4] == 'sshd':
-            found[status[1]].append(pid)
+        parent = table.get(process.parent)
+        if parent is not None and parent.uid == 0 and parent.name[:4] == 'sshd':
+            found[process.parent].append(pid)
     return dict(found)
-
-
-def _comm(pid):
-    try:
-        with open('/proc/%s/comm' % pid, 'r', encoding='utf-8', errors='replace') as handle:
-            return handle.read().strip()
-    except OSError:
-        return ''
-
-
-def boot_time():
-    with open('/proc/stat', 'r', encoding='ascii') as handle:
-        for line in handle:
-            if line.startswith('btime '):
-                return int(line.split()[1])
-    raise OSError('no btime in /proc/stat')
 
 
 def accepted_key(pid, user, since_epoch, journalctl='journalctl'):
@@ -243,29 +209,40 @@ def live_sessions(uid, user, known, journalctl='journalctl'):
     ticks = os.sysconf('SC_CLK_TCK')
     booted = None
     sessions, remember = [], {}
-    for pid in sorted(session_pids(uid)):
+    for pid, children in sorted(session_pids(uid).items()):
         try:
-            started = _start_ticks(pid)
+            started = _proc.start_ticks(pid)
         except (OSError, ValueError, IndexError):
             continue
         handle = '%d:%d' % (pid, started)
         if handle in known:
             fingerprint = known[handle]
         else:
-            booted = boot_time() if booted is None else booted
+            booted = _proc.boot_time() if booted is None else booted
             fingerprint = accepted_key(pid, user, booted + started // ticks - 1, journalctl)
         if fingerprint is not None:
             remember[handle] = fingerprint
-        sessions.append(Session(pid, started, fingerprint))
+        sessions.append(Session(pid, started, fingerprint, _started(children)))
     return sessions, remember
 
 
-def end_session(session, uid):
-    """SIGKILL the connection's processes (the user's child first, then the monitor)."""
-    children = session_pids(uid).get(session.pid, [])
-    for pid in children + [session.pid]:
+def _started(pids):
+    """((pid, start ticks), ...) of the processes still there."""
+    found = []
+    for pid in pids:
         try:
-            if pid == session.pid and _start_ticks(pid) != session.started:
+            found.append((pid, _proc.start_ticks(pid)))
+        except (OSError, ValueError, IndexError):
+            continue
+    return tuple(found)
+
+
+def end_session(session):
+    """SIGKILL the connection's processes found by live_sessions (the user's child first, then the
+    monitor), each only if it is still the process found (its pid was not reused meanwhile)."""
+    for pid, started in session.children + ((session.pid, session.started),):
+        try:
+            if _proc.start_ticks(pid) != started:
                 continue   # the pid was reused meanwhile
             os.kill(pid, signal.SIGKILL)
         except (ProcessLookupError, FileNotFoundError):

@@ -7,7 +7,7 @@
 
 """The web gateway's routes: validate the marketplace's route list, render it for Caddy.
 
-Pure functions (no network, no Caddy) except `write_atomic`. Nothing from the marketplace
+Pure functions (no network, no Caddy, no files). Nothing from the marketplace
 is trusted: every entry is checked on its own, a bad entry is skipped with a short reason
 (never its raw value beyond a short, printable excerpt of the hostname), and the others are
 kept. The rendered file holds one Caddy site block per hostname that only imports the
@@ -18,9 +18,7 @@ stays in the role's template.
 from __future__ import annotations
 
 import collections
-import os
 import re
-import tempfile
 
 #: One DNS label: 1-63 of [a-z0-9-], no leading or trailing "-" (lower case only).
 LABEL_RE = re.compile(r'[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?')
@@ -173,36 +171,3 @@ def routes_in_file(text):
 def as_map(routes):
     """{hostname: port} of routes."""
     return dict((route.hostname, route.port) for route in routes)
-
-
-def read_text(path):
-    """The file's text, or None when it does not exist."""
-    try:
-        with open(path, 'r', encoding='utf-8', errors='replace') as handle:
-            return handle.read()
-    except FileNotFoundError:
-        return None
-
-
-def write_atomic(path, text, mode=0o644):
-    """Replace `path` with `text` atomically (temporary file in the same directory, fsync, rename)."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(path), suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -215,7 +215,6 @@ authorized_keys_path:
   sample: /etc/ssh/p2pvps-tunnel/authorized_keys
 """
 
-import json
 import os
 import pwd
 
@@ -227,11 +226,17 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_GATEWAY_ARGS,
     read_gateway_list,
 )
-from ansible_collections.p2pvps.fleet.plugins.module_utils._state import write_json_atomic
-from ansible_collections.p2pvps.fleet.plugins.module_utils._web_routes import read_text, write_atomic
+from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
+    read_parsed,
+    read_text,
+    write_atomic,
+    write_json_atomic,
+)
 
 MAX_SKIPPED_LISTED = 100
 KNOWN_SESSIONS_FILE = 'sessions.json'
+#: About 70 bytes a session: room for over 200,000 sessions.
+KNOWN_SESSIONS_MAX_BYTES = 16 * 1024 * 1024
 
 
 def read_devices(module):
@@ -241,15 +246,22 @@ def read_devices(module):
     return read_gateway_list(module, lambda client: client.iter_tunnel_keys(page_size=module.params['page_size']))
 
 
-def read_known(path):
+def read_known(module, path):
+    """{"pid:start": fingerprint} an earlier run remembered; {} when there is none (with a warning when unreadable)."""
     try:
-        with open(path, 'r', encoding='utf-8') as handle:
-            known = json.load(handle)
-    except (OSError, ValueError):
+        known, warning = read_parsed(path, 'remembered tunnel sessions file', _known_sessions,
+                                     max_bytes=KNOWN_SESSIONS_MAX_BYTES)
+    except OSError as exc:
+        known, warning = None, 'remembered tunnel sessions file %s is unreadable and ignored: %s' % (path, to_native(exc))
+    if warning:
+        module.warn(warning)
+    return known or {}
+
+
+def _known_sessions(raw):
+    if not isinstance(raw, dict):
         return {}
-    if not isinstance(known, dict):
-        return {}
-    return dict((key, value) for key, value in known.items() if isinstance(key, str) and isinstance(value, str))
+    return dict((key, value) for key, value in raw.items() if isinstance(key, str) and isinstance(value, str))
 
 
 def check_sessions(module, entries, result):
@@ -262,7 +274,7 @@ def check_sessions(module, entries, result):
     known_path = os.path.join(params['state_dir'], KNOWN_SESSIONS_FILE)
     journalctl = module.get_bin_path('journalctl', required=True)
     try:
-        sessions, remember = _tunnel_keys.live_sessions(uid, params['user'], read_known(known_path), journalctl)
+        sessions, remember = _tunnel_keys.live_sessions(uid, params['user'], read_known(module, known_path), journalctl)
     except OSError as exc:
         module.fail_json(msg='the tunnel sessions could not be told apart: %s' % to_native(exc), **result)
     result['sessions'] = len(sessions)
@@ -273,7 +285,7 @@ def check_sessions(module, entries, result):
     if module.check_mode:
         return
     for session, dummy in ending:
-        _tunnel_keys.end_session(session, uid)
+        _tunnel_keys.end_session(session)
     os.makedirs(params['state_dir'], mode=0o700, exist_ok=True)
     ended = set(session.pid for session, dummy in ending)
     write_json_atomic(known_path, dict((handle, fingerprint) for handle, fingerprint in remember.items()

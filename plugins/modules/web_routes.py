@@ -214,7 +214,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _web_routes
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _state, _web_routes
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_GATEWAY_ARGS,
     read_gateway_list,
@@ -242,7 +242,7 @@ def reload_gateway(module, previous):
     if previous is None:
         os.unlink(path)
     else:
-        _web_routes.write_atomic(path, previous)
+        _state.write_atomic(path, previous)
     module.fail_json(msg='reload of the web gateway failed (%s, rc %d): %s; the previous routes file was put back'
                      % (' '.join(command[:3]), rc, truncate(err or out or 'no output')),
                      changed=False, routes_file=path)
@@ -280,7 +280,7 @@ def check_params(module):
 def run(module):
     params = module.params
     path = params['routes_file']
-    previous = _web_routes.read_text(path)
+    previous = _state.read_text(path)
     before = _web_routes.routes_in_file(previous)
     result = {'changed': False, 'routes': None, 'skipped_entries': [], 'skipped_count': 0, 'api_error': None,
               'reloaded': False, 'routes_file': path}
@@ -309,7 +309,7 @@ def run(module):
     if result['changed'] and not module.check_mode:
         if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             module.fail_json(msg='the directory of routes_file %s does not exist' % path, **result)
-        _web_routes.write_atomic(path, text)
+        _state.write_atomic(path, text)
         result['reloaded'] = reload_gateway(module, previous)
     module.exit_json(msg=summary(result, module.check_mode), **result)
 

@@ -17,7 +17,7 @@ LISTENER = 4000
 
 
 class FakeProc:
-    """A /proc of fake processes: status (PPid), exe (a symlink to a program) and cgroup files."""
+    """A /proc of fake processes: status (PPid, Uid), exe (a symlink to a program) and cgroup files."""
 
     def __init__(self, root):
         self.root = root / 'proc'
@@ -36,7 +36,7 @@ class FakeProc:
         directory = self.root / str(pid)
         directory.mkdir()
         (directory / 'status').write_text('Name:\tx\nUmask:\t0022\nState:\tS (sleeping)\nPid:\t%d\nPPid:\t%d\n'
-                                          % (pid, parent))
+                                          'Uid:\t0\t0\t0\t0\n' % (pid, parent))
         (directory / 'cgroup').write_text(cgroup)
         if program is not None:   # a zombie has no exe link
             (directory / 'exe').symlink_to(program)

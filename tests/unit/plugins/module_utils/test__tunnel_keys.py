@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import base64
 import os
+import signal
 import struct
+import subprocess
+import time
 
 import pytest
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _ssh_key
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _proc, _ssh_key
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _tunnel_keys as tk
 
 RANGES = tk.Ranges(20000, 20999, 30000, 30999)
@@ -131,3 +134,57 @@ def test_the_accepted_line_names_the_key():
     line = 'Accepted publickey for tunnel from 172.18.0.3 port 41234 ssh2: ED25519 SHA256:abc+/9'
     match = tk._ACCEPTED_RE.match(line)   # pylint: disable=protected-access
     assert match.groups() == ('tunnel', 'SHA256:abc+/9')
+
+
+# ---------------------------------------------------------------- the sessions' processes
+
+def fake_status(root, pid, name, parent, uid):
+    (root / str(pid)).mkdir()
+    (root / str(pid) / 'status').write_text('Name:\t%s\nPid:\t%d\nPPid:\t%d\nUid:\t%d\t%d\t%d\t%d\n'
+                                            % (name, pid, parent, uid, uid, uid, uid))
+
+
+def test_session_pids_are_the_users_sshd_children_of_a_root_sshd(tmp_path):
+    fake_status(tmp_path, 1, 'systemd', 0, 0)
+    fake_status(tmp_path, 100, 'sshd', 1, 0)              # the listener
+    fake_status(tmp_path, 200, 'sshd', 100, 0)            # a connection's monitor
+    fake_status(tmp_path, 201, 'sshd', 200, 1001)         # its child as the tunnel user
+    fake_status(tmp_path, 300, 'sshd-session', 100, 0)    # newer OpenSSH
+    fake_status(tmp_path, 301, 'sshd-session', 300, 1001)
+    fake_status(tmp_path, 400, 'sshd', 100, 0)            # another user's connection
+    fake_status(tmp_path, 401, 'sshd', 400, 1002)
+    fake_status(tmp_path, 500, 'bash', 1, 0)              # not sshd: a parent ...
+    fake_status(tmp_path, 501, 'sshd', 500, 1001)
+    fake_status(tmp_path, 600, 'sshd', 1, 1001)           # ... or a parent that is not root
+    fake_status(tmp_path, 601, 'sshd', 600, 1001)
+    fake_status(tmp_path, 700, 'sleep', 200, 1001)        # not sshd: a child
+    assert tk.session_pids(1001, str(tmp_path)) == {200: [201], 300: [301]}
+
+
+@pytest.fixture
+def sleepers():
+    """Real processes to end (this user may signal its own)."""
+    processes = [subprocess.Popen(['sleep', '60']) for dummy in range(3)]
+    yield processes
+    for process in processes:
+        process.kill()
+        process.wait()
+
+
+def test_end_session_kills_the_processes_it_was_found_with(sleepers):
+    monitor, child, other = sleepers
+    session = tk.Session(monitor.pid, _proc.start_ticks(monitor.pid), 'SHA256:x',
+                         ((child.pid, _proc.start_ticks(child.pid)),))
+    tk.end_session(session)
+    assert monitor.wait(10) == -signal.SIGKILL and child.wait(10) == -signal.SIGKILL
+    assert other.poll() is None
+    tk.end_session(session)   # already gone: nothing to do
+
+
+def test_end_session_spares_a_reused_pid(sleepers):
+    monitor, child, dummy = sleepers
+    session = tk.Session(monitor.pid, _proc.start_ticks(monitor.pid) - 1, None,
+                         ((child.pid, _proc.start_ticks(child.pid) - 1),))
+    tk.end_session(session)
+    time.sleep(0.2)
+    assert monitor.poll() is None and child.poll() is None

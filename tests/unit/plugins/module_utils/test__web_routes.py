@@ -3,9 +3,6 @@
 """Route validation and rendering of the web gateway (pure; the module itself: tests/integration/test_web_routes.py)."""
 from __future__ import annotations
 
-import os
-import stat
-
 import pytest
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _web_routes as wr
@@ -214,24 +211,3 @@ def test_routes_in_file(text, routes):
 def test_as_map():
     routes, dummy = parse([entry()])
     assert wr.as_map(routes) == {'alice-k3j9xq.web.test': 30001}
-
-
-# ---------------------------------------------------------------- files
-
-def test_write_atomic_and_read_text(tmp_path):
-    path = str(tmp_path / 'routes.caddy')
-    assert wr.read_text(path) is None
-    wr.write_atomic(path, 'one\n')
-    assert wr.read_text(path) == 'one\n'
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
-    wr.write_atomic(path, 'two\n', mode=0o600)
-    assert wr.read_text(path) == 'two\n' and stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert os.listdir(str(tmp_path)) == ['routes.caddy']
-
-
-def test_write_atomic_leaves_nothing_behind_on_error(tmp_path):
-    path = str(tmp_path / 'routes.caddy')
-    wr.write_atomic(path, 'kept\n')
-    with pytest.raises(TypeError):
-        wr.write_atomic(path, b'not text')
-    assert wr.read_text(path) == 'kept\n' and os.listdir(str(tmp_path)) == ['routes.caddy']
