@@ -19,8 +19,8 @@ description:
     is pulled or built), running sshd for the renter's user with their keys (no passwords),
     published on C(127.0.0.1:local_port) only, with the lease's memory, CPU and process
     limits, C(no-new-privileges), all capabilities dropped except what sshd needs, no host
-    network and no Docker socket. Docker never restarts it by itself: after a reboot the next run
-    mounts the lease disk, then starts the same container.
+    network and no Docker socket. Docker never restarts it by itself (after a reboot the next run
+    mounts the lease disk, then starts the same container).
   - A new lease id removes the old container and its volumes and creates the new one.
     New keys are written into the running container without recreating it, and when a key was
     removed every SSH session of the lease is ended in the same run (see the notes); new memory,

@@ -401,7 +401,7 @@ def test_reboot_with_a_live_lease_remounts_the_disk_and_keeps_the_container(rig)
     assert kinds(after)[:2] == ["mount_disk", "start"], after
     assert after["container_id"] == container_id and after["lease_id"] == lease_id
     assert_enforced(rig, after)
-    assert container_state(rig, container_id)["Running"] is True, (kinds(again), container_state(rig, container_id))
+    assert container_state(rig, container_id)["Running"] is True
     assert lease_containers(rig) == [container_id]
     kept = rig.sh(f"{as_renter} cat /home/{user}/kept").strip()
     assert kept == "kept-across-reboot"

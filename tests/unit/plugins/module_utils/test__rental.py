@@ -56,6 +56,7 @@ L1_WEB = lease(web={'hostname': 'alice-k3j9xq.web.test', 'url': 'https://alice-k
 L2 = lease(id='9a9a9a9a-0000-4000-8000-000000000002', username='carol')
 C1 = container(L1)
 C1_STOPPED = container(L1, running=False, status='exited')
+C1_NEVER_STARTED = container(L1, running=False, status='created')
 C1_TWO_KEYS = container(L1, keys_hash=L1_KEYS.keys_hash)
 C1_DUP = container(L1, id='d' * 64, name='p2pvps-renter-other', created='2026-11-25T11:00:00Z')
 C2 = container(L2, id='e' * 64)
@@ -123,14 +124,12 @@ DECISIONS = [
     ('stopped: start', L1, True, [C1_STOPPED], L1, [V1], [('start', L1.id, C1.id)]),
     # dockerd killed while creating: a container that never started is created again; on a lease's first
     # creation its system directories may be half copied from the image, so they are copied again
-    ('never started, lease ran before: recreate', L1, True, [container(L1, running=False, status='created')],
-     L1, [V1], [('remove_container', L1.id, C1.id), ('create', L1.id, None)]),
-    ('never started, first creation: recreate with the system reset', L1, True,
-     [container(L1, running=False, status='created')], L2, [V1], [
+    ('never started, lease ran before: recreate', L1, True, [C1_NEVER_STARTED], L1, [V1], [
+        ('remove_container', L1.id, C1.id), ('create', L1.id, None)]),
+    ('never started, first creation: recreate with the system reset', L1, True, [C1_NEVER_STARTED], L2, [V1], [
         ('remove_container', L1.id, C1.id), ('reset_system', L1.id, None), ('create', L1.id, None),
         ('write_state', L1.id, None)]),
-    ('never started, nothing remembered: recreate with the system reset', L1, True,
-     [container(L1, running=False, status='created')], None, [V1], [
+    ('never started, nothing remembered: recreate with the system reset', L1, True, [C1_NEVER_STARTED], None, [V1], [
         ('remove_container', L1.id, C1.id), ('reset_system', L1.id, None), ('create', L1.id, None),
         ('write_state', L1.id, None)]),
     ('keys label missing (no file yet): update', L1, True, [container(L1, keys_hash=None)], L1, [V1], [
