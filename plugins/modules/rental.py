@@ -52,8 +52,9 @@ description:
     that root is an unprivileged user on the device. Elsewhere the renter has no root.
   - Durable and fail-safe. The last lease is kept in C(lease.json) in O(state_dir) (written
     atomically, mode 0600) and in container labels. When the marketplace is unreachable,
-    times out or answers anything that does not validate, nothing is wiped except a lease
-    whose C(expires_at) has passed (see the clock below); a live lease keeps running (it is started
+    times out or answers anything that does not validate, nothing is wiped: a lease whose
+    C(expires_at) has passed (see the clock below) is frozen, then wiped after O(grace_s) (see
+    freeze, then wipe below); a live lease keeps running (it is started
     or even recreated from the local state if needed) and the error is reported in
     RV(api_error) and as a warning, failing only with O(fail_on_api_error=true).
   - Leases end by the marketplace's clock, never the device's (a Raspberry Pi has no real-time clock).
@@ -63,6 +64,13 @@ description:
     boot clock, which clock jumps (fake-hwclock, bad NTP) do not move; after a reboot, the device's
     clock corrected by the offset seen at the last check-in (never earlier than that check-in).
     This is remembered in C(clock.json) in O(state_dir), written only when it changes. See RV(clock).
+  - Freeze, then wipe. A lease that ends by the device's own judgement alone (the marketplace cannot be
+    reached and its C(expires_at) has passed by the clock above) is frozen, not wiped - its container is
+    stopped, the container and the lease's volumes and disk are kept, and C(lease.json) remembers since
+    when (RV(frozen)). It is wiped once it has been frozen for O(grace_s). When the marketplace answers
+    again it decides at once - the same lease with a later C(expires_at) (the renter extended it)
+    starts the same container with its data; no lease or another lease wipes it. A lease the
+    marketplace ends (its answer) is wiped at once, as ever.
 author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
@@ -173,6 +181,14 @@ options:
     description: Write operations per second allowed on the lease disk (V(0) disables it).
     type: int
     default: 300
+  grace_s:
+    description:
+      - How long, in seconds, a lease the device ended by its own judgement (marketplace unreachable,
+        C(expires_at) passed) stays frozen - container stopped, data kept - before it is wiped. An
+        extension the marketplace answers within that time resumes the same container with its data.
+      - V(0) wipes such a lease at once. A lease the marketplace ends is always wiped at once.
+    type: int
+    default: 86400
   fail_on_api_error:
     description:
       - Fail the task when the check-in fails or its answer is rejected.
@@ -305,7 +321,7 @@ actions:
     action:
       description: >-
         One of V(mount_disk), V(remove_container), V(remove_volume), V(reset_system), V(create),
-        V(start), V(update_keys), V(end_sessions), V(update_limits), V(resize_disk), V(write_state),
+        V(start), V(stop) (a lease frozen), V(update_keys), V(end_sessions), V(update_limits), V(resize_disk), V(write_state),
         V(limit_bandwidth).
       type: str
     lease_id:
@@ -406,6 +422,21 @@ clock:
       description: How many seconds the device's clock is ahead of it (negative when behind).
       type: int
   sample: {source: marketplace, marketplace_time: '2026-12-01T20:00:00Z', device_ahead_s: 0}
+frozen:
+  description:
+    - Set while the lease is frozen - it ended by the device's own judgement while the marketplace could
+      not be reached; its container is stopped and its data kept until RV(frozen.wipe_at)
+      (O(grace_s) after RV(frozen.since)) unless the marketplace answers it extended. V(null) otherwise.
+  returned: always
+  type: dict
+  contains:
+    since:
+      description: When it was frozen (the marketplace's clock as the device estimated it, UTC).
+      type: str
+    wipe_at:
+      description: When it is wiped if the marketplace has not answered by then (same clock).
+      type: str
+  sample: {since: '2026-12-01T20:00:00Z', wipe_at: '2026-12-02T20:00:00Z'}
 diff:
   description: Before and after (the remembered lease and the renter containers).
   returned: when diff mode is on
@@ -442,7 +473,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
     StateLock,
     StateLockTimeout,
     read_anchor,
-    read_state,
+    read_local_state,
     write_anchor,
     write_state,
 )
@@ -468,7 +499,7 @@ class RentalManager:
         self.result = {'changed': False, 'lease_id': None, 'container_id': None, 'lease': None,
                        'actions': [], 'api_error': None, 'disk_limit_enforced': None,
                        'disk_limit_reason': None, 'checkin_interval_s': None, 'refused': None,
-                       'sandbox': None, 'clock': None}
+                       'sandbox': None, 'clock': None, 'frozen': None}
         self.owner = _UNKNOWN
 
     def checkin(self, containers, local_state):
@@ -525,7 +556,7 @@ class RentalManager:
             self.module.warn('the marketplace clock could not be remembered in %s: %s' % (self.clock_path, to_native(exc)))
 
     def run(self):
-        local_state, warning = read_state(self.state_path)
+        (local_state, frozen_at), warning = read_local_state(self.state_path)
         if warning:
             self.module.warn(warning)
         volumes = self.docker.lease_volumes()
@@ -537,7 +568,9 @@ class RentalManager:
             self.refuse_live_lease(desired if api_ok else local_state, now)
             desired, api_ok = None, True
         desired, fitted = _rental.fit_to_device(desired, _sandbox.capacity(self.params['memory_reserve_mb']))
-        plan = _rental.decide(desired, api_ok, containers, local_state, now, volumes, publish=self.publish)
+        grace = datetime.timedelta(seconds=self.params['grace_s'])
+        plan = _rental.decide(desired, api_ok, containers, local_state, now, volumes, publish=self.publish,
+                              frozen_at=frozen_at, grace=grace)
         refusal = self.preflight(plan)
         if refusal:
             self.result['refused'] = refusal
@@ -560,6 +593,9 @@ class RentalManager:
         self.result['lease_id'] = None if lease is None else lease.id
         self.result['lease'] = None if lease is None else lease.summary()
         self.result['container_id'] = None if lease is None else container_id
+        if lease is not None and plan.frozen_at is not None:
+            self.result['frozen'] = {'since': _lease.format_time(plan.frozen_at),
+                                     'wipe_at': _lease.format_time(plan.frozen_at + grace)}
         if lease is not None:
             self.result['disk_limit_enforced'], self.result['disk_limit_reason'] = self.disk_status(lease)
             self.report_sandbox(plan, container_id)
@@ -620,7 +656,7 @@ class RentalManager:
         step = None
         try:
             for step in plan.actions:
-                container_id = self.apply_one(step, lease, container_id)
+                container_id = self.apply_one(step, lease, container_id, plan)
                 done.append(step.kind)
             step = _rental.Action('limit_bandwidth', None if lease is None else lease.id)
             self.shape(lease, container_id, fresh=bool(done))
@@ -629,7 +665,7 @@ class RentalManager:
                 step.kind, step.lease_id, done or 'no change', to_native(exc)), **self.result)
         return container_id
 
-    def apply_one(self, action, lease, container_id):
+    def apply_one(self, action, lease, container_id, plan):
         kind = action.kind
         if kind == 'remove_container':
             self.docker.remove_container(action.container_id)
@@ -648,6 +684,8 @@ class RentalManager:
             container_id = self.docker.create(lease, self.publish, self.sandbox, owner)
         elif kind == 'start':
             self.docker.start(action.container_id, action.lease_id)
+        elif kind == 'stop':
+            self.docker.stop(action.container_id)
         elif kind == 'update_keys':
             self.docker.update_keys(action.container_id, lease)
         elif kind == 'end_sessions':
@@ -657,7 +695,7 @@ class RentalManager:
         elif kind == 'resize_disk':
             self.resize_disk(lease, container_id)
         elif kind == 'write_state':
-            write_state(self.state_path, lease)
+            write_state(self.state_path, lease, plan.frozen_at)
         return container_id
 
     def end_sessions(self, action):
@@ -748,6 +786,7 @@ def main():
         bandwidth_mbit=dict(type='int', default=20),
         write_bps=dict(type='int', default=10 * 1024 * 1024),
         write_iops=dict(type='int', default=300),
+        grace_s=dict(type='int', default=86400),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     problem = option_problem(module.params) or sdk_problem()
@@ -775,7 +814,7 @@ def option_problem(params):
             return ('%s must be between %d and 65535' % (name, low), None)
     if params['web_local_port'] == params['local_port']:
         return ('web_local_port and local_port must differ', None)
-    for name in ('disk_reserve_mb', 'memory_reserve_mb', 'bandwidth_mbit', 'write_bps', 'write_iops'):
+    for name in ('disk_reserve_mb', 'memory_reserve_mb', 'bandwidth_mbit', 'write_bps', 'write_iops', 'grace_s'):
         if params[name] < 0:
             return ('%s must be 0 or more' % name, None)
     if not BRIDGE_RE.match(params['renter_bridge']):
