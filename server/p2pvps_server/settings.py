@@ -61,6 +61,9 @@ class Settings:
     memory_reserve_mb: int = 256
     disk_reserve_gb: float = 1.0
     port_quarantine_s: int = 86400
+    # How long after its expiry a rental can still be extended, while its device has not checked in
+    # since (it keeps the lease frozen, data kept, for its own grace window; default 24 h on both sides).
+    extend_window_s: int = 86400
     max_body_bytes: int = 64 * 1024
     operator_token: str | None = field(default=None, repr=False)
     gateway_token: str | None = field(default=None, repr=False)
@@ -74,6 +77,8 @@ class Settings:
             raise ValueError("the memory and disk reserves must not be negative")
         if self.port_quarantine_s < 0:
             raise ValueError("the port quarantine must not be negative")
+        if self.extend_window_s < 0:
+            raise ValueError("the extension window must not be negative")
         # Both kinds of port listen on the same tunnel server.
         if self.web_enabled and _overlap(self.port_range, self.web_port_range):
             raise ValueError("the web port range overlaps the tunnel port range")
