@@ -425,10 +425,10 @@ def _decide_offline(containers, volumes, local_state, frozen_at, now, grace, act
         elif not any(c.lease_id == local_state.id for c in containers) and local_state.id not in volumes:
             lease_after = None   # nothing left to keep
         else:
-            keep = _freeze(local_state, containers, actions,
-                           'lease expired at %s by the device\'s estimate of the marketplace clock (marketplace '
-                           'unavailable): frozen, data kept until %s' % (format_time(local_state.expires_at),
-                                                                        format_time(wipe_at)))
+            reason = ('lease expired at %s by the device\'s estimate of the marketplace clock (marketplace '
+                      'unavailable): frozen, data kept until %s'
+                      % (format_time(local_state.expires_at), format_time(wipe_at)))
+            keep = _freeze(local_state, containers, actions, reason)
             frozen_after = frozen_at
             warnings.append('marketplace unavailable: lease %s expired at %s, frozen since %s; wiped at %s unless '
                             'the marketplace extends it' % (local_state.id, format_time(local_state.expires_at),

@@ -52,7 +52,7 @@ description:
     that root is an unprivileged user on the device. Elsewhere the renter has no root.
   - Durable and fail-safe. The last lease is kept in C(lease.json) in O(state_dir) (written
     atomically, mode 0600) and in container labels. When the marketplace is unreachable,
-    times out or answers anything that does not validate, nothing is wiped: a lease whose
+    times out or answers anything that does not validate, nothing is wiped - a lease whose
     C(expires_at) has passed (see the clock below) is frozen, then wiped after O(grace_s) (see
     freeze, then wipe below); a live lease keeps running (it is started
     or even recreated from the local state if needed) and the error is reported in
