@@ -609,10 +609,14 @@ class MarketplaceClient(object):
                     'tunnel of the register answer', 'POST', path)
         return answer
 
-    def checkin(self, device_id, observed=None):
-        """Heartbeat -> the answer object; the lease in it is validated by _rental.parse_checkin()."""
+    def checkin(self, device_id, observed=None, report=None):
+        """Heartbeat -> the answer object; the lease in it is validated by _rental.parse_checkin().
+
+        report: more fields of the request body (the wipe receipts and their key, _receipts.py).
+        """
         path = self._device_path(device_id, '/checkin')
-        answer = self._call('POST', path, body={'observed': observed if observed is not None else {}})
+        body = dict(report or {}, observed=observed if observed is not None else {})
+        answer = self._call('POST', path, body=body)
         return self._shape(answer, (), 'check-in answer', 'POST', path)
 
     def list_devices(self, limit=100, cursor=None, **filters):
@@ -752,8 +756,8 @@ class DeviceClient(object):
     def register(self, facts, tunnel_public_key):
         return self.client.register(self.device_id, facts, tunnel_public_key)
 
-    def checkin(self, observed=None):
-        return self.client.checkin(self.device_id, observed)
+    def checkin(self, observed=None, report=None):
+        return self.client.checkin(self.device_id, observed, report)
 
     def delete(self):
         self.client.delete_device(self.device_id)

@@ -693,11 +693,42 @@ class RenterDocker:
             pass
 
     def remove_volume(self, lease_id):
-        """Remove every volume of the lease (home and system directories) and its disk."""
-        names = set(self._lease_volume_names(lease_id)) | {_lease.volume_name(lease_id)}
+        """Remove every volume of the lease (home and system directories) and its disk.
+
+        Returns what was removed, for the wipe receipt: {volumes: names, disk_image: path or None,
+        bytes: the disk image's size, else what the volumes held (None where it cannot be measured)}.
+        """
+        present = sorted(self._lease_volume_names(lease_id))
+        disk = LeaseDisk(self.disk_dir, lease_id)
+        removed = {'volumes': present, 'disk_image': None, 'bytes': None}
+        try:
+            removed['bytes'] = os.stat(disk.image).st_size
+            removed['disk_image'] = disk.image
+        except OSError:
+            removed['bytes'] = self._volumes_bytes(present)
+        names = set(present) | {_lease.volume_name(lease_id)}
         for name in sorted(names):
             self._remove_volume_named(name)
-        LeaseDisk(self.disk_dir, lease_id).destroy()
+        disk.destroy()
+        return removed
+
+    def _volumes_bytes(self, names):
+        """Bytes of the files in the volumes (no lease disk); None when a volume cannot be read."""
+        total = 0
+        for name in names:
+            try:
+                mountpoint = self.client.api.inspect_volume(name)['Mountpoint']
+            except (NotFound, KeyError):
+                continue
+            if not os.path.isdir(mountpoint):
+                return None
+            for root, dirs, files in os.walk(mountpoint):
+                for entry in files:
+                    try:
+                        total += os.lstat(os.path.join(root, entry)).st_size
+                    except OSError:
+                        pass
+        return total
 
     def _remove_volume_named(self, name):
         try:

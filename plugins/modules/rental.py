@@ -71,6 +71,17 @@ description:
     again it decides at once - the same lease with a later C(expires_at) (the renter extended it)
     starts the same container with its data; no lease or another lease wipes it. A lease the
     marketplace ends (its answer) is wiped at once, as ever.
+  - Signed wipe receipts. Right after it removed a lease's volumes (whatever ended the lease), the
+    module signs a receipt of the wipe - lease id, device id, the container ids, volume names and
+    disk image removed, the bytes removed, the time by the marketplace's clock as the device knows
+    it, the reason - as canonical JSON (sorted keys, no spaces) with C(ssh-keygen -Y sign) in the
+    namespace C(p2pvps-wipe-receipt), and keeps it in C(receipts/<lease id>.json) in O(state_dir)
+    (atomic, mode 0600; it survives reboots). Every check-in reports the kept receipts and the
+    device's receipt public key until the marketplace acknowledges them; a run that wiped while the
+    marketplace answered reports the new receipt at once in one more check-in. The key is
+    C(receipt_ed25519) in O(state_dir) (ed25519, mode 0600, made on the first run, never printed).
+    Anyone can verify a receipt offline with C(ssh-keygen -Y verify) (the collection's README,
+    "Proving a wipe"). See RV(receipts).
 author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
@@ -205,6 +216,8 @@ options:
 requirements:
   - Docker SDK for Python (C(docker)) 5.0 or newer; 7.1 or newer when C(requests) is 2.32 or newer
   - requests
+  - C(ssh-keygen) (OpenSSH client) on the device for the wipe receipts; without it leases are
+    still wiped, with a warning that no receipt was signed
   - Root for the enforced per-lease disk (loop devices, C(mkfs.ext4), C(mount)), the bandwidth cap
     (C(tc), C(nsenter)) and ending SSH sessions (signals to the container's processes)
 notes:
@@ -437,6 +450,25 @@ frozen:
       description: When it is wiped if the marketplace has not answered by then (same clock).
       type: str
   sample: {since: '2026-12-01T20:00:00Z', wipe_at: '2026-12-02T20:00:00Z'}
+receipts:
+  description: Signed wipe receipts in this run.
+  returned: always
+  type: dict
+  contains:
+    signed:
+      description: Lease ids whose wipe this run signed a receipt for.
+      type: list
+      elements: str
+    acknowledged:
+      description: Lease ids whose receipts the marketplace acknowledged in this run (they are deleted
+        from the device).
+      type: list
+      elements: str
+    pending:
+      description: How many receipts the device keeps for the next check-ins.
+      type: int
+  sample: {signed: [5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60], acknowledged: [5f2d6c1e-8d4b-4f1a-9a57-1b2c3d4e5f60],
+           pending: 0}
 diff:
   description: Before and after (the remembered lease and the renter containers).
   returned: when diff mode is on
@@ -451,7 +483,7 @@ import re
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _facts, _lease, _rental, _sandbox
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _facts, _lease, _receipts, _rental, _sandbox
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
@@ -499,21 +531,29 @@ class RentalManager:
         self.result = {'changed': False, 'lease_id': None, 'container_id': None, 'lease': None,
                        'actions': [], 'api_error': None, 'disk_limit_enforced': None,
                        'disk_limit_reason': None, 'checkin_interval_s': None, 'refused': None,
-                       'sandbox': None, 'clock': None, 'frozen': None}
+                       'sandbox': None, 'clock': None, 'frozen': None,
+                       'receipts': {'signed': [], 'acknowledged': [], 'pending': 0}}
         self.owner = _UNKNOWN
+        self.last_observed = {}
+        self.outbox = _receipts.Outbox(self.params['state_dir'], self.params['device_id'])
+        self.wiped = {}      # lease id -> what this run removed of it (for its wipe receipt)
+        self.now = None      # the marketplace's time this run judges by
 
-    def checkin(self, containers, local_state):
-        """(api_ok, desired lease) from one check-in; errors end up in result['api_error']."""
+    def observed(self, containers, local_state):
         mine = [c for c in containers if local_state is not None and c.lease_id == local_state.id]
-        observed = {
+        return {
             'lease_id': None if local_state is None else local_state.id,
             'container': ('running' if mine[0].running else mine[0].status) if mine else 'absent',
             'renter_containers': len(containers),
             # what a lease disk can take here; the marketplace checks new rentals against it
             'disk_free_gb': _facts.disk_free_gb_of(self.docker.disk_dir),
         }
+
+    def checkin(self, containers, local_state):
+        """(api_ok, desired lease) from one check-in; errors end up in result['api_error']."""
+        observed = self.last_observed = self.observed(containers, local_state)
         try:
-            answer = client_from_module(self.module).checkin(observed)
+            answer = self.send_checkin(observed)
         except MarketplaceError as exc:
             self.result['api_error'] = 'check-in failed: %s' % to_native(exc)
             return False, None, None
@@ -527,6 +567,42 @@ class RentalManager:
         if isinstance(interval, int) and not isinstance(interval, bool):
             self.result['checkin_interval_s'] = interval
         return True, desired, server_time
+
+    def send_checkin(self, observed):
+        """One check-in that reports the wipe receipts kept, and forgets those the answer acknowledges."""
+        report, warnings = self.outbox.report(create_key=not self.module.check_mode)
+        for warning in warnings:
+            self.module.warn(warning)
+        answer = client_from_module(self.module).checkin(observed, report)
+        if report.get('receipts') and isinstance(answer, dict) and not self.module.check_mode:
+            acknowledged, warnings = self.outbox.settle(answer)
+            self.result['receipts']['acknowledged'].extend(acknowledged)
+            for warning in warnings:
+                self.module.warn(warning)
+        return answer
+
+    def deliver_receipts(self, api_ok):
+        """Report the receipts this run signed at once, in one more check-in (only when the marketplace
+        answered this run's check-in; otherwise the next runs report them)."""
+        if api_ok and self.result['receipts']['signed'] and not self.module.check_mode:
+            running = self.result['container_id'] is not None
+            observed = dict(self.last_observed, lease_id=self.result['lease_id'],
+                            container='running' if running else 'absent', renter_containers=int(running))
+            try:
+                self.send_checkin(observed)
+            except MarketplaceError as exc:
+                self.module.warn('the wipe receipts are kept and reported at the next check-in: %s' % to_native(exc))
+        self.result['receipts']['pending'] = len(self.outbox.pending()[0])
+
+    def sign_wipe(self, lease_id, removed, reason):
+        """The lease's volumes are gone: sign the receipt of the wipe and keep it until acknowledged."""
+        wiped = dict(removed, containers=self.wiped.pop(lease_id, []))
+        try:
+            self.outbox.record(lease_id, wiped, self.now, reason)
+        except (_receipts.ReceiptError, OSError) as exc:
+            self.module.warn('lease %s was wiped but its receipt could not be signed: %s' % (lease_id, to_native(exc)))
+            return
+        self.result['receipts']['signed'].append(lease_id)
 
     def marketplace_time(self, api_ok, server_time):
         """The marketplace's clock: its answer's, or the estimate from the last check-in it answered;
@@ -563,7 +639,7 @@ class RentalManager:
         recorded_keys = {} if local_state is None else {local_state.id: local_state.keys_hash}
         containers = self.docker.renter_containers(recorded_keys)
         api_ok, desired, server_time = self.checkin(containers, local_state)
-        now = self.marketplace_time(api_ok, server_time)
+        now = self.now = self.marketplace_time(api_ok, server_time)
         if self.params['state'] == 'absent':
             self.refuse_live_lease(desired if api_ok else local_state, now)
             desired, api_ok = None, True
@@ -599,6 +675,7 @@ class RentalManager:
         if lease is not None:
             self.result['disk_limit_enforced'], self.result['disk_limit_reason'] = self.disk_status(lease)
             self.report_sandbox(plan, container_id)
+        self.deliver_receipts(api_ok)
 
         if refusal:
             self.module.fail_json(msg='%s; nothing of that lease was created' % refusal, **self.result)
@@ -669,10 +746,13 @@ class RentalManager:
         kind = action.kind
         if kind == 'remove_container':
             self.docker.remove_container(action.container_id)
+            if action.lease_id is not None:
+                self.wiped.setdefault(action.lease_id, []).append(action.container_id)
             if action.container_id == container_id:
                 container_id = None
         elif kind == 'remove_volume':
-            self.docker.remove_volume(action.lease_id)
+            removed = self.docker.remove_volume(action.lease_id)
+            self.sign_wipe(action.lease_id, removed, action.reason)
         elif kind == 'mount_disk':
             self.docker.mount_disk(action.lease_id)
         elif kind == 'reset_system':

@@ -48,6 +48,8 @@ class Device(BaseModel):
     registered: bool
     facts: dict[str, Any] | None = Field(description="the registered facts, or null")
     tunnel_public_key: str | None
+    receipt_public_key: str | None = Field(
+        description="the ed25519 key the device signs its wipe receipts with (reported at check-in), or null")
     tunnel: Tunnel | None = Field(description="null until the device registers")
     last_checkin: str | None = _time()
     created_at: str = _time()
@@ -97,10 +99,36 @@ class Lease(BaseModel):
     web: Web | None = _web()
 
 
+class RefusedReceipt(BaseModel):
+    lease_id: str | None
+    error: Literal["malformed_receipt", "foreign_receipt", "foreign_lease", "no_receipt_key", "bad_signature"]
+
+
 class CheckedIn(BaseModel):
     lease: Lease | None = Field(description="the active lease, or null")
     checkin_interval_s: int
     server_time: str = _time()
+    receipts_acknowledged: list[str] = Field(
+        description="lease ids of the reported wipe receipts that are stored (verified); the device forgets them")
+    receipts_refused: list[RefusedReceipt] = Field(
+        description="reported wipe receipts refused for good (not this device's, bad signature, malformed)")
+
+
+class Receipt(BaseModel):
+    """A device's signed receipt of the wipe of a rental's container, volumes and disk image."""
+
+    rental_id: str
+    device_id: str
+    receipt: str = Field(description="the exact JSON text the device signed (save it without a trailing newline)")
+    signature: str = Field(description="armored SSH signature (ssh-keygen -Y sign) of `receipt`")
+    public_key: str = Field(description="the device's receipt key that verified it when it arrived")
+    namespace: str = Field(description="p2pvps-wipe-receipt")
+    principal: str = Field(description="the signer identity for ssh-keygen -Y verify -I (the device id)")
+    allowed_signers: str = Field(description="an allowed_signers line for ssh-keygen -Y verify -f")
+    verify_command: str
+    wipe: dict[str, Any] = Field(description="the receipt's fields: lease_id, device_id, containers, volumes, "
+                                             "disk_image, bytes, wiped_at, reason, kind, format")
+    received_at: str = _time()
 
 
 class RentalTunnel(BaseModel):

@@ -70,6 +70,8 @@ class Device(Base):
     facts: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     architecture: Mapped[str | None] = mapped_column(String(32), nullable=True)
     tunnel_public_key: Mapped[str | None] = mapped_column(String(4096), nullable=True)
+    # ed25519 key the device signs its wipe receipts with (reported at check-in)
+    receipt_public_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
     remote_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     web_remote_port: Mapped[int | None] = mapped_column(Integer, nullable=True)
     observed: Mapped[dict | None] = mapped_column(JSON, nullable=True)
@@ -101,6 +103,19 @@ class Rental(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     web_hostname: Mapped[str | None] = mapped_column(String(253), nullable=True)
+
+
+class WipeReceipt(Base):
+    """A device's signed receipt of the wipe of a lease, verified when it arrived; the first one is kept."""
+    __tablename__ = "wipe_receipts"
+
+    rental_id: Mapped[str] = mapped_column(String(36), ForeignKey("rentals.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(36))
+    receipt: Mapped[str] = mapped_column(String(4096))
+    signature: Mapped[str] = mapped_column(String(2048))
+    public_key: Mapped[str] = mapped_column(String(512))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 class ReleasedPort(Base):

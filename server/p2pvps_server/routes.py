@@ -116,6 +116,13 @@ def get_rental(rental_id: RentalId, svc: Service, dummy: Operator) -> dict[str, 
     return svc.get_rental(rental_id)
 
 
+@router.get("/rentals/{rental_id}/receipt", tags=["rentals"], **answer(answers.Receipt))
+def get_receipt(rental_id: RentalId, svc: Service, dummy: Operator) -> dict[str, Any]:
+    """The device's signed wipe receipt of the rental (404 until the device reported it); verify it offline
+    with ssh-keygen -Y verify (see verify_command)."""
+    return svc.get_receipt(rental_id)
+
+
 @router.patch("/rentals/{rental_id}", tags=["rentals"], **answer(answers.Rental))
 def patch_rental(rental_id: RentalId, body: schemas.RentalPatch, svc: Service, dummy: Operator) -> dict[str, Any]:
     """Replace the keys and/or change limits of an active lease (same lease id)."""

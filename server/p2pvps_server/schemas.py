@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from p2pvps_server import receipts
 from p2pvps_server import validation as v
 
 STRICT = dict(strict=True, allow_inf_nan=False, str_max_length=4096)
@@ -15,6 +16,7 @@ Description = Annotated[str, Field(max_length=500), AfterValidator(lambda s: v.c
 Owner = Annotated[str, Field(min_length=1, max_length=64),
                   AfterValidator(lambda s: _pattern(s, v.OWNER_RE, "owner"))]
 PublicKey = Annotated[str, Field(max_length=v.MAX_KEY_LEN), AfterValidator(v.check_ssh_public_key)]
+ReceiptPublicKey = Annotated[str, Field(max_length=v.MAX_KEY_LEN), AfterValidator(v.check_receipt_public_key)]
 TunnelPublicKey = Annotated[str, Field(max_length=v.MAX_KEY_LEN), AfterValidator(v.check_tunnel_public_key)]
 KeyList = Annotated[list[str], Field(max_length=v.MAX_KEYS), AfterValidator(v.check_key_list)]
 Login = Annotated[str, Field(max_length=32), AfterValidator(v.check_username)]
@@ -64,10 +66,24 @@ class RegisterRequest(BaseModel):
     tunnel_public_key: TunnelPublicKey
 
 
+class ReceiptIn(BaseModel):
+    """A signed wipe receipt: the exact JSON text the device signed and its armored SSH signature."""
+
+    model_config = ConfigDict(extra="ignore", **STRICT)
+
+    receipt: Annotated[str, Field(min_length=2, max_length=receipts.MAX_RECEIPT_LEN)]
+    signature: Annotated[str, Field(min_length=1, max_length=receipts.MAX_SIGNATURE_LEN)]
+
+
 class CheckinRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", **STRICT)
 
     observed: Annotated[dict[str, Any], AfterValidator(v.check_observed)] | None = None
+    receipt_public_key: ReceiptPublicKey | None = Field(
+        default=None, description="the ed25519 key the device signs its wipe receipts with")
+    receipts: list[ReceiptIn] | None = Field(
+        default=None, max_length=receipts.MAX_RECEIPTS,
+        description="signed wipe receipts not acknowledged yet; the answer acknowledges them by lease id")
 
 
 class LimitsIn(BaseModel):

@@ -16,13 +16,14 @@ from sqlalchemy import Select, and_, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from p2pvps_server import schemas
+from p2pvps_server import receipts, schemas
 from p2pvps_server.auth import hash_token, new_device_token
-from p2pvps_server.db import Database, Device, ReleasedPort, Rental, utcnow
+from p2pvps_server.db import Database, Device, ReleasedPort, Rental, WipeReceipt, utcnow
 from p2pvps_server.errors import ApiError, conflict, forbidden, not_found
 from p2pvps_server.settings import Settings
 from p2pvps_server.validation import MAX_RENTAL_S
-from p2pvps_server.views import device_view, format_time, lease_view, rental_view, route_view, tunnel_key_view
+from p2pvps_server.views import (device_view, format_time, lease_view, receipt_view, rental_view, route_view,
+                                 tunnel_key_view)
 
 PORT_ALLOCATION_ATTEMPTS = 5
 PORT_RANGE_EXHAUSTED = {"tunnel": "port_range_exhausted", "web": "web_port_range_exhausted"}
@@ -268,15 +269,87 @@ class MarketplaceService:
 
     def checkin(self, device_id: str, body: schemas.CheckinRequest | None) -> dict[str, Any]:
         now = self.clock()
+        checked = self._check_receipts(device_id, body)
         with self.db.writing() as session:
             device = self._device(session, device_id)
             device.last_checkin = now
             if body is not None and body.observed is not None:
                 device.observed = body.observed
+            if body is not None and body.receipt_public_key is not None:
+                device.receipt_public_key = body.receipt_public_key
+            acknowledged, refused = self._store_receipts(session, device, checked, now)
             lease = self._active_rental(session, device.id, now)
             answer = None if lease is None else lease_view(lease, self.settings)
         return {"lease": answer, "checkin_interval_s": self.settings.checkin_interval_s,
-                "server_time": format_time(now)}
+                "server_time": format_time(now), "receipts_acknowledged": acknowledged,
+                "receipts_refused": refused}
+
+    # ------------------------------------------------------------------ wipe receipts
+
+    def _check_receipts(self, device_id: str, body: schemas.CheckinRequest | None) -> list[dict[str, Any]]:
+        """Parse and verify the reported receipts (outside the write lock: ssh-keygen runs for each).
+
+        Each is {lease_id, fields, item, error}: error None for a verified receipt of this device.
+        A receipt ssh-keygen could not check is left out (neither acknowledged nor refused).
+        """
+        if body is None or not body.receipts:
+            return []
+        key = body.receipt_public_key
+        if key is None:
+            with self.db.reading() as session:
+                key = self._device(session, device_id).receipt_public_key
+        checked = []
+        for item in body.receipts:
+            entry: dict[str, Any] = {"lease_id": None, "fields": None, "item": item, "error": None}
+            try:
+                entry["fields"] = fields = receipts.parse(item.receipt)
+                entry["lease_id"] = fields["lease_id"]
+                if fields["device_id"] != device_id:
+                    raise receipts.ReceiptRefused("foreign_receipt")
+                if key is None:
+                    raise receipts.ReceiptRefused("no_receipt_key")
+                if not receipts.verify(device_id, key, item.receipt, item.signature):
+                    raise receipts.ReceiptRefused("bad_signature")
+            except receipts.ReceiptRefused as exc:
+                entry["lease_id"] = entry["lease_id"] or exc.lease_id
+                entry["error"] = exc.error
+            except OSError:
+                continue
+            entry["key"] = key
+            checked.append(entry)
+        return checked
+
+    def _store_receipts(self, session: Session, device: Device, checked: list[dict[str, Any]],
+                        now: dt.datetime) -> tuple[list[str], list[dict[str, Any]]]:
+        """(acknowledged lease ids, refused [{lease_id, error}]); the first receipt of a lease is kept."""
+        acknowledged: list[str] = []
+        refused: list[dict[str, Any]] = []
+        for entry in checked:
+            lease_id, error = entry["lease_id"], entry["error"]
+            if error is None:
+                rental = session.get(Rental, lease_id)
+                if rental is None or rental.device_id != device.id:
+                    error = "foreign_lease"
+            if error is not None:
+                refused.append({"lease_id": lease_id, "error": error})
+                continue
+            if session.get(WipeReceipt, lease_id) is None:
+                session.add(WipeReceipt(rental_id=lease_id, device_id=device.id, receipt=entry["item"].receipt,
+                                        signature=entry["item"].signature, public_key=entry["key"],
+                                        received_at=now))
+                session.flush()
+            if lease_id not in acknowledged:
+                acknowledged.append(lease_id)
+        return acknowledged, refused
+
+    def get_receipt(self, rental_id: str) -> dict[str, Any]:
+        with self.db.reading() as session:
+            self._rental(session, rental_id)
+            receipt = session.get(WipeReceipt, rental_id)
+            if receipt is None:
+                raise ApiError(404, "not_found", "no wipe receipt for this rental (yet): the device reports it "
+                                                 "at its first check-in after the wipe")
+            return receipt_view(receipt)
 
     # ------------------------------------------------------------------ rentals
 

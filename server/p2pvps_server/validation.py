@@ -126,6 +126,14 @@ def check_tunnel_public_key(value: str) -> str:
     return key
 
 
+def check_receipt_public_key(value: str) -> str:
+    """A device's wipe-receipt key: ssh-ed25519 only."""
+    key = check_ssh_public_key(value)
+    if not key.startswith("ssh-ed25519 "):
+        raise ValueError("a receipt key must be an ssh-ed25519 key")
+    return key
+
+
 def check_key_list(values: list[str]) -> list[str]:
     if not values:
         raise ValueError("at least one public key is needed")

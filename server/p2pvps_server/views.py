@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
-from p2pvps_server.db import UTC, Device, Rental
+from p2pvps_server import receipts
+from p2pvps_server.db import UTC, Device, Rental, WipeReceipt
 from p2pvps_server.settings import Settings
 
 
@@ -70,6 +72,7 @@ def device_view(device: Device, lease: Rental | None, settings: Settings, now: d
         "registered": registered,
         "facts": device.facts,
         "tunnel_public_key": device.tunnel_public_key,
+        "receipt_public_key": device.receipt_public_key,
         "tunnel": tunnel_view(device, settings),
         "last_checkin": format_time(device.last_checkin),
         "created_at": format_time(device.created_at),
@@ -141,4 +144,21 @@ def tunnel_key_view(device: Device, settings: Settings) -> dict[str, Any]:
         "key": device.tunnel_public_key,
         "port": device.remote_port,
         "web_port": web_port(device, settings),
+    }
+
+
+def receipt_view(receipt: WipeReceipt) -> dict[str, Any]:
+    """A stored wipe receipt, with what `ssh-keygen -Y verify` needs to check it offline."""
+    return {
+        "rental_id": receipt.rental_id,
+        "device_id": receipt.device_id,
+        "receipt": receipt.receipt,
+        "signature": receipt.signature,
+        "public_key": receipt.public_key,
+        "namespace": receipts.NAMESPACE,
+        "principal": receipts.principal(receipt.device_id),
+        "allowed_signers": receipts.allowed_signers(receipt.device_id, receipt.public_key),
+        "verify_command": receipts.verify_command(receipt.device_id),
+        "wipe": json.loads(receipt.receipt),
+        "received_at": format_time(receipt.received_at),
     }

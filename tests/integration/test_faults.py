@@ -30,7 +30,7 @@ import pytest
 
 from tests.fixtures.common import ansible_env, image_available, require, run_ansible
 from tests.fixtures.devices import DEVICE_DOCKER_IMAGE, PiDevice, PiFleet, create_fleet
-from tests.fixtures.server import Marketplace
+from tests.fixtures.server import Marketplace, assert_receipt_verifies
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -369,9 +369,17 @@ def test_marketplace_down_across_an_expiry_wipes_the_lease_on_the_pi(rig):
         assert lease_containers(rig) == [] and volumes(rig) == [] and mounts(rig) == []
         assert rig.sh(f"ls -A {DISK_DIR}").split() == []
         assert json.loads(rig.sh(f"cat {STATE_DIR}/lease.json"))["lease"] is None
+        # its signed wipe receipt waits on the Pi, across a power cycle, until the marketplace is back
+        assert wiped["receipts"] == {"signed": [lease_id], "acknowledged": [], "pending": 1}, wiped
+        rig.fleet.restart(rig.pi)
     finally:
         rig.marketplace.start()
         rig.rental = None
+    delivered = assert_ok(rig.converge())
+    assert delivered["receipts"] == {"signed": [], "acknowledged": [lease_id], "pending": 0}, delivered
+    wipe = assert_receipt_verifies(rig.marketplace.receipt(lease_id), rig.workdir)
+    assert wipe["device_id"] == rig.device[0] and wipe["disk_image"] == f"{DISK_DIR}/{lease_id}.img"
+    assert wipe["bytes"] == LIMITS["disk_gb"] * 1024 ** 3
 
 
 # ---------------------------------------------------------------- 1. power cycle (last: see below)

@@ -23,6 +23,7 @@ import pytest
 
 from tests.fixtures.common import ansible_env, free_port, image_available, require, run_ansible
 from tests.fixtures.proxies import RecordingForwarder
+from tests.fixtures.server import assert_receipt_verifies
 
 # Every test that runs renter containers on the host's Docker Engine lives in this file, so
 # that they never run side by side (pytest -n 2 --dist loadfile): the rental module removes
@@ -715,9 +716,17 @@ def test_rental_expired_with_api_down_is_frozen_then_resumed_or_wiped(renter_ima
             assert wiped['api_error'] and kinds(wiped) == ['remove_container', 'remove_volume', 'write_state'], wiped
             assert 'grace window' in wiped['actions'][0]['reason']
             assert not renter_containers(lease_id) and not volume_exists(lease_id)
-            assert json.loads((state_dir / 'lease.json').read_text())['lease'] is None
+            assert wiped['receipts'] == {'signed': [lease_id], 'acknowledged': [], 'pending': 1}
+            assert (state_dir / 'receipts' / (lease_id + '.json')).exists()
         finally:
             marketplace.start()
+        delivered = run_rental(args)
+        assert delivered['receipts'] == {'signed': [], 'acknowledged': [lease_id], 'pending': 0}, delivered
+        assert not (state_dir / 'receipts' / (lease_id + '.json')).exists()
+        wipe = assert_receipt_verifies(marketplace.receipt(lease_id), tmp_path)
+        assert wipe['lease_id'] == lease_id and wipe['device_id'] == device['id']
+        assert wipe['containers'] == [container_id] and 'p2pvps-lease-%s' % lease_id in wipe['volumes']
+        assert wipe['bytes'] is not None and 'marketplace unavailable' in wipe['reason']
     finally:
         cleanup_lease(lease_id, state_dir)
 
@@ -767,6 +776,9 @@ def test_state_absent_after_the_lease_ended(renter_image, marketplace, tmp_path)
         assert removed.get('failed') is not True, removed
         assert kinds(removed) == ['remove_container', 'remove_volume', 'write_state']
         assert not renter_containers(lease_id)
+        # the receipt of the wipe reaches the marketplace in the same run
+        assert removed['receipts'] == {'signed': [lease_id], 'acknowledged': [lease_id], 'pending': 0}
+        assert assert_receipt_verifies(marketplace.receipt(lease_id), tmp_path)['lease_id'] == lease_id
     finally:
         cleanup_lease(lease_id, tmp_path / 'state')
 

@@ -5,7 +5,7 @@ from tests.fixtures.server import DEFAULT_FACTS, ed25519_public_key
 from tests.server.helpers import ISO_Z, assert_error, parse_time
 
 DEVICE_KEYS = {"id", "name", "description", "owner", "status", "rentable", "registered", "facts",
-               "tunnel_public_key", "tunnel", "last_checkin", "created_at", "registered_at", "lease"}
+               "tunnel_public_key", "receipt_public_key", "tunnel", "last_checkin", "created_at", "registered_at", "lease"}
 
 
 def test_create_and_get_device(marketplace):
@@ -62,7 +62,7 @@ def test_register_is_idempotent_and_assigns_a_port(marketplace):
 def test_checkin_makes_device_online_and_records_heartbeat(marketplace):
     device_id, token = marketplace.online_device()
     answer = marketplace.checkin(device_id, token, observed={"lease_id": None, "container": "absent"})
-    assert set(answer) == {"lease", "checkin_interval_s", "server_time"}
+    assert set(answer) == {"lease", "checkin_interval_s", "server_time", "receipts_acknowledged", "receipts_refused"}
     assert answer["lease"] is None and answer["checkin_interval_s"] == 120
     server_time = parse_time(answer["server_time"])
     device = marketplace.request("GET", f"/api/v1/devices/{device_id}").json()
