@@ -653,6 +653,11 @@ class RenterDocker:
                 LeaseDisk(self.disk_dir, lease_id).ensure_mounted()
         self.client.api.start(container_id)
 
+    def stop(self, container_id):
+        """Stop (freeze) a renter container; Docker keeps a stopped container stopped across its own and the
+        device's restarts (restart policy unless-stopped or no)."""
+        self.client.api.stop(container_id, timeout=10)
+
     def update_keys(self, container_id, lease):
         """Rewrite /etc/ssh/authorized_keys/<user> and .../root (root-owned, 0644) without recreating.
 
@@ -742,7 +747,7 @@ class RenterDocker:
         running = False
         if container_id is not None:
             running = bool(self.client.api.inspect_container(container_id)['State'].get('Running'))
-            self.client.api.stop(container_id, timeout=10)
+            self.stop(container_id)
         disk.unmount()
         disk.grow(lease.limits.disk_gb)
         disk.ensure_mounted()

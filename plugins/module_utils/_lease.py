@@ -376,11 +376,25 @@ STATE_VERSION = 1
 
 def parse_state(raw):
     """The local state file's content -> Lease or None. Raises LeaseError when unusable."""
+    return parse_local_state(raw)[0]
+
+
+def parse_local_state(raw):
+    """The local state file's content -> (Lease or None, when it was frozen or None).
+
+    frozen_at: set while the lease is frozen - it ended by the device's own judgement while the
+    marketplace could not be reached, and its stopped container and data wait for the marketplace.
+    """
     if not isinstance(raw, dict) or raw.get('version') != STATE_VERSION or 'lease' not in raw:
         raise LeaseError('local lease state has an unknown format')
-    return parse_lease(raw['lease'])
+    lease = parse_lease(raw['lease'])
+    frozen = raw.get('frozen_at')
+    return lease, (None if frozen is None or lease is None else parse_time(frozen, 'frozen_at'))
 
 
-def state_content(lease):
-    """What the state file holds for `lease` (None: no lease)."""
-    return {'version': STATE_VERSION, 'lease': None if lease is None else lease.to_dict()}
+def state_content(lease, frozen_at=None):
+    """What the state file holds for `lease` (None: no lease), frozen since `frozen_at` (None: not frozen)."""
+    content = {'version': STATE_VERSION, 'lease': None if lease is None else lease.to_dict()}
+    if lease is not None and frozen_at is not None:
+        content['frozen_at'] = format_time(frozen_at)
+    return content

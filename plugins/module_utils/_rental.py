@@ -34,6 +34,9 @@ LABEL_WEB_URL = 'p2pvps.web_url'
 # network, write budget...): a container made with other settings is recreated, volume kept.
 LABEL_SPEC = 'p2pvps.spec'
 ROLE_RENTER = 'renter'
+# How long a lease the device ended by its own judgement (marketplace unreachable) stays frozen -
+# stopped, its container and data kept - before it is wiped (the module's grace_s).
+DEFAULT_GRACE = datetime.timedelta(hours=24)
 
 
 @dataclass(frozen=True)
@@ -89,7 +92,7 @@ class ObservedVolume:
 
 @dataclass(frozen=True)
 class Action:
-    # kind: remove_container, remove_volume, mount_disk, reset_system, create, start,
+    # kind: remove_container, remove_volume, mount_disk, reset_system, create, start, stop,
     # update_keys, end_sessions, update_limits, resize_disk or write_state
     kind: str
     lease_id: str | None = None
@@ -110,6 +113,8 @@ class Plan:
     lease_after: Lease | None
     keep: ObservedContainer | None = None
     warnings: list = field(default_factory=list)
+    # When the lease after this run was frozen (None: it is not): to remember with the lease.
+    frozen_at: datetime.datetime | None = None
 
     @property
     def changed(self):
@@ -267,7 +272,8 @@ def _update_keys(lease, keep, remembered, actions):
         actions.append(Action('end_sessions', lease.id, keep.id, keep.name, removal))
 
 
-def _converge_lease(lease, containers, volumes, publish, actions, warnings, reason_new, remembered):
+def _converge_lease(lease, containers, volumes, publish, actions, warnings, reason_new, remembered,
+                    reason_start=None):
     """Actions that make `lease` served by exactly one correct, running container."""
     keep = _keep_one(lease, containers, actions)
     if keep is None:
@@ -290,7 +296,7 @@ def _converge_lease(lease, containers, volumes, publish, actions, warnings, reas
                 _update_keys(lease, keep, remembered, actions)
             if not keep.running:
                 actions.append(Action('start', lease.id, keep.id, keep.name,
-                                      'container is %s' % (keep.status or 'stopped')))
+                                      reason_start or 'container is %s' % (keep.status or 'stopped')))
     volume = volumes.get(lease.id)
     if volume is not None and volume.disk_gb is not None and volume.disk_gb != lease.limits.disk_gb:
         if lease.limits.disk_gb > volume.disk_gb:
@@ -320,12 +326,14 @@ def _lease_ids(containers, volumes):
 
 
 def decide(desired, api_ok, observed_containers, local_state, now, observed_volumes=(), local_port=2222,
-           publish=None):
+           publish=None, frozen_at=None, grace=DEFAULT_GRACE):
     """Compute the converge plan.
 
     desired: Lease or None, the marketplace's answer; only used when api_ok.
-    api_ok: False when the check-in failed or its answer was rejected; then nothing is
-      wiped except leases whose expires_at has passed on local time.
+    api_ok: False when the check-in failed or its answer was rejected; then a lease whose expires_at
+      has passed by `now` is frozen (stopped, container and volumes kept), and wiped only once it
+      has been frozen for `grace`; the marketplace's answer decides at once when it comes back
+      (the same lease, extended: the frozen container is started again; none or another: wiped).
     observed_containers: ObservedContainer list, every container labelled p2pvps.role=renter.
     local_state: Lease or None from the state file; its keys tell whether new keys remove one (and end
       the lease's SSH sessions).
@@ -334,6 +342,8 @@ def decide(desired, api_ok, observed_containers, local_state, now, observed_volu
     observed_volumes: ObservedVolume list, lease volumes present on the engine, each with
       whether its lease disk is mounted.
     publish: Publish (ports and sandbox settings); by default only local_port is compared.
+    frozen_at: when the remembered lease was frozen (the state file), None when it is not.
+    grace: timedelta, how long a frozen lease is kept before it is wiped (zero: wiped at once).
     """
     publish = publish or Publish(ssh_port=local_port)
     containers = list(observed_containers)
@@ -341,6 +351,9 @@ def decide(desired, api_ok, observed_containers, local_state, now, observed_volu
     actions = []
     warnings = []
     keep = None
+    frozen_after = None
+    if local_state is None:
+        frozen_at = None
     before = {
         'lease': None if local_state is None else local_state.summary(),
         'containers': sorted((c.summary() for c in containers), key=lambda s: (s['name'], s['lease_id'] or '')),
@@ -359,17 +372,23 @@ def decide(desired, api_ok, observed_containers, local_state, now, observed_volu
             reason = 'new lease'
             if local_state is not None and local_state.id != desired.id:
                 reason = 'lease changed from %s' % local_state.id
-            keep = _converge_lease(desired, containers, volumes, publish, actions, warnings, reason, local_state)
+            reason_start = None
+            if frozen_at is not None and local_state.id == desired.id:
+                reason_start = ('the marketplace extended lease %s until %s: the frozen container resumes with '
+                                'its data' % (desired.id, format_time(desired.expires_at)))
+            keep = _converge_lease(desired, containers, volumes, publish, actions, warnings, reason, local_state,
+                                   reason_start)
         else:
             for lease_id in _lease_ids(containers, volumes):
                 _wipe(lease_id, containers, volumes, actions, 'no lease on the marketplace')
     else:
-        lease_after, keep = _decide_offline(containers, volumes, local_state, now, actions, warnings)
+        lease_after, keep, frozen_after = _decide_offline(containers, volumes, local_state, frozen_at, now, grace,
+                                                          actions, warnings)
     actions.extend(_mounts(volumes, actions))
 
-    if _state_differs(local_state, lease_after):
+    if _state_differs(local_state, lease_after) or frozen_at != frozen_after:
         actions.append(Action('write_state', None if lease_after is None else lease_after.id, None, None,
-                              'remember the lease' if lease_after is not None else 'forget the lease'))
+                              _state_reason(lease_after, frozen_after)))
 
     # Removals first (a new container may need the old one's port and name), then the lease
     # disks' mounts (what follows writes to them), then the rest.
@@ -377,7 +396,13 @@ def decide(desired, api_ok, observed_containers, local_state, now, observed_volu
     actions.sort(key=lambda a: order.get(a.kind, 4))
     after = _predict_after(before, actions, lease_after, publish)
     return Plan(actions=actions, diff_before=before, diff_after=after, lease_after=lease_after,
-                keep=keep, warnings=warnings)
+                keep=keep, warnings=warnings, frozen_at=frozen_after)
+
+
+def _state_reason(lease_after, frozen_after):
+    if lease_after is None:
+        return 'forget the lease'
+    return 'remember the lease' if frozen_after is None else 'remember the lease as frozen'
 
 
 def _mounts(volumes, actions):
@@ -395,34 +420,68 @@ def _state_differs(local_state, lease_after):
     return local_state.to_dict() != lease_after.to_dict()
 
 
-def _decide_offline(containers, volumes, local_state, now, actions, warnings):
-    """The API failed: keep what is live, wipe only what expired on local time."""
+def _decide_offline(containers, volumes, local_state, frozen_at, now, grace, actions, warnings):
+    """The API failed: keep what is live; freeze what has expired by `now` (the device's own judgement);
+    wipe only what has stayed frozen for `grace`. (lease_after, keep, frozen_after)."""
     lease_after = local_state
     keep = None
-    if local_state is not None and local_state.expired(now):
-        _wipe(local_state.id, containers, volumes, actions,
-              'lease expired at %s (local time; marketplace unavailable)' % format_time(local_state.expires_at))
-        lease_after = None
+    frozen_after = None
+    if local_state is not None and frozen_at is None and local_state.expired(now):
+        frozen_at = now.replace(microsecond=0)   # the lease ends now by the device's judgement alone: frozen, not wiped
+    if local_state is not None and frozen_at is not None:
+        # Once frozen, only the marketplace resumes it (an earlier clock estimate after a reboot does not).
+        wipe_at = frozen_at + grace
+        if now >= wipe_at:
+            _wipe(local_state.id, containers, volumes, actions,
+                  'lease expired at %s and stayed frozen from %s until its grace window ended (marketplace '
+                  'unavailable)' % (format_time(local_state.expires_at), format_time(frozen_at)))
+            lease_after = None
+        elif not any(c.lease_id == local_state.id for c in containers) and local_state.id not in volumes:
+            lease_after = None   # nothing left to keep
+        else:
+            reason = ('lease expired at %s by the device\'s estimate of the marketplace clock (marketplace '
+                      'unavailable): frozen, data kept until %s'
+                      % (format_time(local_state.expires_at), format_time(wipe_at)))
+            keep = _freeze(local_state, containers, actions, reason)
+            frozen_after = frozen_at
+            warnings.append('marketplace unavailable: lease %s expired at %s, frozen since %s; wiped at %s unless '
+                            'the marketplace extends it' % (local_state.id, format_time(local_state.expires_at),
+                                                            format_time(frozen_at), format_time(wipe_at)))
     elif local_state is not None:
         keep = _converge_offline(local_state, containers, actions, warnings)
-    # Containers of other leases: only their own label says when they expire.
+    # Containers of other leases: only their own label says when they expired; frozen from then.
     for container in containers:
         if local_state is not None and container.lease_id == local_state.id:
             continue
-        if container.expires_at is not None and container.expires_at <= now:
-            actions.append(_remove(container, 'lease expired at %s (label; marketplace unavailable)'
-                                   % format_time(container.expires_at)))
+        if container.expires_at is not None and container.expires_at + grace <= now:
+            actions.append(_remove(container, 'lease expired at %s and its grace window ended (label; marketplace '
+                                              'unavailable)' % format_time(container.expires_at)))
             if container.lease_id in volumes and not any(
                     a.kind == 'remove_volume' and a.lease_id == container.lease_id for a in actions):
                 actions.append(Action('remove_volume', container.lease_id, None, None,
-                                      'lease expired (label; marketplace unavailable)'))
+                                      'lease expired and its grace window ended (label; marketplace unavailable)'))
+        elif container.expires_at is not None and container.expires_at <= now:
+            if container.running:
+                actions.append(Action('stop', container.lease_id, container.id, container.name,
+                                      'lease expired at %s (label; marketplace unavailable): frozen, data kept until '
+                                      '%s' % (format_time(container.expires_at),
+                                              format_time(container.expires_at + grace))))
         elif not container.running and (local_state is None or container.lease_id != local_state.id):
             if not any(a.container_id == container.id for a in actions):
                 actions.append(Action('start', container.lease_id, container.id, container.name,
                                       'live lease (label) kept while the marketplace is unavailable'))
     if local_state is None or lease_after is None:
-        warnings.append('marketplace unavailable: nothing wiped except expired leases')
-    return lease_after, keep
+        warnings.append('marketplace unavailable: nothing wiped except leases frozen for their whole grace window')
+    return lease_after, keep, frozen_after
+
+
+def _freeze(lease, containers, actions, reason):
+    """Stop the lease's container and keep it (and the volumes) as they are; nothing starts it again
+    but the marketplace answering the lease extended."""
+    keep = _keep_one(lease, containers, actions)
+    if keep is not None and keep.running:
+        actions.append(Action('stop', lease.id, keep.id, keep.name, reason))
+    return keep
 
 
 def _converge_offline(lease, containers, actions, warnings):
@@ -445,10 +504,10 @@ def _predict_after(before, actions, lease_after, publish):
     # a name can be removed and created again (recreate): created ones are re-added below
     containers = [dict(c) for c in before['containers'] if c['name'] not in removed]
     for action in actions:
-        if action.kind in ('start',):
+        if action.kind in ('start', 'stop'):
             for c in containers:
                 if c['name'] == action.container_name:
-                    c['state'] = 'running'
+                    c['state'] = 'running' if action.kind == 'start' else 'exited'
     desired = lease_after if lease_after is not None else None
     for action in actions:
         if action.kind in ('create', 'update_keys', 'update_limits') and desired is not None \

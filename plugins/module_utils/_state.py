@@ -56,6 +56,12 @@ def read_state(path):
     return read_parsed(path, 'local lease state', _lease.parse_state)
 
 
+def read_local_state(path):
+    """((Lease or None, frozen_at or None), warning or None) from the state file."""
+    state, warning = read_parsed(path, 'local lease state', _lease.parse_local_state)
+    return state or (None, None), warning
+
+
 def read_anchor(path):
     """(clock Anchor or None, warning or None) from the clock file."""
     return read_parsed(path, 'clock anchor', _clock.parse_anchor)
@@ -72,8 +78,8 @@ def _parse_checkin_file(raw):
     return _lease.parse_lease_etag(raw)
 
 
-def write_state(path, lease):
-    write_json_atomic(path, _lease.state_content(lease))
+def write_state(path, lease, frozen_at=None):
+    write_json_atomic(path, _lease.state_content(lease, frozen_at))
 
 
 def write_anchor(path, anchor):

@@ -53,8 +53,9 @@ description:
     that root is an unprivileged user on the device. Elsewhere the renter has no root.
   - Durable and fail-safe. The last lease is kept in C(lease.json) in O(state_dir) (written
     atomically, mode 0600) and in container labels. When the marketplace is unreachable,
-    times out or answers anything that does not validate, nothing is wiped except a lease
-    whose C(expires_at) has passed (see the clock below); a live lease keeps running (it is started
+    times out or answers anything that does not validate, nothing is wiped - a lease whose
+    C(expires_at) has passed (see the clock below) is frozen, then wiped after O(grace_s) (see
+    freeze, then wipe below); a live lease keeps running (it is started
     or even recreated from the local state if needed) and the error is reported in
     RV(api_error) and as a warning, failing only with O(fail_on_api_error=true).
   - Leases end by the marketplace's clock, never the device's (a Raspberry Pi has no real-time clock).
@@ -64,6 +65,13 @@ description:
     boot clock, which clock jumps (fake-hwclock, bad NTP) do not move; after a reboot, the device's
     clock corrected by the offset seen at the last check-in (never earlier than that check-in).
     This is remembered in C(clock.json) in O(state_dir), written only when it changes. See RV(clock).
+  - Freeze, then wipe. A lease that ends by the device's own judgement alone (the marketplace cannot be
+    reached and its C(expires_at) has passed by the clock above) is frozen, not wiped - its container is
+    stopped, the container and the lease's volumes and disk are kept, and C(lease.json) remembers since
+    when (RV(frozen)). It is wiped once it has been frozen for O(grace_s). When the marketplace answers
+    again it decides at once - the same lease with a later C(expires_at) (the renter extended it)
+    starts the same container with its data; no lease or another lease wipes it. A lease the
+    marketplace ends (its answer) is wiped at once, as ever.
   - Signed wipe receipts. Right after it removed a lease's volumes (whatever ended the lease), the
     module signs a receipt of the wipe - lease id, device id, the container ids, volume names and
     disk image removed, the bytes removed, the time by the marketplace's clock as the device knows
@@ -206,6 +214,14 @@ options:
       - At most V(600).
     type: int
     default: 0
+  grace_s:
+    description:
+      - How long, in seconds, a lease the device ended by its own judgement (marketplace unreachable,
+        C(expires_at) passed) stays frozen - container stopped, data kept - before it is wiped. An
+        extension the marketplace answers within that time resumes the same container with its data.
+      - V(0) wipes such a lease at once. A lease the marketplace ends is always wiped at once.
+    type: int
+    default: 86400
   fail_on_api_error:
     description:
       - Fail the task when the check-in fails or its answer is rejected.
@@ -348,7 +364,7 @@ actions:
     action:
       description: >-
         One of V(mount_disk), V(remove_container), V(remove_volume), V(reset_system), V(create),
-        V(start), V(update_keys), V(end_sessions), V(update_limits), V(resize_disk), V(write_state),
+        V(start), V(stop) (a lease frozen), V(update_keys), V(end_sessions), V(update_limits), V(resize_disk), V(write_state),
         V(limit_bandwidth).
       type: str
     lease_id:
@@ -449,6 +465,21 @@ clock:
       description: How many seconds the device's clock is ahead of it (negative when behind).
       type: int
   sample: {source: marketplace, marketplace_time: '2026-12-01T20:00:00Z', device_ahead_s: 0}
+frozen:
+  description:
+    - Set while the lease is frozen - it ended by the device's own judgement while the marketplace could
+      not be reached; its container is stopped and its data kept until RV(frozen.wipe_at)
+      (O(grace_s) after RV(frozen.since)) unless the marketplace answers it extended. V(null) otherwise.
+  returned: always
+  type: dict
+  contains:
+    since:
+      description: When it was frozen (the marketplace's clock as the device estimated it, UTC).
+      type: str
+    wipe_at:
+      description: When it is wiped if the marketplace has not answered by then (same clock).
+      type: str
+  sample: {since: '2026-12-01T20:00:00Z', wipe_at: '2026-12-02T20:00:00Z'}
 receipts:
   description: Signed wipe receipts in this run.
   returned: always
@@ -526,6 +557,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
     StateLockTimeout,
     read_anchor,
     read_lease_etag,
+    read_local_state,
     read_state,
     write_anchor,
     write_lease_etag,
@@ -586,7 +618,7 @@ class RentalManager:
         self.result = {'changed': False, 'lease_id': None, 'container_id': None, 'lease': None,
                        'actions': [], 'api_error': None, 'disk_limit_enforced': None,
                        'disk_limit_reason': None, 'checkin_interval_s': None, 'refused': None,
-                       'sandbox': None, 'clock': None,
+                       'sandbox': None, 'clock': None, 'frozen': None,
                        'receipts': {'signed': [], 'acknowledged': [], 'pending': 0}}
         self.owner = _UNKNOWN
         self.outbox = _receipts.Outbox(self.params['state_dir'], self.params['device_id'])
@@ -734,7 +766,7 @@ class RentalManager:
     def run(self, held=None):
         """One converge (under the state lock); `held`: the long-poll check-in made before it. Raises
         ConvergeFailed."""
-        local_state, warning = read_state(self.state_path)
+        (local_state, frozen_at), warning = read_local_state(self.state_path)
         if warning:
             self.module.warn(warning)
         volumes = self.docker.lease_volumes()
@@ -746,7 +778,9 @@ class RentalManager:
             self.refuse_live_lease(desired if api_ok else local_state, now)
             desired, api_ok = None, True
         desired, fitted = _rental.fit_to_device(desired, _sandbox.capacity(self.params['memory_reserve_mb']))
-        plan = _rental.decide(desired, api_ok, containers, local_state, now, volumes, publish=self.publish)
+        grace = datetime.timedelta(seconds=self.params['grace_s'])
+        plan = _rental.decide(desired, api_ok, containers, local_state, now, volumes, publish=self.publish,
+                              frozen_at=frozen_at, grace=grace)
         refusal = self.preflight(plan)
         if refusal:
             self.result['refused'] = refusal
@@ -769,6 +803,9 @@ class RentalManager:
         self.result['lease_id'] = None if lease is None else lease.id
         self.result['lease'] = None if lease is None else lease.summary()
         self.result['container_id'] = None if lease is None else container_id
+        if lease is not None and plan.frozen_at is not None:
+            self.result['frozen'] = {'since': _lease.format_time(plan.frozen_at),
+                                     'wipe_at': _lease.format_time(plan.frozen_at + grace)}
         if lease is not None:
             self.result['disk_limit_enforced'], self.result['disk_limit_reason'] = self.disk_status(lease)
             self.report_sandbox(plan, container_id)
@@ -829,7 +866,7 @@ class RentalManager:
         step = None
         try:
             for step in plan.actions:
-                container_id = self.apply_one(step, lease, container_id)
+                container_id = self.apply_one(step, lease, container_id, plan)
                 done.append(step.kind)
             step = _rental.Action('limit_bandwidth', None if lease is None else lease.id)
             self.shape(lease, container_id, fresh=bool(done))
@@ -838,7 +875,7 @@ class RentalManager:
                 step.kind, step.lease_id, done or 'no change', to_native(exc)))
         return container_id
 
-    def apply_one(self, action, lease, container_id):
+    def apply_one(self, action, lease, container_id, plan):
         kind = action.kind
         if kind == 'remove_container':
             self.docker.remove_container(action.container_id)
@@ -860,6 +897,8 @@ class RentalManager:
             container_id = self.docker.create(lease, self.publish, self.sandbox, owner)
         elif kind == 'start':
             self.docker.start(action.container_id, action.lease_id)
+        elif kind == 'stop':
+            self.docker.stop(action.container_id)
         elif kind == 'update_keys':
             self.docker.update_keys(action.container_id, lease)
         elif kind == 'end_sessions':
@@ -869,7 +908,7 @@ class RentalManager:
         elif kind == 'resize_disk':
             self.resize_disk(lease, container_id)
         elif kind == 'write_state':
-            write_state(self.state_path, lease)
+            write_state(self.state_path, lease, plan.frozen_at)
         return container_id
 
     def end_sessions(self, action):
@@ -961,6 +1000,7 @@ def main():
         write_bps=dict(type='int', default=10 * 1024 * 1024),
         write_iops=dict(type='int', default=300),
         wait_s=dict(type='int', default=0),
+        grace_s=dict(type='int', default=86400),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     wait_s = module.params['wait_s']
@@ -1022,7 +1062,7 @@ def option_problem(params):
         return ('web_local_port and local_port must differ', None)
     if not 0 <= params['wait_s'] <= MAX_WAIT_S:
         return ('wait_s must be between 0 and %d' % MAX_WAIT_S, None)
-    for name in ('disk_reserve_mb', 'memory_reserve_mb', 'bandwidth_mbit', 'write_bps', 'write_iops'):
+    for name in ('disk_reserve_mb', 'memory_reserve_mb', 'bandwidth_mbit', 'write_bps', 'write_iops', 'grace_s'):
         if params[name] < 0:
             return ('%s must be 0 or more' % name, None)
     if not BRIDGE_RE.match(params['renter_bridge']):

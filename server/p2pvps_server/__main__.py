@@ -105,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="disk space a device keeps for itself, GB (default 1)")
     parser.add_argument("--port-quarantine", type=_non_negative_int, default=86400,
                         help="seconds a deleted device's ports stay unassigned (default 86400)")
+    parser.add_argument("--extend-window", type=_non_negative_int, default=86400,
+                        help="seconds after its expiry a rental can still be extended, while its device has not "
+                             "checked in since and keeps it frozen (default 86400)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -117,7 +120,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
                     tunnel_host_key=args.tunnel_host_key, default_image=args.default_image,
                     web_domain=args.web_domain, web_port_range=args.web_port_range, web_scheme=args.web_scheme,
                     memory_reserve_mb=args.memory_reserve_mb, disk_reserve_gb=args.disk_reserve_gb,
-                    port_quarantine_s=args.port_quarantine, max_checkin_wait_s=args.max_checkin_wait)
+                    port_quarantine_s=args.port_quarantine, max_checkin_wait_s=args.max_checkin_wait,
+                    extend_window_s=args.extend_window)
 
 
 def token_source(env_name: str, path: Path) -> str:

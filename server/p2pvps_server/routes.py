@@ -136,6 +136,16 @@ def patch_rental(rental_id: RentalId, body: schemas.RentalPatch, svc: Service, d
     return svc.patch_rental(rental_id, body)
 
 
+@router.post("/rentals/{rental_id}/extend", tags=["rentals"], **answer(answers.Rental))
+def extend_rental(rental_id: RentalId, body: schemas.RentalExtend, svc: Service, dummy: Operator) -> dict[str, Any]:
+    """Extend a rental (same lease id) to a later expires_at, at most 30 days from now, for its renter.
+
+    A live rental, or one expired within --extend-window whose device has not checked in since (the
+    device keeps it frozen and resumes the same container); 409 rental_not_extendable otherwise.
+    """
+    return svc.extend_rental(rental_id, body)
+
+
 @router.delete("/rentals/{rental_id}", tags=["rentals"], **answer(answers.Rental))
 def end_rental(rental_id: RentalId, svc: Service, dummy: Operator) -> dict[str, Any]:
     """End a lease now (idempotent); answers the rental with ended_at set."""

@@ -1,6 +1,7 @@
 """Request bodies: strict pydantic models (booleans are not numbers, NaN/inf rejected)."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -123,8 +124,8 @@ class RentalCreate(_KeysMixin):
 
     device_id: Annotated[str, Field(min_length=1, max_length=64)]
     renter: Login
-    hours: float | None = Field(default=None, gt=0, le=720)
-    duration_s: int | None = Field(default=None, ge=10, le=2_592_000)
+    hours: float | None = Field(default=None, gt=0, le=v.MAX_RENTAL_S / 3600)
+    duration_s: int | None = Field(default=None, ge=10, le=v.MAX_RENTAL_S)
     limits: LimitsIn | None = None
     image: Image | None = None
 
@@ -140,6 +141,23 @@ class RentalCreate(_KeysMixin):
         if self.duration_s is not None:
             return self.duration_s
         return max(1, round(self.hours * 3600))
+
+
+class RentalExtend(BaseModel):
+    """A later end for a rental, asked by the renter it belongs to (the shop passes their login)."""
+
+    model_config = ConfigDict(extra="forbid", **STRICT)
+
+    renter: Login
+    expires_at: Annotated[str, Field(max_length=40)]
+
+    def new_expiry(self) -> dt.datetime:
+        return v.check_time(self.expires_at)
+
+    @model_validator(mode="after")
+    def _valid_time(self) -> RentalExtend:
+        self.new_expiry()
+        return self
 
 
 class RentalPatch(_KeysMixin):

@@ -19,9 +19,10 @@ from sqlalchemy.orm import Session
 from p2pvps_server import receipts, schemas
 from p2pvps_server.auth import hash_token, new_device_token
 from p2pvps_server.db import Database, Device, ReleasedPort, Rental, WipeReceipt, utcnow
-from p2pvps_server.errors import ApiError, conflict, not_found
+from p2pvps_server.errors import ApiError, conflict, forbidden, not_found
 from p2pvps_server.settings import Settings
-from p2pvps_server.views import (checkin_view, device_view, receipt_view, rental_view, route_view,
+from p2pvps_server.validation import MAX_RENTAL_S
+from p2pvps_server.views import (checkin_view, device_view, format_time, receipt_view, rental_view, route_view,
                                  tunnel_key_view)
 
 PORT_ALLOCATION_ATTEMPTS = 5
@@ -438,6 +439,39 @@ class MarketplaceService:
             view = self._rental_view(session, rental, now)
         self.lease_changed(rental.device_id)
         return view
+
+    def extend_rental(self, rental_id: str, body: schemas.RentalExtend) -> dict[str, Any]:
+        """A later expires_at for the same rental (same lease id), for the renter it belongs to.
+
+        A live rental can be extended; an expired one only within --extend-window of its expiry, and
+        only while its device has not checked in since: such a device keeps the lease frozen (stopped,
+        data kept) and resumes the same container when it hears of the extension, whereas a device
+        that has checked in since has been told the lease was over and has wiped it.
+        """
+        now = self.clock()
+        new_expiry = body.new_expiry()
+        with self.db.writing() as session:
+            rental = self._rental(session, rental_id)
+            if rental.renter != body.renter:
+                raise forbidden("the rental belongs to another renter")
+            if rental.ended_at is not None or rental.device_id is None:
+                raise conflict("rental_not_extendable", "the rental has ended")
+            if rental.expires_at <= now:
+                device = self._device(session, rental.device_id)
+                if now - rental.expires_at > dt.timedelta(seconds=self.settings.extend_window_s):
+                    raise conflict("rental_not_extendable", "the rental expired more than "
+                                   f"{self.settings.extend_window_s} s ago")
+                if device.last_checkin is not None and device.last_checkin >= rental.expires_at:
+                    raise conflict("rental_not_extendable", "the device has checked in since the rental "
+                                   "expired and has wiped it")
+            if new_expiry <= rental.expires_at or new_expiry <= now:
+                raise ApiError(422, "invalid_request", "expires_at must be later than the rental's "
+                               f"{format_time(rental.expires_at)} and than now")
+            if new_expiry > now + dt.timedelta(seconds=MAX_RENTAL_S):
+                raise ApiError(422, "invalid_request", f"expires_at must be at most {MAX_RENTAL_S} s from now")
+            rental.expires_at = new_expiry
+            session.flush()
+            return self._rental_view(session, rental, now)
 
     def end_rental(self, rental_id: str) -> dict[str, Any]:
         now = self.clock()

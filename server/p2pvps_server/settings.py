@@ -64,6 +64,9 @@ class Settings:
     disk_reserve_gb: float = 1.0
     port_quarantine_s: int = 86400
     max_checkin_wait_s: int = 300
+    # How long after its expiry a rental can still be extended, while its device has not checked in
+    # since (it keeps the lease frozen, data kept, for its own grace window; default 24 h on both sides).
+    extend_window_s: int = 86400
     max_body_bytes: int = 64 * 1024
     operator_token: str | None = field(default=None, repr=False)
     gateway_token: str | None = field(default=None, repr=False)
@@ -79,6 +82,8 @@ class Settings:
             raise ValueError("the port quarantine must not be negative")
         if not 0 <= self.max_checkin_wait_s <= MAX_CHECKIN_WAIT_S:
             raise ValueError(f"the longest check-in wait must be between 0 and {MAX_CHECKIN_WAIT_S} seconds")
+        if self.extend_window_s < 0:
+            raise ValueError("the extension window must not be negative")
         # Both kinds of port listen on the same tunnel server.
         if self.web_enabled and _overlap(self.port_range, self.web_port_range):
             raise ValueError("the web port range overlaps the tunnel port range")

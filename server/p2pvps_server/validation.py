@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import re
 import struct
@@ -24,6 +25,7 @@ MAX_KEY_LEN = 4096
 MAX_KEYS = 16
 MAX_COMMENT_LEN = 256
 MAX_OBSERVED_BYTES = 4096
+MAX_RENTAL_S = 30 * 24 * 3600   # a rental lasts at most 30 days from now, made or extended
 KEY_TYPES = frozenset((
     "ssh-ed25519",
     "ssh-rsa",
@@ -47,6 +49,21 @@ RESERVED_USERNAMES = frozenset((
     "docker", "lxd", "admin", "administrator", "halt", "shutdown", "ftp", "postgres",
     "mysql", "pi", "ubuntu", "debian", "tunnel", "p2pvps", "renter", "ansible", "git",
 ))
+
+
+# RFC 3339 with an offset (Z or +-HH:MM); a time without one is refused, never guessed.
+TIME_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})$")
+
+
+def check_time(value: str) -> dt.datetime:
+    """An aware UTC datetime from an RFC 3339 time with any offset, fractions of a second dropped."""
+    if not TIME_RE.fullmatch(value):
+        raise ValueError("must be an RFC 3339 time with an offset, like 2026-12-01T20:00:00Z")
+    try:
+        parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError(f"is not a valid time: {exc}") from None
+    return parsed.astimezone(dt.timezone.utc).replace(microsecond=0)
 
 
 def check_text(value: str, what: str) -> str:

@@ -9,7 +9,7 @@ loop-mounted ext4 file system), so none of them can pass on a plain volume.
 
 Docker-heavy: run as `flock /tmp/p2pvps-heavy.lock .venv/bin/python -m pytest
 tests/integration/test_faults.py`. The host-side variants of "marketplace down across an
-expiry" are test_rental_module.py::test_rental_expired_with_api_down and
+expiry" are test_rental_module.py::test_rental_expired_with_api_down_is_frozen_then_resumed_or_wiped and
 ::test_fake_marketplace_offline_expiry; the Pi variant is test 5 here.
 
 The power cycle runs last. Two bugs this file found are fixed and stay tested here: after a power
@@ -345,7 +345,8 @@ def test_disk_full_fails_clearly_and_keeps_the_live_lease(rig):
 # ---------------------------------------------------------------- 5. marketplace down across an expiry
 
 def test_marketplace_down_across_an_expiry_wipes_the_lease_on_the_pi(rig):
-    """The Pi variant of test_rental_module.py::test_rental_expired_with_api_down."""
+    """The Pi variant of test_rental_module.py::test_rental_expired_with_api_down_is_frozen_then_resumed_or_wiped:
+    frozen at the expiry, wiped once frozen for grace_s."""
     if rig.rental is not None:
         rig.marketplace.end_rental(rig.rental["id"])
     rig.rental = None
@@ -359,7 +360,9 @@ def test_marketplace_down_across_an_expiry_wipes_the_lease_on_the_pi(rig):
         assert kept["lease_id"] == lease_id and time.time() < expires, "the create took too long"
         while time.time() < expires + 1:
             time.sleep(0.5)
-        wiped = rig.converge()
+        frozen = rig.converge()
+        assert kinds(assert_ok(frozen)) == ["stop", "write_state"] and volumes(rig), frozen   # freeze, then wipe
+        wiped = rig.converge(grace_s=0)   # frozen as long as the grace window: wiped
         assert assert_ok(wiped)["api_error"], wiped
         assert kinds(wiped) == WIPED, wiped
         assert lease_containers(rig) == [] and volumes(rig) == [] and mounts(rig) == []

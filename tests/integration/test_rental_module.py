@@ -303,13 +303,13 @@ def test_fake_marketplace_malformed_answers(renter_image, fake_market, tmp_path)
 
 
 def test_fake_marketplace_offline_expiry(renter_image, fake_market, tmp_path):
-    """A lease whose expires_at passed is wiped on local time while the API is down."""
+    """A lease whose expires_at passed is wiped while the API is down, with grace_s=0 (no freeze)."""
     lease_id = 'exp-' + uuid.uuid4().hex[:12]
     key_path, pub = make_keypair(tmp_path / 'key')
     port = free_port()
     args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'offline-test-token-1',
             'state_dir': str(tmp_path / 'state'), 'local_port': port, 'web_local_port': free_port(), 'timeout': 5,
-            'require_isolation': False}
+            'require_isolation': False, 'grace_s': 0}
     expires_epoch = int(time.time()) + 20
     expires = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires_epoch))
     try:
@@ -388,9 +388,9 @@ def test_the_marketplace_clock_decides_whatever_the_device_clock_says(renter_ima
         while time.time() < expires_epoch + 1:
             time.sleep(0.5)
         ended = run_rental(args, clock='-1d')
-        assert kinds(ended) == ['remove_container', 'remove_volume', 'write_state'], ended
+        assert kinds(ended) == ['stop', 'write_state'], ended           # frozen (freeze, then wipe)
         assert ended['clock']['source'] == 'time since the last check-in'
-        assert not renter_containers(short_id)
+        assert not inspect(renter_containers(short_id)[0])['State']['Running']
     finally:
         for lease_id in (live_id, late_id, short_id):
             cleanup_lease(lease_id, state_dir)
@@ -650,31 +650,71 @@ def test_rental_lifecycle(renter_image, marketplace, tmp_path):
             cleanup_lease(rental['id'], state_dir)
 
 
-def test_rental_expired_with_api_down(renter_image, marketplace, tmp_path):
-    """A lease past expires_at is wiped on local time while the API is stopped; its signed wipe
-    receipt waits in the state directory and is delivered when the marketplace is back."""
+def test_rental_expired_with_api_down_is_frozen_then_resumed_or_wiped(renter_image, marketplace, tmp_path):
+    """Freeze, then wipe. The lease expires while the marketplace is stopped: its container is stopped,
+    the renter's data kept, and it stays stopped after a reboot-like unmount; the marketplace back
+    with the rental extended: the same container runs again with the renter's file. Expired again
+    while the marketplace is down: frozen, then wiped once frozen for grace_s."""
     device = new_device(marketplace)
     key, pub = make_keypair(tmp_path / 'key')
     port = free_port()
     state_dir = tmp_path / 'state'
     args = real_args(marketplace, device, state_dir, port, timeout=5)
-    rental = marketplace.create_rental(device['id'], renter='ex' + uuid.uuid4().hex[:6], ssh_public_key=pub,
-                                       duration_s=15)
+    user = 'ex' + uuid.uuid4().hex[:6]
+    rental = marketplace.create_rental(device['id'], renter=user, ssh_public_key=pub, duration_s=20)
     lease_id = rental['id']
+    mountpoint = str(state_dir / 'disks' / lease_id)
     try:
-        assert kinds(run_rental(args)) == CREATED
+        created = run_rental(args)
+        assert kinds(created) == CREATED, created
+        container_id = created['container_id']
+        wait_login(port, user, key, timeout=60)
+        assert ssh(port, user, key, 'echo renter-data > ~/kept').returncode == 0
         marketplace.stop()
         try:
             kept = run_rental(args)
-            assert kept['changed'] is False and kept['api_error'] and renter_containers(lease_id)
-            expires = json.loads((state_dir / 'lease.json').read_text())['lease']['expires_at']
-            expires_epoch = calendar_epoch(expires)
-            container_ids = renter_containers(lease_id)
-            while time.time() < expires_epoch + 1:
+            assert kept['changed'] is False and kept['api_error'] and kept['frozen'] is None
+            assert time.time() < calendar_epoch(rental['expires_at']), 'the create took too long'
+            while time.time() < calendar_epoch(rental['expires_at']) + 1:
                 time.sleep(0.5)
-            wiped = run_rental(args)
-            assert wiped['api_error']
-            assert kinds(wiped) == ['remove_container', 'remove_volume', 'write_state']
+            frozen = run_rental(args)
+            assert frozen['api_error'] and kinds(frozen) == ['stop', 'write_state'], frozen
+            assert frozen['lease_id'] == lease_id and frozen['container_id'] == container_id
+            assert calendar_epoch(frozen['frozen']['wipe_at']) - calendar_epoch(frozen['frozen']['since']) == 86400
+            assert renter_containers(lease_id) == [container_id] and volume_exists(lease_id)
+            assert inspect(container_id)['State']['Running'] is False
+            assert json.loads((state_dir / 'lease.json').read_text())['frozen_at'] == frozen['frozen']['since']
+            again = run_rental(args)
+            assert again['changed'] is False and again['frozen'] == frozen['frozen'], again
+            # a reboot (the lease disk unmounted): the disk comes back, the container stays stopped
+            subprocess.run(['umount', mountpoint], check=True)
+            rebooted = run_rental(args)
+            assert kinds(rebooted) == ['mount_disk'] and inspect(container_id)['State']['Running'] is False, rebooted
+        finally:
+            marketplace.start()
+
+        # the renter extends within the window: the same container resumes with the data
+        extended = marketplace.extend_rental(lease_id, user, utc_text(int(time.time()) + 15))
+        assert extended['id'] == lease_id and extended['active'] is True
+        resumed = run_rental(args)
+        assert kinds(resumed) == ['start', 'write_state', 'limit_bandwidth'], resumed
+        assert 'extended' in resumed['actions'][0]['reason'] and resumed['frozen'] is None
+        assert resumed['container_id'] == container_id and renter_containers(lease_id) == [container_id]
+        assert wait_login(port, user, key).returncode == 0
+        assert ssh(port, user, key, 'cat ~/kept').stdout.strip() == 'renter-data'
+        assert 'frozen_at' not in json.loads((state_dir / 'lease.json').read_text())
+
+        # expired again with the marketplace down: frozen; once frozen for grace_s, wiped
+        marketplace.stop()
+        try:
+            while time.time() < calendar_epoch(extended['expires_at']) + 1:
+                time.sleep(0.5)
+            frozen = run_rental(dict(args, grace_s=2))
+            assert kinds(frozen) == ['stop', 'write_state'] and volume_exists(lease_id), frozen
+            time.sleep(2)
+            wiped = run_rental(dict(args, grace_s=2))
+            assert wiped['api_error'] and kinds(wiped) == ['remove_container', 'remove_volume', 'write_state'], wiped
+            assert 'grace window' in wiped['actions'][0]['reason']
             assert not renter_containers(lease_id) and not volume_exists(lease_id)
             assert wiped['receipts'] == {'signed': [lease_id], 'acknowledged': [], 'pending': 1}
             assert (state_dir / 'receipts' / (lease_id + '.json')).exists()
@@ -685,7 +725,7 @@ def test_rental_expired_with_api_down(renter_image, marketplace, tmp_path):
         assert not (state_dir / 'receipts' / (lease_id + '.json')).exists()
         wipe = assert_receipt_verifies(marketplace.receipt(lease_id), tmp_path)
         assert wipe['lease_id'] == lease_id and wipe['device_id'] == device['id']
-        assert wipe['containers'] == container_ids and 'p2pvps-lease-%s' % lease_id in wipe['volumes']
+        assert wipe['containers'] == [container_id] and 'p2pvps-lease-%s' % lease_id in wipe['volumes']
         assert wipe['bytes'] is not None and 'marketplace unavailable' in wipe['reason']
     finally:
         cleanup_lease(lease_id, state_dir)

@@ -25,6 +25,7 @@ def calls(device_id, rental_id="some-rental"):
         ("GET", f"/api/v1/rentals/{rental_id}", None),
         ("PATCH", f"/api/v1/rentals/{rental_id}", {"limits": {"pids": 64}}),
         ("DELETE", f"/api/v1/rentals/{rental_id}", None),
+        ("POST", f"/api/v1/rentals/{rental_id}/extend", {"renter": "alice", "expires_at": "2030-01-01T00:00:00Z"}),
         ("GET", "/api/v1/routes", None),
         ("GET", "/api/v1/tunnel-keys", None),
     ]
@@ -64,7 +65,7 @@ def test_device_token_on_operator_endpoints_is_403(shared_marketplace, two_devic
     rental_id = "some-rental"
     operator_only = [c for c in calls(device_id, rental_id)
                      if c[1] in ("/api/v1/devices", "/api/v1/rentals") or "/rentals/" in c[1]]
-    assert len(operator_only) == 6
+    assert len(operator_only) == 7
     for method, path, body in operator_only:
         answer = shared_marketplace.request(method, path, token=token, **({} if body is None else {"json": body}))
         assert_error(answer, 403, "forbidden")

@@ -168,3 +168,4 @@ def test_openapi_is_served(marketplace):
     assert "post" in paths["/api/v1/devices/{device_id}/checkin"]
     assert "post" in paths["/api/v1/rentals"]
     assert {"get", "patch", "delete"} <= set(paths["/api/v1/rentals/{rental_id}"])
+    assert "post" in paths["/api/v1/rentals/{rental_id}/extend"]

@@ -3,6 +3,8 @@
 """Table-driven tests of the lease model: what a lease from the marketplace must be."""
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _lease, _ssh_key
@@ -212,3 +214,17 @@ def test_lease_etag():
         with pytest.raises(_lease.LeaseError) as exc:
             _lease.parse_lease_etag({'lease': None, 'lease_etag': bad})
         assert 'lease_etag' in str(exc.value)
+
+
+def test_state_remembers_a_frozen_lease():
+    frozen = datetime.datetime(2026, 11, 25, 12, 0, 0, tzinfo=datetime.timezone.utc)
+    the_lease = _lease.parse_lease(raw_lease())
+    content = _lease.state_content(the_lease, frozen)
+    assert content['frozen_at'] == '2026-11-25T12:00:00Z'
+    assert _lease.parse_local_state(content) == (the_lease, frozen)
+    assert _lease.parse_state(content) == the_lease
+    assert _lease.parse_local_state(_lease.state_content(the_lease)) == (the_lease, None)
+    assert 'frozen_at' not in _lease.state_content(None, frozen)
+    assert _lease.parse_local_state(dict(_lease.state_content(None), frozen_at='2026-11-25T12:00:00Z')) == (None, None)
+    with pytest.raises(_lease.LeaseError, match='frozen_at'):
+        _lease.parse_local_state(dict(content, frozen_at='2026-11-25 12:00'))

@@ -11,7 +11,7 @@ import pytest
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _lease, _ssh_key
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _rental as r
-from tests.unit.plugins.module_utils.lease_samples import EARLIER, KEY_A, KEY_B, NOW, lease, make_key
+from tests.unit.plugins.module_utils.lease_samples import EARLIER, KEY_A, KEY_B, LATER, NOW, lease, make_key
 
 
 def container(the_lease=None, **changes):
@@ -162,26 +162,26 @@ DECISIONS = [
     ('api down ignores desired', L2, False, [C1], L1, [V1], []),
     ('api down, stopped live lease restarted', None, False, [C1_STOPPED], L1, [V1], [('start', L1.id, C1.id)]),
     ('api down, container missing: recreated from state', None, False, [], L1, [V1], [('create', L1.id, None)]),
-    ('api down, expired lease wiped', None, False, [container(L1_EXPIRED)], L1_EXPIRED, [V1], [
-        ('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)]),
-    ('api down, expired lease without container', None, False, [], L1_EXPIRED, [V1], [
-        ('remove_volume', L1.id, None), ('write_state', None, None)]),
-    ('api down, expiry exactly now wipes', None, False, [], lease(expires_at='2026-11-25T12:00:00Z'), [], [
-        ('write_state', None, None)]),
+    ('api down, expired lease frozen: stopped, data kept', None, False, [container(L1_EXPIRED)], L1_EXPIRED,
+     [V1], [('stop', L1.id, C1.id), ('write_state', L1.id, None)]),
+    ('api down, expired lease without container: volume kept, frozen', None, False, [], L1_EXPIRED, [V1], [
+        ('write_state', L1.id, None)]),
+    ('api down, expiry exactly now, nothing to keep: forgotten', None, False, [],
+     lease(expires_at='2026-11-25T12:00:00Z'), [], [('write_state', None, None)]),
     ('api down, no state, live label kept', None, False, [C1], None, [V1], []),
     ('api down, no state, stopped label restarted', None, False, [C1_STOPPED], None, [V1], [
         ('start', L1.id, C1.id)]),
-    ('api down, no state, expired label wiped', None, False, [C2_EXPIRED_LABEL], None, [V2], [
-        ('remove_container', L2.id, C2.id), ('remove_volume', L2.id, None)]),
+    ('api down, no state, expired label frozen', None, False, [C2_EXPIRED_LABEL], None, [V2], [
+        ('stop', L2.id, C2.id)]),
     ('api down, unknown label without expiry kept', None, False, [C_NOLABEL], None, [], []),
     ('api down, orphan volume kept', None, False, [], None, [V2], []),
     ('api down, duplicates of live lease', None, False, [C1_STOPPED, C1_DUP], L1, [V1], [
         ('remove_container', L1.id, C1.id)]),
     ('api down, live lease after a reboot: mount, then start', None, False, [C1_STOPPED], L1, [V1_UNMOUNTED], [
         ('mount_disk', L1.id, None), ('start', L1.id, C1.id)]),
-    ('api down, expired lease: its disk is removed, not mounted', None, False, [container(L1_EXPIRED)],
+    ('api down, expired lease after a reboot: frozen with its disk', None, False, [container(L1_EXPIRED)],
      L1_EXPIRED, [V1_UNMOUNTED], [
-        ('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)]),
+        ('mount_disk', L1.id, None), ('stop', L1.id, C1.id), ('write_state', L1.id, None)]),
     ('api down, no state, live label after a reboot: mount, then start', None, False, [C1_STOPPED], None,
      [V1_UNMOUNTED], [('mount_disk', L1.id, None), ('start', L1.id, C1.id)]),
     ('answered lease already expired by the marketplace clock: never created', L1_EXPIRED, True, [], None, [], []),
@@ -250,7 +250,7 @@ def test_fit_to_device_cuts_memory_and_cpus_with_a_note():
 
 
 def test_api_error_never_wipes_live_leases():
-    """Whatever is on the device, an API failure removes only what expired locally."""
+    """Whatever is on the device, an API failure removes nothing but duplicates (expired leases are frozen)."""
     containers = [C1, C2, C1_DUP, C_NOLABEL]
     for state in (None, L1, L2):
         plan = r.decide(None, False, containers, state, NOW, [V1, V2])
@@ -266,7 +266,7 @@ def test_plan_lease_after_and_warnings():
     plan = r.decide(None, False, [C1], L1, NOW)
     assert any('kept until' in warning for warning in plan.warnings)
     plan = r.decide(None, False, [C2], None, NOW, [V2])
-    assert plan.warnings == ['marketplace unavailable: nothing wiped except expired leases']
+    assert plan.warnings == ['marketplace unavailable: nothing wiped except leases frozen for their whole grace window']
     plan = r.decide(L1_DISK_DOWN, True, [C1], L1, NOW, [V1])
     assert len(plan.warnings) == 1 and 'shrinks' in plan.warnings[0]
     assert r.decide(L1, True, [C1], L1, NOW, [V1]).warnings == []
@@ -334,3 +334,106 @@ def test_removals_come_first():
     kinds = plan.kinds()
     assert kinds.index('create') > kinds.index('remove_container')
     assert kinds.index('create') > kinds.index('remove_volume')
+
+
+# ------------------------------------------------------------------ freeze, then wipe
+
+HOUR = datetime.timedelta(hours=1)
+GRACE = datetime.timedelta(hours=24)
+C1_EXPIRED = container(L1_EXPIRED)
+C1_EXPIRED_STOPPED = container(L1_EXPIRED, running=False, status='exited')
+C2_EXPIRED_STOPPED = container(L2, id='e' * 64, running=False, status='exited', expires_at=NOW - HOUR)
+C2_PAST_GRACE = container(L2, id='e' * 64, running=False, status='exited', expires_at=NOW - GRACE)
+L1_EXTENDED_KEY_B = lease(expires_at='2026-11-26T14:00:00Z', ssh_authorized_keys=[KEY_B])
+
+# (id, desired, api_ok, containers, state, frozen_at, volumes, grace,
+#  expected [(kind, lease_id, container_id)], frozen_at after, lease id after)
+FREEZES = [
+    # the marketplace cannot be reached: the device's judgement alone freezes
+    ('offline, expired: frozen now', None, False, [C1_EXPIRED], L1_EXPIRED, None, [V1], GRACE,
+     [('stop', L1.id, C1.id), ('write_state', L1.id, None)], NOW, L1.id),
+    ('offline, frozen an hour ago: nothing to do', None, False, [C1_EXPIRED_STOPPED], L1_EXPIRED, NOW - HOUR, [V1],
+     GRACE, [], NOW - HOUR, L1.id),
+    ('offline, frozen but running again: stopped again', None, False, [C1_EXPIRED], L1_EXPIRED, NOW - HOUR, [V1],
+     GRACE, [('stop', L1.id, C1.id)], NOW - HOUR, L1.id),
+    ('offline, frozen, after a power cycle: disk mounted, not started', None, False, [C1_EXPIRED_STOPPED],
+     L1_EXPIRED, NOW - HOUR, [V1_UNMOUNTED], GRACE, [('mount_disk', L1.id, None)], NOW - HOUR, L1.id),
+    ('offline, frozen, live again by a later clock estimate: only the marketplace resumes', None, False,
+     [C1_STOPPED], L1, NOW - HOUR, [V1], GRACE, [], NOW - HOUR, L1.id),
+    ('offline, frozen just under the grace window: kept', None, False, [C1_EXPIRED_STOPPED], L1_EXPIRED,
+     NOW - GRACE + datetime.timedelta(seconds=1), [V1], GRACE, [], NOW - GRACE + datetime.timedelta(seconds=1),
+     L1.id),
+    ('offline, frozen for the whole grace window: wiped', None, False, [C1_EXPIRED_STOPPED], L1_EXPIRED,
+     NOW - GRACE, [V1], GRACE,
+     [('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)], None, None),
+    ('offline, frozen past grace, only the volume left: wiped', None, False, [], L1_EXPIRED, NOW - 2 * GRACE, [V1],
+     GRACE, [('remove_volume', L1.id, None), ('write_state', None, None)], None, None),
+    ('offline, grace 0: wiped at once (no freeze)', None, False, [C1_EXPIRED], L1_EXPIRED, None, [V1],
+     datetime.timedelta(0),
+     [('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)], None, None),
+    ('offline, shorter grace set by the operator', None, False, [C1_EXPIRED_STOPPED], L1_EXPIRED, NOW - 2 * HOUR,
+     [V1], HOUR, [('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)],
+     None, None),
+    ('offline, duplicate of a frozen lease removed', None, False,
+     [C1_EXPIRED_STOPPED, container(L1_EXPIRED, id='d' * 64, name='p2pvps-renter-other', running=False)],
+     L1_EXPIRED, NOW - HOUR, [V1], GRACE, [('remove_container', L1.id, 'd' * 64)], NOW - HOUR, L1.id),
+    ('offline, no state: label expired, stopped: frozen, not restarted', None, False, [C2_EXPIRED_STOPPED], None,
+     None, [V2], GRACE, [], None, None),
+    ('offline, no state: label expired a whole grace window ago: wiped', None, False, [C2_PAST_GRACE], None, None,
+     [V2], GRACE, [('remove_container', L2.id, C2.id), ('remove_volume', L2.id, None)], None, None),
+    ('frozen time without a lease is ignored', None, False, [], None, NOW - HOUR, [], GRACE, [], None, None),
+    # the marketplace answers: it decides at once
+    ('online, the same lease extended: the frozen container resumes', L1, True, [C1_EXPIRED_STOPPED], L1_EXPIRED,
+     NOW - HOUR, [V1], GRACE, [('start', L1.id, C1.id), ('write_state', L1.id, None)], None, L1.id),
+    ('online, extended, after a power cycle: mount, then resume', L1, True, [C1_EXPIRED_STOPPED], L1_EXPIRED,
+     NOW - HOUR, [V1_UNMOUNTED], GRACE,
+     [('mount_disk', L1.id, None), ('start', L1.id, C1.id), ('write_state', L1.id, None)], None, L1.id),
+    ('online, extended with a key removed: keys written, resumed (no session to end)', L1_EXTENDED_KEY_B, True,
+     [C1_EXPIRED_STOPPED], L1_EXPIRED, NOW - HOUR, [V1], GRACE,
+     [('update_keys', L1.id, C1.id), ('start', L1.id, C1.id), ('write_state', L1.id, None)], None, L1.id),
+    ('online, the marketplace answers no lease: wiped at once', None, True, [C1_EXPIRED_STOPPED], L1_EXPIRED,
+     NOW - HOUR, [V1], GRACE,
+     [('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)], None, None),
+    ('online, the same lease, still expired by the marketplace clock: wiped at once', L1_EXPIRED, True,
+     [C1_EXPIRED_STOPPED], L1_EXPIRED, NOW - HOUR, [V1], GRACE,
+     [('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)], None, None),
+    ('online, another lease: the frozen one wiped at once', L2, True, [C1_EXPIRED_STOPPED], L1_EXPIRED,
+     NOW - HOUR, [V1], GRACE, [('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None),
+                               ('create', L2.id, None), ('write_state', L2.id, None)], None, L2.id),
+    ('online, the marketplace ends a live lease: wiped at once, never frozen', None, True, [C1], L1, None, [V1],
+     GRACE, [('remove_container', L1.id, C1.id), ('remove_volume', L1.id, None), ('write_state', None, None)],
+     None, None),
+]
+
+
+@pytest.mark.parametrize('name, desired, api_ok, containers, state, frozen_at, volumes, grace, expected, '
+                         'frozen_after, lease_after', FREEZES, ids=[f[0] for f in FREEZES])
+def test_freeze_then_wipe(name, desired, api_ok, containers, state, frozen_at, volumes, grace, expected,
+                          frozen_after, lease_after):
+    plan = r.decide(desired, api_ok, containers, state, NOW, volumes, frozen_at=frozen_at, grace=grace)
+    assert [(a.kind, a.lease_id, a.container_id) for a in plan.actions] == expected
+    assert plan.frozen_at == frozen_after
+    assert (None if plan.lease_after is None else plan.lease_after.id) == lease_after
+    assert not any(a.kind in ('start', 'create') and a.lease_id == L1.id for a in plan.actions) or api_ok
+    for action in plan.actions:
+        assert action.reason
+
+
+def test_freezing_says_until_when_and_resuming_says_why():
+    plan = r.decide(None, False, [C1_EXPIRED], L1_EXPIRED, NOW, [V1], frozen_at=None, grace=GRACE)
+    assert 'frozen, data kept until 2026-11-26T12:00:00Z' in plan.actions[0].reason
+    assert plan.actions[-1].reason == 'remember the lease as frozen'
+    assert any('frozen since 2026-11-25T12:00:00Z; wiped at 2026-11-26T12:00:00Z' in w for w in plan.warnings)
+    assert plan.keep == C1_EXPIRED and plan.diff_after['containers'][0]['state'] == 'exited'
+    resumed = r.decide(L1, True, [C1_EXPIRED_STOPPED], L1_EXPIRED, NOW, [V1], frozen_at=NOW - HOUR)
+    assert 'extended lease %s until %s' % (L1.id, LATER) in resumed.actions[0].reason
+    assert resumed.keep == C1_EXPIRED_STOPPED and resumed.diff_after['containers'][0]['state'] == 'running'
+    wiped = r.decide(None, False, [C1_EXPIRED_STOPPED], L1_EXPIRED, NOW, [V1], frozen_at=NOW - GRACE)
+    assert 'stayed frozen from 2026-11-24T12:00:00Z' in wiped.actions[0].reason
+
+
+def test_frozen_at_is_kept_to_the_second():
+    """The state file keeps seconds: a fraction in the clock would rewrite it on every run."""
+    plan = r.decide(None, False, [C1_EXPIRED], L1_EXPIRED, NOW.replace(microsecond=123456), [V1])
+    assert plan.frozen_at == NOW
+    assert r.DEFAULT_GRACE == GRACE

@@ -40,7 +40,7 @@ def test_a_pace_that_has_passed_does_not_sleep():
 def test_wait_s_is_checked():
     params = {'local_port': 2222, 'web_local_port': 2280, 'disk_reserve_mb': 0, 'memory_reserve_mb': 0,
               'bandwidth_mbit': 0, 'write_bps': 0, 'write_iops': 0, 'renter_bridge': 'p2pvps0',
-              'allowed_images': [], 'wait_s': 0}
+              'allowed_images': [], 'wait_s': 0, 'grace_s': 86400}
     assert rental.option_problem(params) is None
     assert rental.option_problem(dict(params, wait_s=600)) is None
     for bad in (-1, 601):
