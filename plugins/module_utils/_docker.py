@@ -238,7 +238,9 @@ class LeaseDisk:
                 os.posix_fallocate(handle.fileno(), 0, size_gb * GIB)
             os.chmod(tmp, 0o600)
             # nodiscard: mkfs would otherwise punch the freshly allocated blocks out again.
-            _run(['mkfs.ext4', '-q', '-F', '-m', '0', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1',
+            # lazy_itable_init=0: the kernel's lazy init would zero the inode tables later through the
+            # loop device, which punches them out of the image (some 16 MiB per GB no longer reserved).
+            _run(['mkfs.ext4', '-q', '-F', '-m', '0', '-E', 'nodiscard,lazy_itable_init=0,lazy_journal_init=1',
                   '-L', 'p2pvps-lease', tmp])
             os.replace(tmp, self.image)
         self.ensure_mounted(owner)
