@@ -18,4 +18,4 @@ bash scripts/sanity.sh
 step "pytest"
 # Two workers, a test file each at a time (--dist loadfile): the demo fleet, the molecule
 # scenarios and the host's renter containers (test_rental_module.py) each stay on one worker.
-python -m pytest -n 2 --dist loadfile "$@"
+python -m pytest -n 2 --dist loadfile --durations=30 "$@"
