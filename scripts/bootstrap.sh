@@ -6,7 +6,8 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 log() { printf '[bootstrap %4ss] %s\n' "$SECONDS" "$*"; }
 
 need_packages=(docker.io debootstrap git openssh-client openssh-server python3 python3-venv
-               iptables iproute2 ca-certificates curl xfsprogs e2fsprogs shellcheck libfaketime)
+               iptables iproute2 ca-certificates curl xfsprogs e2fsprogs shellcheck libfaketime
+               postgresql)
 missing=()
 for pkg in "${need_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

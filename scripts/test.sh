@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README; .ci/run calls exactly this). Sets up a fresh machine
 # first, then runs: changelog lint, collection build + ansible-doc, ansible-lint,
-# ansible-test sanity, and the pytest suite (unit, server, integration, molecule).
+# ansible-test sanity, the pytest suite (unit, server, integration, molecule), and the
+# server suite again on PostgreSQL (a throw-away cluster: scripts/postgres.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -18,4 +19,13 @@ bash scripts/sanity.sh
 step "pytest"
 # Two workers, a test file each at a time (--dist loadfile): the demo fleet, the molecule
 # scenarios and the host's renter containers (test_rental_module.py) each stay on one worker.
-python -m pytest -n 2 --dist loadfile "$@"
+python -m pytest -n 2 --dist loadfile --durations=30 "$@"
+
+if [ "$#" -eq 0 ]; then
+    step "server suite on PostgreSQL"
+    pg_dir="$(mktemp -d /var/tmp/p2pvps-pg-XXXXXX)"
+    trap 'bash scripts/postgres.sh stop "$pg_dir"' EXIT
+    pg_port="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    P2PVPS_TEST_POSTGRES="$(bash scripts/postgres.sh start "$pg_dir" "$pg_port")" \
+        python -m pytest -n 2 --durations=10 tests/server
+fi

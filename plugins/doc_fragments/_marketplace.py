@@ -69,8 +69,8 @@ notes:
   - Answers larger than 1 MiB, compressed answers and answers that are not JSON objects are refused.
 """
 
-    # The web gateway's token instead of a device's (module_utils/_api.py, MARKETPLACE_GATEWAY_ARGS);
-    # modules that use it also use CONNECTION.
+    # The web gateway's token instead of a device's, and the reading of the gateway's lists
+    # (module_utils/_api.py, MARKETPLACE_GATEWAY_ARGS); modules that use it also use CONNECTION.
     GATEWAY = r"""
 options:
   gateway_token:
@@ -87,6 +87,24 @@ options:
         every user can read it.
       - Takes precedence over O(gateway_token).
     type: path
+  web_port_min:
+    description: Lowest web port a device may have (the marketplace's C(--web-port-range)).
+    type: int
+    default: 30000
+  web_port_max:
+    description: Highest web port a device may have.
+    type: int
+    default: 30999
+  page_size:
+    description: Entries asked for per API call (1 to 1000).
+    type: int
+    default: 500
+  fail_on_api_error:
+    description:
+      - Fail the task when the list cannot be read from the marketplace.
+      - Either way nothing on the host is changed on an API error, and the error is in RV(api_error).
+    type: bool
+    default: false
 """
 
     # Descriptions of the standard attributes (modules state support and details).

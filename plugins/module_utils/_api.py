@@ -870,7 +870,30 @@ MARKETPLACE_GATEWAY_ARGS = dict(
     CONNECTION_ARGS,
     gateway_token=dict(type='str', no_log=True, fallback=(env_fallback, ['P2PVPS_GATEWAY_TOKEN'])),
     gateway_token_file=dict(type='path'),
+    web_port_min=dict(type='int', default=30000),
+    web_port_max=dict(type='int', default=30999),
+    page_size=dict(type='int', default=500),
+    fail_on_api_error=dict(type='bool', default=False),
 )
+
+
+def check_gateway_params(module):
+    """module.fail_json() on a web port range or page size of MARKETPLACE_GATEWAY_ARGS that cannot be."""
+    params = module.params
+    if not 1 <= params['web_port_min'] <= params['web_port_max'] <= 65535:
+        module.fail_json(msg='web_port_min and web_port_max must be ports with web_port_min <= web_port_max')
+    if not 1 <= params['page_size'] <= 1000:
+        module.fail_json(msg='page_size must be from 1 to 1000')
+
+
+def exit_on_api_error(module, api_error, result, kept, summary):
+    """After a failed gateway read: fail with O(fail_on_api_error), else warn that `kept` was kept
+    and exit unchanged; `summary(result, check_mode)` is the module's one-line msg."""
+    result['api_error'] = api_error
+    if module.params['fail_on_api_error']:
+        module.fail_json(msg=api_error, **result)
+    module.warn('%s (%s); %s' % (kept[0], api_error, kept[1]))
+    module.exit_json(msg=summary(result, module.check_mode), **result)
 
 
 def gateway_client_from_module(module, retries=3, backoff=0.5):

@@ -83,14 +83,6 @@ options:
     description: Highest port a device may have.
     type: int
     default: 65535
-  web_port_min:
-    description: Lowest web port a device may have (the marketplace's C(--web-port-range)).
-    type: int
-    default: 30000
-  web_port_max:
-    description: Highest web port a device may have.
-    type: int
-    default: 30999
   end_sessions:
     description: End the connections of keys that are no longer authorised, and those beyond the per-key cap.
     type: bool
@@ -105,14 +97,6 @@ options:
     description: Where the key of each live connection is remembered between runs (root-only).
     type: path
     default: /var/lib/p2pvps-tunnel-keys
-  page_size:
-    description: Devices asked for per API call (1 to 1000).
-    type: int
-    default: 500
-  fail_on_api_error:
-    description: Fail the task when the device list cannot be read from the marketplace.
-    type: bool
-    default: false
 requirements:
   - requests (only to read the list from the marketplace)
   - journalctl (systemd's journal holds sshd's log)
@@ -224,6 +208,8 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _tunnel_keys
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_GATEWAY_ARGS,
+    check_gateway_params,
+    exit_on_api_error,
     read_gateway_list,
 )
 from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
@@ -307,11 +293,9 @@ def summary(result, check_mode):
 
 def check_params(module):
     params = module.params
-    for low, high in (('port_min', 'port_max'), ('web_port_min', 'web_port_max')):
-        if not 1 <= params[low] <= params[high] <= 65535:
-            module.fail_json(msg='%s and %s must be ports with %s <= %s' % (low, high, low, high))
-    if not 1 <= params['page_size'] <= 1000:
-        module.fail_json(msg='page_size must be from 1 to 1000')
+    if not 1 <= params['port_min'] <= params['port_max'] <= 65535:
+        module.fail_json(msg='port_min and port_max must be ports with port_min <= port_max')
+    check_gateway_params(module)
     if params['max_sessions_per_key'] < 0:
         module.fail_json(msg='max_sessions_per_key must be 0 (no cap) or more')
 
@@ -323,11 +307,8 @@ def run(module):
               'ended_sessions': [], 'api_error': None, 'authorized_keys_path': path, 'file_changed': False}
     items, api_error = read_devices(module)
     if api_error:
-        result['api_error'] = api_error
-        if params['fail_on_api_error']:
-            module.fail_json(msg=api_error, **result)
-        module.warn('device keys not read (%s); authorized_keys and the sessions were kept as they are' % api_error)
-        module.exit_json(msg=summary(result, module.check_mode), **result)
+        exit_on_api_error(module, api_error, result,
+                          ('device keys not read', 'authorized_keys and the sessions were kept as they are'), summary)
 
     ranges = _tunnel_keys.Ranges(params['port_min'], params['port_max'], params['web_port_min'],
                                  params['web_port_max'])
@@ -361,13 +342,9 @@ def main():
         user=dict(type='str', default='tunnel'),
         port_min=dict(type='int', default=1024),
         port_max=dict(type='int', default=65535),
-        web_port_min=dict(type='int', default=30000),
-        web_port_max=dict(type='int', default=30999),
         end_sessions=dict(type='bool', default=True),
         max_sessions_per_key=dict(type='int', default=2, no_log=False),
         state_dir=dict(type='path', default='/var/lib/p2pvps-tunnel-keys'),
-        page_size=dict(type='int', default=500),
-        fail_on_api_error=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     check_params(module)

@@ -59,14 +59,6 @@ options:
         under it, for example V(alice-k3j9xq.web.example.org) for V(web.example.org).
     type: str
     required: true
-  web_port_min:
-    description: Lowest web port a device may have (the marketplace's C(--web-port-range)).
-    type: int
-    default: 30000
-  web_port_max:
-    description: Highest web port a device may have.
-    type: int
-    default: 30999
   routes_file:
     description:
       - The Caddyfile snippet of routes the role's Caddyfile imports. Its directory must exist.
@@ -89,16 +81,6 @@ options:
     type: list
     elements: str
     default: [systemctl, reload, caddy.service]
-  page_size:
-    description: Routes asked for per API call (1 to 1000).
-    type: int
-    default: 500
-  fail_on_api_error:
-    description:
-      - Fail the task when the routes cannot be read from the marketplace.
-      - Either way the routes file is kept as it is on an API error, and the error is in RV(api_error).
-    type: bool
-    default: false
 requirements:
   - requests
 notes:
@@ -217,6 +199,8 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _state, _web_routes
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_GATEWAY_ARGS,
+    check_gateway_params,
+    exit_on_api_error,
     read_gateway_list,
     truncate,
 )
@@ -269,10 +253,7 @@ def check_params(module):
     problem = _web_routes.check_domain(params['web_domain'])
     if problem:
         module.fail_json(msg=problem)
-    if not 1 <= params['web_port_min'] <= params['web_port_max'] <= 65535:
-        module.fail_json(msg='web_port_min and web_port_max must be ports with web_port_min <= web_port_max')
-    if not 1 <= params['page_size'] <= 1000:
-        module.fail_json(msg='page_size must be from 1 to 1000')
+    check_gateway_params(module)
     if not _web_routes.SNIPPET_RE.fullmatch(params['route_snippet']):
         module.fail_json(msg='route_snippet must be a snippet name of A-Z, a-z, 0-9, "_" and "-"')
 
@@ -287,11 +268,8 @@ def run(module):
 
     items, api_error = read_items(module)
     if api_error:
-        result['api_error'] = api_error
-        if params['fail_on_api_error']:
-            module.fail_json(msg=api_error, **result)
-        module.warn('web routes not read (%s); the routes file was kept as it is' % api_error)
-        module.exit_json(msg=summary(result, module.check_mode), **result)
+        exit_on_api_error(module, api_error, result,
+                          ('web routes not read', 'the routes file was kept as it is'), summary)
 
     routes, skipped = _web_routes.parse_routes(items, params['web_domain'], params['web_port_min'],
                                                params['web_port_max'])
@@ -318,13 +296,9 @@ def main():
     argument_spec = dict(MARKETPLACE_GATEWAY_ARGS)
     argument_spec.update(
         web_domain=dict(type='str', required=True),
-        web_port_min=dict(type='int', default=30000),
-        web_port_max=dict(type='int', default=30999),
         routes_file=dict(type='path', default='/etc/caddy/p2pvps-routes.caddy'),
         route_snippet=dict(type='str', default='p2pvps_route'),
         reload_command=dict(type='list', elements='str', default=['systemctl', 'reload', 'caddy.service']),
-        page_size=dict(type='int', default=500),
-        fail_on_api_error=dict(type='bool', default=False),
     )
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
     check_params(module)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -17,6 +18,8 @@ from p2pvps_server.validation import check_ssh_public_key
 
 
 SHUTDOWN_GRACE_S = 3
+#: The command line, for the worker processes of --workers (each builds the app from it).
+ARGV_ENV = "P2PVPS_SERVER_ARGV"
 
 
 def _positive_int(text: str) -> int:
@@ -108,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extend-window", type=_non_negative_int, default=86400,
                         help="seconds after its expiry a rental can still be extended, while its device has not "
                              "checked in since and keeps it frozen (default 86400)")
+    parser.add_argument("--workers", type=_positive_int, default=1,
+                        help="server processes sharing the port (default 1; more than 1 needs PostgreSQL)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     return parser
 
@@ -129,12 +134,23 @@ def token_source(env_name: str, path: Path) -> str:
     return f"environment variable {env_name}" if os.environ.get(env_name) else str(path.resolve())
 
 
+def app_from_environment():
+    """The app of one worker process of --workers (uvicorn's factory), from the command line in ARGV_ENV."""
+    args = build_parser().parse_args(json.loads(os.environ[ARGV_ENV]))
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    return create_app(settings_from_args(args))
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     try:
         settings = settings_from_args(args)
+        if args.workers > 1 and not settings.resolved_database_url.startswith("postgresql"):
+            raise ValueError("--workers above 1 needs a PostgreSQL --database-url (SQLite serves one process)")
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # made here once (schema, token files) before any worker starts
         app = create_app(settings)
     except ValueError as exc:
         print(f"p2pvps_server: {exc}", file=sys.stderr)
@@ -144,10 +160,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"gateway token: {token_source(GATEWAY_TOKEN_ENV, settings.gateway_token_file)}", flush=True)
     if settings.web_enabled:
         print(f"web hosting on: {settings.web_scheme}://<label>.{settings.web_domain}/", flush=True)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                access_log=args.log_level == "debug", server_header=False,
-                # Long-poll check-ins would hold a shutdown for their whole wait; their devices retry.
-                timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    options = dict(host=settings.host, port=settings.port, log_level=args.log_level,
+                   access_log=args.log_level == "debug", server_header=False,
+                   # Long-poll check-ins would hold a shutdown for their whole wait; their devices retry.
+                   timeout_graceful_shutdown=SHUTDOWN_GRACE_S)
+    if args.workers == 1:
+        uvicorn.run(app, **options)
+    else:
+        app.state.database.dispose()
+        os.environ[ARGV_ENV] = json.dumps(argv)
+        uvicorn.run("p2pvps_server.__main__:app_from_environment", factory=True, workers=args.workers, **options)
     return 0
 
 

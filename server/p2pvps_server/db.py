@@ -4,9 +4,10 @@ SQLite is the default. Writes go through `Database.writing()`, which serialises 
 inside this process (SQLite allows one writer anyway, and a lock avoids SQLITE_BUSY on
 lock upgrades); the unique constraints still guard against other processes.
 
-There are no migrations: `create_schema()` creates missing tables and then adds the
-nullable columns that a database made by an older version lacks (with their unique
-indexes). Any other schema change needs a new database.
+SQLite and PostgreSQL both work. The schema is made and upgraded by the Alembic migrations
+in `migrations/` (`upgrade_schema()`, run at every start). A database made before the
+migrations existed (tables but no `alembic_version`) is first given the nullable columns it
+lacks, which makes it the baseline schema, and is then stamped with the baseline revision.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import datetime as dt
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (JSON, Column, DateTime, Float, ForeignKey, Index, Integer, String, Table, UniqueConstraint,
@@ -23,7 +25,15 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
+from alembic import command
+from alembic.config import Config
+
 UTC = dt.UTC
+MIGRATIONS = Path(__file__).with_name("migrations")
+#: The first revision: the schema of the last version without migrations.
+BASELINE_REVISION = "0001"
+#: Any number shared by every server process: on PostgreSQL, one process migrates at a time.
+MIGRATION_LOCK_KEY = 0x70327076
 
 
 def utcnow() -> dt.datetime:
@@ -137,8 +147,9 @@ Index("uq_rentals_one_open_per_device", Rental.device_id, unique=True,
 def add_missing_columns(connection: Connection) -> list[str]:
     """Add the models' nullable columns that existing tables lack, and their unique indexes.
 
-    `create_all` creates missing tables only; this is the one upgrade step for databases
-    made before a column existed. Returns "table.column" of each column added.
+    With `create_all` (missing tables), this brings a database made before the migrations to
+    the baseline revision. Returns "table.column" of each column added. When a migration after
+    the baseline changes the models, this must keep adding the baseline's columns only.
     """
     inspector = inspect(connection)
     added: list[str] = []
@@ -167,14 +178,23 @@ def _add_column(connection: Connection, table: Table, column: Column) -> None:
                                     f"ON {quote(table.name)} ({quote(column.name)})"))
 
 
+def _alembic_config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
 def _engine_options(url: str) -> dict[str, Any]:
+    # As many connections as the threads that use them (AnyIO's 40 worker threads per process).
+    pool = {"pool_size": 20, "max_overflow": 20}
     if not url.startswith("sqlite"):
-        return {"pool_pre_ping": True}
+        return dict(pool, pool_pre_ping=True)
     options: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
     if url in ("sqlite://", "sqlite:///:memory:"):
         options["poolclass"] = StaticPool
     else:
-        options.update(pool_size=20, max_overflow=20)
+        options.update(pool)
     return options
 
 
@@ -197,11 +217,28 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock()
 
-    def create_schema(self) -> list[str]:
-        """Create missing tables, then add missing nullable columns; returns the columns added."""
+    def upgrade_schema(self) -> list[str]:
+        """Bring the database to the newest revision; returns the columns added to a database
+        made before the migrations (see the module's docstring)."""
         with self._write_lock, self.engine.begin() as connection:
-            Base.metadata.create_all(connection)
-            return add_missing_columns(connection)
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            config = _alembic_config(connection)
+            inspector = inspect(connection)
+            added: list[str] = []
+            if inspector.has_table("devices") and not inspector.has_table("alembic_version"):
+                Base.metadata.create_all(connection)
+                added = add_missing_columns(connection)
+                command.stamp(config, BASELINE_REVISION)
+            command.upgrade(config, "head")
+            return added
+
+    def revision(self) -> str | None:
+        """The database's Alembic revision (None before the first upgrade)."""
+        with self.engine.connect() as connection:
+            if not inspect(connection).has_table("alembic_version"):
+                return None
+            return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -5,23 +5,30 @@ device's lease still has that etag: until a write changes the lease (rental crea
 ended; device deleted), the lease expires, or the wait is over. A waiting check-in holds no
 worker thread: it awaits an asyncio event that the write paths set through `LeaseNotifier`.
 
-The notifier lives in this process. The reference server is one process; a marketplace that
-runs several would need a shared notification instead (for example PostgreSQL LISTEN/NOTIFY).
+The notifier wakes the check-ins held in this process. On PostgreSQL every lease change is also
+sent to every server process (`PostgresLeaseChannel`: NOTIFY after the write commits, one LISTEN
+connection per process), so that several workers can serve one marketplace. SQLite has no
+such channel: the server is one process there.
 """
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from p2pvps_server import schemas
+from p2pvps_server.db import Database
 from p2pvps_server.service import MarketplaceService
+
+LOG = logging.getLogger("p2pvps_server.longpoll")
 
 # A held check-in wakes this long after the lease's expires_at, so that the lease has expired when
 # it looks again.
@@ -82,6 +89,68 @@ class LeaseNotifier:
         """How many check-ins are held now."""
         with self._lock:
             return sum(len(waiters) for waiters in self._waiting.values())
+
+
+class PostgresLeaseChannel:
+    """Lease changes shared by every server process on one PostgreSQL database (LISTEN/NOTIFY).
+
+    `lease_changed` (called by the service after its write committed) sends the device id on the
+    channel; a thread per process listens and wakes that process's held check-ins, this one's too.
+    While the listening connection is down, held check-ins still end at their timeout or at the
+    lease's expiry, and the thread connects again.
+    """
+
+    CHANNEL = "p2pvps_lease"
+    RECONNECT_S = 1.0
+
+    def __init__(self, database: Database, notifier: LeaseNotifier) -> None:
+        self._database = database
+        self._notifier = notifier
+        self._stop = threading.Event()
+        self._listening = threading.Event()
+        self._thread = threading.Thread(target=self._listen_forever, name="lease-channel", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start listening; returns once the channel listens (or after `timeout`)."""
+        self._thread.start()
+        self._listening.wait(timeout)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def lease_changed(self, device_id: str | None) -> None:
+        if not device_id:
+            return
+        try:
+            with self._database.engine.begin() as connection:
+                connection.execute(text("SELECT pg_notify(:channel, :device_id)"),
+                                   {"channel": self.CHANNEL, "device_id": device_id})
+        except Exception as exc:  # pylint: disable=broad-except
+            # The write is done; its held check-ins end at their timeout instead.
+            LOG.warning("lease change of device %s not sent to the other processes: %s", device_id, exc)
+            self._notifier.lease_changed(device_id)
+
+    def _listen_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._listen()
+            except Exception as exc:  # pylint: disable=broad-except
+                self._listening.clear()
+                if not self._stop.is_set():
+                    LOG.warning("lease channel lost (%s); listening again in %.0f s", exc, self.RECONNECT_S)
+                    self._stop.wait(self.RECONNECT_S)
+
+    def _listen(self) -> None:
+        import psycopg   # only on PostgreSQL
+
+        url = self._database.engine.url.set(drivername="postgresql")
+        with psycopg.connect(url.render_as_string(hide_password=False), autocommit=True) as connection:
+            connection.execute(f"LISTEN {self.CHANNEL}")
+            self._listening.set()
+            while not self._stop.is_set():
+                for notify in connection.notifies(timeout=0.5):
+                    self._notifier.lease_changed(notify.payload)
 
 
 def seconds_to_expiry(answer: dict[str, Any]) -> float | None:

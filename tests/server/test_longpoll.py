@@ -1,12 +1,14 @@
 """Long-poll check-ins (?wait= with lease_etag): held until the device's lease changes, on a real server."""
 import concurrent.futures
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
 
-from tests.fixtures.server import ed25519_public_key
+from tests.fixtures.server import PYTHON, ROOT, SERVER_DIR, database_engine, ed25519_public_key
 from tests.server.helpers import assert_error, parse_time
 
 # Slack for a loaded 2-core CI machine; a held check-in's waits are several times longer.
@@ -231,3 +233,33 @@ def test_many_held_checkins_do_not_block_other_calls(marketplace_factory):
     print(f"\nMEASURED {DEVICES} held check-ins; other calls meanwhile: "
           + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in timings.items())
           + f"; the rented device's held check-in answered {answered_after * 1000:.0f} ms after the rental call returned")
+
+
+def worker_pids(server):
+    """Pids of the server's worker processes: the children multiprocessing spawned (not its
+    resource tracker) of the process the fixture started."""
+    pid = server._process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [child for child in children
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes() and
+            b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes()]
+
+
+def test_several_workers_wake_each_others_held_checkins(marketplace_factory, tmp_path):
+    """On PostgreSQL, --workers 2: a lease change made by one process ends the check-ins held by
+    the other (LISTEN/NOTIFY). SQLite serves one process: --workers 2 is refused with a reason."""
+    if database_engine() == "sqlite":
+        proc = subprocess.run([str(PYTHON), "-m", "p2pvps_server", "--data-dir", str(tmp_path), "--workers", "2"],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT,
+                              env={"PYTHONPATH": str(SERVER_DIR)}, check=False)
+        assert proc.returncode == 2 and "--workers above 1 needs a PostgreSQL" in proc.stderr, proc.stderr
+        return
+    server = marketplace_factory(workers=2)
+    assert len(worker_pids(server)) == 2
+    devices = [server.online_device(f"pi-worker-{index}") for index in range(6)]
+    held = [Background(server, device, 30, server.checkin(*device)["lease_etag"]) for device in devices]
+    waiting_until_held()
+    rentals = [server.create_rental(device[0])["id"] for device in devices]
+    for background, rental_id in zip(held, rentals):
+        took, answer = background.join()
+        assert took < EARLY_S + 3 and answer["lease"]["id"] == rental_id, (took, answer["lease"])

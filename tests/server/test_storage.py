@@ -2,14 +2,17 @@
 import datetime as dt
 import hashlib
 import json
+import re
 import sqlite3
 import stat
 import subprocess
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
 from tests.fixtures.common import free_port
-from tests.fixtures.server import DEFAULT_FACTS, PYTHON, ROOT, SERVER_DIR, Marketplace, ed25519_public_key
+from tests.fixtures.server import (
+    DEFAULT_FACTS, PYTHON, ROOT, SERVER_DIR, Marketplace, ed25519_public_key, new_database_url)
 
 # The schema as the server made it before web hosting (no devices.web_remote_port, no rentals.web_hostname).
 OLD_SCHEMA = """
@@ -40,18 +43,11 @@ CREATE INDEX ix_rentals_expires_at ON rentals (expires_at);
 """
 
 
-def database_dump(path):
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        return "\n".join(db.iterdump())
-
-
 def test_device_token_stored_only_as_sha256(marketplace):
     device_id, token = marketplace.create_device("pi-hash")
     digest = hashlib.sha256(token.encode()).hexdigest()
-    with sqlite3.connect(f"file:{marketplace.db_path}?mode=ro", uri=True) as db:
-        stored = db.execute("SELECT token_hash FROM devices WHERE id = ?", (device_id,)).fetchone()[0]
-    assert stored == digest
-    dump = database_dump(marketplace.db_path)
+    assert marketplace.sql("SELECT token_hash FROM devices WHERE id = :id", id=device_id) == [(digest,)]
+    dump = marketplace.dump()
     assert token not in dump and digest in dump
     assert marketplace.operator_token not in dump
     for path in marketplace.data_dir.iterdir():              # nor in the WAL, the log, anything
@@ -203,7 +199,7 @@ def test_old_database_gets_the_new_columns(tmp_path):
     data_dir = tmp_path / "old"
     data_dir.mkdir()
     make_old_database(data_dir / "marketplace.db", device_token)
-    server = Marketplace(data_dir, web_domain="web.test")
+    server = Marketplace(data_dir, database="sqlite", web_domain="web.test")
     try:
         server.start()
         device = server.request("GET", "/api/v1/devices/old-device").json()
@@ -236,3 +232,57 @@ def test_old_database_gets_the_new_columns(tmp_path):
         with pytest.raises(sqlite3.IntegrityError):
             db.execute("UPDATE rentals SET web_hostname = ? WHERE id = 'old-rental'", (rental["web"]["hostname"],))
     db.close()
+
+
+def test_the_schema_is_made_by_the_migrations_and_a_restart_changes_nothing(marketplace):
+    assert marketplace.sql("SELECT version_num FROM alembic_version") == [("0001",)]
+    device_id, _token = marketplace.create_device("pi-migrated")
+    marketplace.stop()
+    marketplace.start()
+    assert marketplace.sql("SELECT version_num FROM alembic_version") == [("0001",)]
+    assert marketplace.request("GET", f"/api/v1/devices/{device_id}").json()["name"] == "pi-migrated"
+
+
+def test_the_database_refuses_a_second_open_rental_per_device(marketplace):
+    """The partial unique index exists on every engine, not only the service's check."""
+    device = marketplace.online_device("pi-one-open")
+    rental = marketplace.create_rental(device[0], renter="alice")
+    with pytest.raises(IntegrityError):
+        marketplace.sql("INSERT INTO rentals (id, device_id, renter, username, ssh_authorized_keys, image, "
+                        "memory_mb, cpus, pids, disk_gb, created_at, expires_at) SELECT 'second', device_id, "
+                        "renter, username, ssh_authorized_keys, image, memory_mb, cpus, pids, disk_gb, created_at, "
+                        "expires_at FROM rentals WHERE id = :id", id=rental["id"])
+
+
+def test_a_repeated_checkin_writes_only_its_time(tmp_path, monkeypatch):
+    """In process, on the test database: the second identical check-in updates last_checkin alone."""
+    monkeypatch.syspath_prepend(str(SERVER_DIR))
+    from sqlalchemy import event
+
+    from p2pvps_server import schemas
+    from p2pvps_server.db import Database
+    from p2pvps_server.service import MarketplaceService
+    from p2pvps_server.settings import Settings
+
+    database = Database(new_database_url(tmp_path / "checkin.db"))
+    database.upgrade_schema()
+    service = MarketplaceService(database, Settings(data_dir=tmp_path))
+    device_id = service.create_device(schemas.DeviceCreate(name="pi"))["id"]
+    registration = {"facts": DEFAULT_FACTS, "tunnel_public_key": ed25519_public_key()}
+    service.register(device_id, schemas.RegisterRequest.model_validate_json(json.dumps(registration)))
+    body = schemas.CheckinRequest.model_validate_json(json.dumps({"observed": {"lease_id": None, "state": "idle"}}))
+    writes = []
+
+    def record(_connection, _cursor, statement, _parameters, _context, _many):
+        if statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")):
+            writes.append(" ".join(statement.split()))
+
+    try:
+        service.checkin(device_id, body)
+        event.listen(database.engine, "before_cursor_execute", record)
+        service.checkin(device_id, body)
+    finally:
+        event.remove(database.engine, "before_cursor_execute", record)
+        database.dispose()
+    assert len(writes) == 1 and writes[0].startswith("UPDATE devices SET "), writes
+    assert re.fullmatch(r"last_checkin=[^,]+", writes[0].split(" SET ")[1].split(" WHERE ")[0]), writes

@@ -3,12 +3,12 @@ import base64
 import datetime as dt
 import json
 import re
-import sqlite3
 import time
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 
-from tests.fixtures.server import DEFAULT_FACTS, SERVER_DIR, Marketplace, ed25519_public_key
+from tests.fixtures.server import DEFAULT_FACTS, SERVER_DIR, Marketplace, ed25519_public_key, new_database_url
 from tests.server.helpers import assert_error, parse_time
 
 DOMAIN = "web.test"
@@ -31,7 +31,7 @@ def restarted(request):
     """(server, **options) -> the same data directory served again with other options."""
     def restart(server, **options):
         server.stop()
-        again = Marketplace(server.data_dir, **options).start()
+        again = Marketplace(server.data_dir, database=server.database_url, **options).start()
         request.addfinalizer(again.stop)
         return again
     return restart
@@ -41,12 +41,10 @@ def cursor_of(text):
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
 
 
-def assert_unique_column(server, statement, *args):
+def assert_unique_column(server, statement, **params):
     """The database itself refuses a duplicate (a unique constraint, not only the allocation code)."""
-    with sqlite3.connect(server.db_path) as db:
-        with pytest.raises(sqlite3.IntegrityError, match="UNIQUE"):
-            db.execute(statement, args)
-    db.close()
+    with pytest.raises(IntegrityError, match="(?i)unique"):
+        server.sql(statement, **params)
 
 
 def test_web_ports_are_unique_and_stable(marketplace_factory):
@@ -117,7 +115,8 @@ def test_hostnames_have_the_label_shape_and_are_unique(web_marketplace):
         hostnames.append(hostname)
         server.end_rental(rental["id"])
     assert len(set(hostnames)) == len(hostnames)                          # unique, ended rentals included
-    assert_unique_column(server, "UPDATE rentals SET web_hostname = ? WHERE web_hostname = ?", *hostnames[:2])
+    assert_unique_column(server, "UPDATE rentals SET web_hostname = :new WHERE web_hostname = :old",
+                         new=hostnames[0], old=hostnames[1])
 
 
 def test_web_block_in_checkin_and_rental_answers(marketplace_factory):
@@ -280,8 +279,8 @@ def test_hostname_collision_is_retried(tmp_path, monkeypatch):
     from p2pvps_server.service import MarketplaceService
     from p2pvps_server.settings import Settings
 
-    database = Database(f"sqlite:///{tmp_path / 'collide.db'}")
-    database.create_schema()
+    database = Database(new_database_url(tmp_path / 'collide.db'))
+    database.upgrade_schema()
     suffixes = iter(["aaaaaa", "aaaaaa", "aaaaaa", "bbbbbb"] + ["cccccc"] * 6)
     service = MarketplaceService(database, Settings(data_dir=tmp_path, web_domain=DOMAIN),
                                  label_suffix=lambda: next(suffixes))

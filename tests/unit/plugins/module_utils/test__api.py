@@ -505,3 +505,57 @@ def test_a_long_poll_connects_within_the_plain_timeout(monkeypatch):
     client.checkin('d1', {}, lease_etag='0f3c', wait_s=100)
     connect, read = seen['timeout']
     assert connect <= client.timeout and 100 + client.timeout - 1 < read <= 100 + client.timeout
+
+
+class Exited(Exception):
+    pass
+
+
+class FakeGatewayListModule(FakeGatewayModule):
+    def __init__(self, **params):
+        super().__init__(web_port_min=30000, web_port_max=30999, page_size=500, fail_on_api_error=False)
+        self.params.update(params)
+        self.check_mode = False
+        self.failed_with = None
+
+    def fail_json(self, msg, **kwargs):
+        self.failed_with = dict(kwargs, msg=msg)
+        raise Failed(msg)
+
+    def exit_json(self, **kwargs):
+        self.exited_with = kwargs
+        raise Exited()
+
+
+@pytest.mark.parametrize('params, words', [
+    ({'web_port_min': 31000, 'web_port_max': 30000}, 'web_port_min and web_port_max'),
+    ({'web_port_min': 0}, 'web_port_min and web_port_max'),
+    ({'web_port_max': 65536}, 'web_port_min and web_port_max'),
+    ({'page_size': 0}, 'page_size must be from 1 to 1000'),
+    ({'page_size': 1001}, 'page_size must be from 1 to 1000'),
+])
+def test_check_gateway_params_refuses(params, words):
+    with pytest.raises(Failed, match=words):
+        api.check_gateway_params(FakeGatewayListModule(**params))
+
+
+def test_check_gateway_params_accepts_the_edges():
+    api.check_gateway_params(FakeGatewayListModule(web_port_min=1, web_port_max=65535, page_size=1000))
+    assert {'web_port_min', 'web_port_max', 'page_size', 'fail_on_api_error'} <= set(api.MARKETPLACE_GATEWAY_ARGS)
+
+
+def test_exit_on_api_error_warns_and_keeps_by_default():
+    module = FakeGatewayListModule()
+    with pytest.raises(Exited):
+        api.exit_on_api_error(module, 'marketplace unreachable', {'changed': False, 'api_error': None},
+                              ('routes not read', 'the file was kept'), lambda result, check: 'summary %s' % check)
+    assert module.exited_with == {'changed': False, 'api_error': 'marketplace unreachable', 'msg': 'summary False'}
+    assert module.warnings == ['routes not read (marketplace unreachable); the file was kept']
+
+
+def test_exit_on_api_error_fails_when_asked():
+    module = FakeGatewayListModule(fail_on_api_error=True)
+    with pytest.raises(Failed, match='marketplace unreachable'):
+        api.exit_on_api_error(module, 'marketplace unreachable', {'changed': False, 'api_error': None},
+                              ('routes not read', 'the file was kept'), lambda result, check: '')
+    assert module.failed_with['api_error'] == 'marketplace unreachable' and not module.warnings
