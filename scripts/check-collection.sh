@@ -12,6 +12,13 @@ tarball="$(ls "$out"/p2pvps-fleet-*.tar.gz)"
 echo "built $(basename "$tarball") ($(du -k "$tarball" | cut -f1) KiB)"
 ANSIBLE_COLLECTIONS_PATH="$out/collections" ansible-galaxy collection install --force -p "$out/collections" "$tarball" >/dev/null
 export ANSIBLE_COLLECTIONS_PATH="$out/collections"
+# The renter image's recipe ships with the collection (role renter_image): an operator installing
+# from Galaxy builds their renter image with it.
+installed="$out/collections/ansible_collections/p2pvps/fleet"
+for file in build.sh packages.txt setup.sh import-changes rootfs/usr/local/sbin/p2pvps-renter-init; do
+    [ -f "$installed/roles/renter_image/files/renter/$file" ] || { echo "renter recipe: $file not in the collection" >&2; exit 1; }
+done
+echo "renter image recipe: in the collection"
 for type in module inventory; do
     dir=plugins/inventory
     [ "$type" = module ] && dir=plugins/modules

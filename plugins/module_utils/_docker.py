@@ -837,7 +837,7 @@ def _labels(lease, publish):
 
 
 def _environment(lease, root_login):
-    """What the renter image's init reads (tests/images/renter/files/usr/local/sbin/p2pvps-renter-init)."""
+    """What the renter image's init reads (roles/renter_image/files/renter/rootfs/usr/local/sbin/p2pvps-renter-init)."""
     limits = lease.limits
     return {
         'P2PVPS_RENTER_USER': lease.username,

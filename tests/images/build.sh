@@ -3,10 +3,18 @@
 # debootstrap a Debian root, run the image's setup.sh in it, `docker import`.
 # Each image is tagged with a hash of its recipe, so an unchanged recipe is
 # never rebuilt; `:latest` always points at the current recipe's build.
+# The renter image's recipe ships with the collection (roles/renter_image/files/renter, whose
+# build.sh the renter_image role also runs on devices); it is built with that script.
 #   usage: tests/images/build.sh [device|device-docker|gateway|renter ...]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 suite="${P2PVPS_IMAGE_SUITE:-bookworm}"
+export P2PVPS_IMAGE_SUITE="$suite"
+renter_recipe="$here/../../roles/renter_image/files/renter"
+
+recipe_dir() {
+    if [ "$1" = renter ]; then (cd "$renter_recipe" && pwd); else echo "$here/$1"; fi
+}
 
 debian_mirror() {
     # The mirror this machine already uses: first Debian URI in the apt sources.
@@ -24,7 +32,7 @@ debian_mirror() {
 recipe_hash() {
     # The base image (if any) is part of the recipe.
     local name="$1"
-    { echo "$suite"; cat "$here/build.sh"; find "$here/$name" -type f -print0 | sort -z | xargs -0 cat;
+    { echo "$suite"; cat "$here/build.sh"; find "$(recipe_dir "$name")" -type f -print0 | sort -z | xargs -0 cat;
       if [ -f "$here/$name/base" ]; then recipe_hash "$(cat "$here/$name/base")"; fi; } \
         | sha256sum | cut -c1-16
 }
@@ -38,6 +46,12 @@ build_one() {
         return
     fi
     local start=$SECONDS
+    if [ "$name" = renter ]; then
+        bash "$renter_recipe/build.sh" build "$tag" "$(debian_mirror)"
+        docker tag "$tag" "p2pvps/${name}:latest"
+        echo "image $tag built in $((SECONDS - start)) s"
+        return
+    fi
     root="$(mktemp -d /var/tmp/p2pvps-image-XXXXXX)"
     trap 'umount -R "$root/proc" 2>/dev/null || true; rm -rf "$root"' RETURN
     packages="$(grep -v '^#' "$here/$name/packages.txt" | xargs | tr ' ' ',')"

@@ -1,5 +1,6 @@
 """Pull mode: the rental_agent role's timer converges a simulated Pi to its lease, learning of a new or
-an ended rental within seconds at a long interval (long-poll check-ins)."""
+an ended rental within seconds at a long interval (long-poll check-ins); the renter image comes from
+the renter_image role (a tarball on the controller)."""
 import datetime
 import json
 import subprocess
@@ -40,8 +41,12 @@ def apply_role(fleet, marketplace, device_id, token, tmp_path):
     playbook = tmp_path / "agent.yml"
     playbook.write_text(json.dumps([{
         "name": "Rental agent", "hosts": "pis", "become": True,
-        "roles": [{"role": "p2pvps.fleet.rental_agent"}],
-        "vars": {"rental_agent_marketplace_url": marketplace.url,
+        # The device's Docker has no registry either: the renter image comes from a `docker save`
+        # tarball on the controller, through the renter_image role (as an operator's would).
+        "roles": [{"role": "p2pvps.fleet.renter_image"}, {"role": "p2pvps.fleet.rental_agent"}],
+        "vars": {"renter_image_source": "tarball",
+                 "renter_image_tarball": str(tmp_path / "renter.tar"),
+                 "rental_agent_marketplace_url": marketplace.url,
                  "rental_agent_device_id": device_id,
                  "rental_agent_device_token": token,
                  "rental_agent_validate_certs": False,
@@ -61,18 +66,21 @@ def test_timer_learns_of_new_and_ended_rentals_within_seconds(pi_fleet_factory, 
     pi = fleet.devices[0]
     marketplace = marketplace_factory(bind_host=fleet.gateway(), checkin_interval=INTERVAL_S,
                                       max_checkin_wait=INTERVAL_S)
-    # The device's Docker has no registry either: give it the renter image.
-    saved = subprocess.Popen(["docker", "save", "p2pvps/renter:latest"], stdout=subprocess.PIPE)
-    subprocess.run(["docker", "exec", "-i", pi.container_id, "docker", "load", "-q"],
-                   stdin=saved.stdout, check=True, capture_output=True, timeout=300)
-    saved.wait(timeout=60)
+    subprocess.run(["docker", "save", "-o", str(tmp_path / "renter.tar"), "p2pvps/renter:latest"], check=True,
+                   timeout=300)
+    renter_image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", "p2pvps/renter:latest"],
+                                     capture_output=True, text=True, check=True).stdout.strip()
 
     device_id, token = marketplace.create_device("agent-pi")
     marketplace.register_device(device_id, token)
     marketplace.checkin(device_id, token)
 
+    assert pi.exec("docker", "image", "inspect", "p2pvps/renter:latest", check=False).returncode != 0
     first = apply_role(fleet, marketplace, device_id, token, tmp_path)
     assert token not in first.stdout
+    assert pi.exec("docker", "image", "inspect", "-f", "{{.Id}}", "p2pvps/renter:latest").stdout.strip() \
+        == renter_image_id
+    # Idempotent, the renter image included: the second run neither copies nor loads it.
     second = apply_role(fleet, marketplace, device_id, token, tmp_path)
     assert "changed=0" in second.stdout, second.stdout[-3000:]
     assert pi.exec("stat", "-c", "%a %U", "/etc/p2pvps/device_token").stdout.split() == ["600", "root"]

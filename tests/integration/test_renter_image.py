@@ -1,0 +1,87 @@
+"""The renter_image role's tarball source on a simulated Pi: check mode changes nothing, a tarball
+holding another image than the operator expects is refused, the image is loaded and named once
+(a second run changes nothing), a new tarball moves the name and keeps the old image. An unpinned
+`pull` is refused before anything runs. Small stand-in images keep it quick; that a rental runs with
+an image the role loaded is test_rental_agent.py (the real renter image, through this role)."""
+import json
+import subprocess
+import uuid
+
+import pytest
+
+from tests.fixtures.common import run_ansible
+from tests.fixtures.devices import DEVICE_DOCKER_IMAGE
+
+pytestmark = [pytest.mark.docker]
+NAME = "p2pvps-renterimg/renter:current"
+COPY = "/var/tmp/p2pvps-renter-image.tar"
+
+
+@pytest.fixture
+def tarballs(tmp_path):
+    """Two one-file images saved as tarballs: [(path, image id), ...]; their host tags removed after."""
+    made, tags = [], []
+    for index in (1, 2):
+        content = tmp_path / f"image{index}"
+        content.mkdir()
+        (content / "version").write_text(f"{index} {uuid.uuid4()}\n")
+        tag = f"p2pvps-renterimg/stand-in:{uuid.uuid4().hex[:8]}"
+        tar = subprocess.run(["tar", "-C", str(content), "-c", "."], capture_output=True, check=True).stdout
+        image_id = subprocess.run(["docker", "import", "-", tag], input=tar, capture_output=True, check=True
+                                  ).stdout.decode().strip()
+        tags.append(tag)
+        path = tmp_path / f"image{index}.tar"
+        subprocess.run(["docker", "save", "-o", str(path), tag], check=True)
+        made.append((path, image_id))
+    subprocess.run(["docker", "rmi", *tags], capture_output=True, check=False)
+    return made
+
+
+def apply(fleet, tmp_path, *extra, **role_vars):
+    playbook = tmp_path / "renter_image.yml"
+    playbook.write_text(json.dumps([{"name": "Renter image", "hosts": "pis", "become": True, "gather_facts": False,
+                                     "roles": [{"role": "p2pvps.fleet.renter_image"}],
+                                     "vars": {"renter_image_name": NAME, **role_vars}}]))
+    return run_ansible(["ansible-playbook", "-i", str(fleet.inventory_path), str(playbook), *extra], check=False,
+                       timeout=300)
+
+
+def image_id(pi, name):
+    proc = pi.exec("docker", "image", "inspect", "-f", "{{.Id}}", name, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def test_tarball_is_loaded_once_checked_and_named(pi_fleet_factory, tmp_path, tarballs):
+    fleet = pi_fleet_factory(count=1, image=DEVICE_DOCKER_IMAGE)
+    pi = fleet.devices[0]
+    (first, first_id), (second, second_id) = tarballs
+
+    checked = apply(fleet, tmp_path, "--check", renter_image_source="tarball", renter_image_tarball=str(first))
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    assert "changed=0" not in checked.stdout
+    assert image_id(pi, first_id) is None and image_id(pi, NAME) is None
+    assert pi.exec("test", "-e", COPY, check=False).returncode != 0
+
+    wrong = apply(fleet, tmp_path, renter_image_source="tarball", renter_image_tarball=str(first),
+                  renter_image_id=second_id)
+    assert wrong.returncode != 0 and f"the first {first_id}" in wrong.stdout, wrong.stdout[-3000:]
+    assert image_id(pi, first_id) is None
+
+    unpinned = apply(fleet, tmp_path, renter_image_source="pull", renter_image_pull="registry.example.org/renter:1")
+    assert unpinned.returncode != 0 and "pinned by digest" in unpinned.stdout, unpinned.stdout[-3000:]
+
+    loaded = apply(fleet, tmp_path, renter_image_source="tarball", renter_image_tarball=str(first),
+                   renter_image_id=first_id)
+    assert loaded.returncode == 0, loaded.stdout[-3000:]
+    assert image_id(pi, NAME) == first_id
+    assert pi.exec("test", "-e", COPY, check=False).returncode != 0
+    for extra in ((), ("--check",)):
+        again = apply(fleet, tmp_path, *extra, renter_image_source="tarball", renter_image_tarball=str(first),
+                      renter_image_id=first_id)
+        assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
+
+    # A new image: the name moves to it; the old one stays (a live lease may run it).
+    moved = apply(fleet, tmp_path, renter_image_source="tarball", renter_image_tarball=str(second))
+    assert moved.returncode == 0, moved.stdout[-3000:]
+    assert image_id(pi, NAME) == second_id and image_id(pi, first_id) == first_id
+
