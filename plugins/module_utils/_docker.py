@@ -32,9 +32,10 @@ from ansible.module_utils.compat.version import LooseVersion
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _lease, _rental
 
-# The Docker SDK (with requests) costs a device some 0.25 CPU s to import: a converge that changes
-# nothing reads the Engine with EngineReader below and never imports it. It is imported on the
-# first change (RenterDocker.api), or by sdk_problem(). None: not tried yet.
+# The Docker SDK is not imported by a converge that changes nothing (its import and its client's
+# set-up are measured in benchmarks/results.md): such a run reads the Engine with EngineReader below.
+# It is imported on the first change that needs it (RenterDocker.api), or by sdk_problem().
+# HAS_DOCKER None: not tried yet.
 HAS_DOCKER = None
 DOCKER_IMPORT_ERROR = None
 DOCKER_VERSION = None
