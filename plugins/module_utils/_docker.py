@@ -43,6 +43,10 @@ REQUESTS_VERSION = None
 _SDK = None
 #: A list while the rental module records its phase times: each Engine call appends (call, wall seconds).
 CALL_LOG = None
+# Seconds one change may take: `docker create` copies the image's system directories into the lease's
+# new volumes within the call (5 s on an overlay2 host; more than 60 s for 5 vfs Engines at once on a
+# loaded 2-core machine, benchmarks/README.md). Reads keep RenterDocker's timeout.
+CHANGE_TIMEOUT_S = 600
 MIN_DOCKER_SDK = '5.0.0'
 MIN_DOCKER_SDK_WITH_NEW_REQUESTS = '7.1.0'
 NEW_REQUESTS = '2.32.0'
@@ -570,7 +574,8 @@ class RenterDocker:
             if problem:
                 raise SdkMissing(*problem)
             version = (self.reader.api_version if self.reader is not None else None) or 'auto'
-            self._api = _SdkCalls(_SDK.APIClient(base_url=self.docker_host, version=version, timeout=self.timeout))
+            self._api = _SdkCalls(_SDK.APIClient(base_url=self.docker_host, version=version,
+                                                 timeout=max(self.timeout, CHANGE_TIMEOUT_S)))
             _log_call('import the SDK, make its client (version %s)' % version, started)
         return self._api
 
