@@ -1,6 +1,6 @@
 """Benchmarks of p2pvps.fleet; every figure that matters is a ratio against a baseline run here.
 
-    bash benchmarks/run.sh [--quick] [--only converge,noop,agent,inventory,checkin,latency,leasewait,hosting]
+    bash benchmarks/run.sh [--quick] [--only converge,noop,agent,module,inventory,checkin,latency,leasewait,hosting]
 
 Writes benchmarks/results.md (and results.json). Not a test: nothing here passes or fails
 on timings. Loopback and the project's own test containers only; every load is bounded.
@@ -37,7 +37,7 @@ from tests.fixtures.server import Marketplace, ed25519_public_key  # noqa: E402
 RENTER_IMAGE = "p2pvps/renter:latest"
 ANSIBLE_CFG = ROOT / "inventory.example" / "ansible.cfg"
 RESULTS = {}
-ALL_STEPS = "converge,noop,agent,inventory,checkin,latency,leasewait,hosting"
+ALL_STEPS = "converge,noop,agent,module,inventory,checkin,latency,leasewait,hosting"
 START = time.monotonic()
 
 
@@ -131,22 +131,38 @@ class Fleet:
         self.fleet.destroy()
 
 
-def converge_cycle(fleet, pis, playbook_name, label):
-    """create -> no-op -> expiry on `pis`; seconds of each."""
+FLOOR_PB = str(ROOT / "benchmarks" / "baseline" / "floor.yml")
+
+
+def converge_cycle(fleet, pis, playbook_name, label, floor=None):
+    """create -> no-op -> expiry on `pis`; seconds of each. With `floor` (a dict of lists), the floor
+    playbook (one ping per host) is timed right after each step, on the same hosts and state."""
     limit = ",".join(pi.name for pi in pis)
+
+    def step(case):
+        seconds, dummy = timed(playbook, fleet.inventory, playbook_name, limit)
+        if floor is not None:
+            floor.setdefault(case, []).append(timed(playbook, fleet.inventory, FLOOR_PB, limit)[0])
+        return seconds
+
     rentals = fleet.rent(pis)
-    create, dummy = timed(playbook, fleet.inventory, playbook_name, limit)
+    create = step("create")
     if not all(fleet.renter_containers(pi) for pi in pis):
         raise RuntimeError(f"{label}: not every Pi runs a renter container after the create converge")
-    noop, dummy = timed(playbook, fleet.inventory, playbook_name, limit)
+    noop = step("noop")
     fleet.end(rentals)
-    expiry, dummy = timed(playbook, fleet.inventory, playbook_name, limit)
+    expiry = step("expiry")
     if any(fleet.renter_containers(pi) for pi in pis):
         raise RuntimeError(f"{label}: a renter container is left after the expiry converge")
     return {"create": create, "noop": noop, "expiry": expiry}
 
 
-def bench_converge(workdir, sizes, reps):
+def spread(values):
+    """(max - min) / median, the runs' spread."""
+    return (max(values) - min(values)) / statistics.median(values)
+
+
+def bench_converge(workdir, sizes, reps, extras=True):
     fleet = Fleet(max(sizes), workdir)
     ours_pb, base_pb = "p2pvps.fleet.converge", str(ROOT / "benchmarks" / "baseline" / "converge.yml")
     table = {}
@@ -154,28 +170,37 @@ def bench_converge(workdir, sizes, reps):
         # Warm up both (SSH control sockets, Python byte code on the devices), not measured.
         converge_cycle(fleet, fleet.pis, ours_pb, "warm-up ours")
         converge_cycle(fleet, fleet.pis, base_pb, "warm-up baseline")
+        playbook(fleet.inventory, FLOOR_PB)
         for size in sizes:
             pis = fleet.pis[:size]
             runs = {"ours": [], "baseline": []}
+            floor = {}
             for rep in range(reps):
                 order = [("ours", ours_pb), ("baseline", base_pb)]
                 if rep % 2:
                     order.reverse()
                 for who, name in order:
-                    runs[who].append(converge_cycle(fleet, pis, name, who))
+                    runs[who].append(converge_cycle(fleet, pis, name, who, floor if who == "ours" else None))
             row = {}
             for case in ("create", "noop", "expiry"):
-                ours = stats([r[case] for r in runs["ours"]])
-                base = stats([r[case] for r in runs["baseline"]])
-                row[case] = {"ours": ours, "baseline": base,
+                ours_runs = [r[case] for r in runs["ours"]]
+                base_runs = [r[case] for r in runs["baseline"]]
+                ours, base, low = stats(ours_runs), stats(base_runs), stats(floor[case])
+                for cell, values in ((ours, ours_runs), (base, base_runs), (low, floor[case])):
+                    cell["spread"] = spread(values)
+                    cell["values"] = [round(value, 2) for value in values]
+                row[case] = {"ours": ours, "baseline": base, "floor": low,
                              "speedup_median": base["median"] / ours["median"],
-                             "speedup_min": base["min"] / ours["min"]}
+                             "speedup_min": base["min"] / ours["min"],
+                             "over_floor_median": ours["median"] / low["median"]}
             table[size] = row
             log(f"converge N={size}: " + ", ".join(
                 f"{case} ours {row[case]['ours']['median']:.1f}s / baseline {row[case]['baseline']['median']:.1f}s "
-                f"= x{row[case]['speedup_median']:.2f}" for case in row))
-        table["profile"] = profile_noop(fleet)
-        table["mitogen"] = try_mitogen(fleet, workdir, reps)
+                f"= x{row[case]['speedup_median']:.2f}, / floor {row[case]['floor']['median']:.1f}s "
+                f"= x{row[case]['over_floor_median']:.2f}" for case in row))
+        if extras:
+            table["profile"] = profile_noop(fleet)
+            table["mitogen"] = try_mitogen(fleet, workdir, reps)
     finally:
         fleet.destroy()
     RESULTS["converge"] = table
@@ -281,6 +306,20 @@ def bench_agent(workdir, reps):
             f"x{RESULTS['agent']['ratio_to_python_startup']:.1f} a bare python3 start")
     finally:
         fleet.destroy()
+
+
+# ---------------------------------------------------------------- 3b. the module's CPU and phases on the host
+
+
+def bench_module(reps, before=None):
+    """benchmarks/tools/module_cpu.py: the rental module's CPU per no-op run on this host (and that of
+    another copy of the collection, `before`), and the phase timings of one create, no-op and expiry."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "tools" / "module_cpu.py"), "--reps", str(reps)]
+    if before:
+        cmd += ["--before", before]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ansible_env(), capture_output=True, text=True, timeout=900,
+                          check=True)
+    RESULTS["module"] = json.loads(proc.stdout)
 
 
 # ---------------------------------------------------------------- 4. inventory scale
@@ -610,25 +649,34 @@ def machine():
 
 
 def _converge_lines(converge):
-    lines = ["## Fleet converge: p2pvps.fleet.converge vs uri + community.docker (seconds, median of runs; "
-             "speed-up = baseline / ours)", "",
-             "| hosts | case | ours min | ours median | baseline min | baseline median | speed-up (median) |",
+    lines = ["## Fleet converge: p2pvps.fleet.converge vs uri + community.docker, and the floor (seconds, median "
+             "of runs; speed-up = baseline / ours; over floor = ours / floor, the floor being one "
+             "ansible.builtin.ping per host on the same hosts right after ours; spread = (max - min) / median)", "",
+             "| hosts | case | ours median (spread) | baseline median (spread) | floor median (spread) | "
+             "speed-up (median) | over floor (median) |",
              "| ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for size, row in converge.items():
         if not str(size).isdigit():
             continue
         for case, cell in row.items():
-            lines.append(f"| {size} | {case} | {cell['ours']['min']:.1f} | {cell['ours']['median']:.1f} | "
-                         f"{cell['baseline']['min']:.1f} | {cell['baseline']['median']:.1f} | "
-                         f"x{cell['speedup_median']:.2f} |")
+            floor = cell.get("floor")   # none in a run from before the floor was measured
+            lines.append(f"| {size} | {case} | {_with_spread(cell['ours'])} | {_with_spread(cell['baseline'])} | "
+                         f"{_with_spread(floor) if floor else '-'} | x{cell['speedup_median']:.2f} | "
+                         + (f"x{cell['over_floor_median']:.2f} |" if floor else "- |"))
     for who, rows in (converge.get("profile") or {}).items():
         lines += ["", f"profile_tasks, no-op converge, {who}:", "", "```text", *rows, "```"]
-    mitogen = converge.get("mitogen") or {}
+    mitogen = converge.get("mitogen")
+    if not mitogen:   # --no-extras
+        return lines
     lines += ["", "Mitogen (our no-op converge, whole fleet): " + (
         mitogen.get("error", "")[:300] if "error" in mitogen else
         f"plain {mitogen['plain_noop']['median']:.1f} s, mitogen {mitogen['mitogen_noop']['median']:.1f} s, "
         f"x{mitogen['speedup_median']:.2f}")]
     return lines
+
+
+def _with_spread(cell):
+    return f"{cell['median']:.1f}" + (f" ({cell['spread']:.0%})" if "spread" in cell else "")
 
 
 def _noop_lines(noop):
@@ -644,6 +692,39 @@ def _agent_lines(agent):
             f"{agent['peak_rss_kib'] / 1024:.0f} MiB | {agent['python_startup_cpu_s']['median']:.3f} | "
             f"x{agent['ratio_to_python_startup']:.1f} | {100 * agent['core_fraction_at_120s']:.2f} % | "
             f"{100 * agent['core_fraction_pi_zero_2_estimate']:.1f} % |"]
+
+
+def _module_lines(module):
+    lines = ["", "## The rental module on the host: CPU per no-op run (python -m ... args.json, as the rental_agent "
+             "runs it; user + system CPU s)", "",
+             "| tree | runs | median |", "| --- | --- | ---: |"]
+    for who in ("before", "after"):
+        if who in module:
+            lines.append(f"| {who} | {', '.join(f'{v:.3f}' for v in module[who]['cpu_s'])} | "
+                         f"{module[who]['median']:.3f} |")
+    if "before" in module:
+        lines += ["", f"after / before: x{module['after']['median'] / module['before']['median']:.2f}"]
+    lines += ["", "## Where one converge's time goes (P2PVPS_RENTAL_PHASES=1, host Docker Engine; ms)", "",
+              "| phase | " + " | ".join(f"{case} wall | {case} CPU" for case in module["phases"]) + " |",
+              "| --- |" + " ---: | ---: |" * len(module["phases"])]
+    names = []
+    for items in module["phases"].values():
+        for item in items["items"]:
+            if item["phase"] not in names:
+                names.append(item["phase"])
+    for name in names:
+        cells = []
+        for items in module["phases"].values():
+            found = [item for item in items["items"] if item["phase"] == name]
+            cells += [f"{sum(i['wall_ms'] for i in found):.1f}", f"{sum(i['cpu_ms'] for i in found):.1f}"] \
+                if found else ["-", "-"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "Docker Engine calls (wall ms):", ""]
+    for case, items in module["phases"].items():
+        calls = [f"{c['call']} {c['wall_ms']:.1f}" for item in items["items"] for c in item["docker_calls"]]
+        lines.append(f"- {case} (Docker SDK imported: {'yes' if items['sdk_imported'] else 'no'}): "
+                     + (", ".join(calls) or "none"))
+    return lines
 
 
 def _inventory_lines(inventory):
@@ -720,7 +801,7 @@ def _hosting_lines(hosting):
         f"{caps['lifted']['up_mbit']:.0f} | {caps['lifted']['direct_write_MB_s']:.0f} |"]
 
 
-SECTIONS = (("converge", _converge_lines), ("noop", _noop_lines), ("agent", _agent_lines),
+SECTIONS = (("converge", _converge_lines), ("noop", _noop_lines), ("agent", _agent_lines), ("module", _module_lines),
             ("inventory", _inventory_lines), ("checkin", _checkin_lines), ("latency", _latency_lines),
             ("leasewait", _leasewait_lines), ("hosting", _hosting_lines))
 
@@ -741,9 +822,16 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repetitions")
     parser.add_argument("--only", default=ALL_STEPS)
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, 2 with --quick)")
+    parser.add_argument("--sizes", default=None, help="fleet sizes of the converge benchmark, e.g. 5,20 "
+                        "(default 5,10,20; 5 with --quick)")
+    parser.add_argument("--before", default=None, help="module: a directory holding another copy of the "
+                        "collection (ansible_collections/p2pvps/fleet) to compare with, e.g. from git archive")
+    parser.add_argument("--no-extras", action="store_true", help="converge without the profile_tasks and "
+                        "Mitogen runs")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     reps = args.reps or (2 if args.quick else 3)
+    sizes = [int(size) for size in args.sizes.split(",")] if args.sizes else [5] if args.quick else [5, 10, 20]
     RESULTS["machine"] = machine()
     RESULTS["started"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="p2pvps-bench-") as tmp:
@@ -753,7 +841,8 @@ def main(argv=None):
             ("inventory", lambda: bench_inventory(workdir, [1000] if args.quick else [1000, 5000], reps)),
             ("noop", bench_noop),
             ("agent", lambda: bench_agent(workdir, reps)),
-            ("converge", lambda: bench_converge(workdir, [5] if args.quick else [5, 10, 20], reps)),
+            ("module", lambda: bench_module(max(reps, 5), args.before)),
+            ("converge", lambda: bench_converge(workdir, sizes, reps, not args.no_extras)),
             ("latency", bench_latency),
             ("leasewait", lambda: bench_lease_wait(workdir, reps)),
             ("hosting", lambda: bench_hosting(workdir, 5 if args.quick else 15)),

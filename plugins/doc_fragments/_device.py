@@ -15,7 +15,12 @@ class ModuleDocFragment(object):
     DOCUMENTATION = r"""
 options:
   docker_host:
-    description: The device's Docker Engine, where the renter containers run.
+    description:
+      - The device's Docker Engine, where the renter containers run.
+      - On a C(unix://) socket the modules read the Engine (and remove containers and volumes) with their
+        own small client, and import the Docker SDK for Python only to create, start or update a
+        container, so a run that changes nothing costs the device less. Other Engines (C(tcp://),
+        C(ssh://)) are always asked through the Docker SDK.
     type: str
     default: unix:///var/run/docker.sock
   state_dir:

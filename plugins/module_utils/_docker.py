@@ -12,47 +12,41 @@ mounted ext4 file system where the host allows it). Decisions live in _rental.py
 from __future__ import annotations
 
 import hashlib
+import http.client
 import io
+import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import tarfile
 import time
 import traceback
 
 from dataclasses import dataclass
+from urllib.parse import quote, urlencode
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.compat.version import LooseVersion
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _lease, _rental
 
+# The Docker SDK is not imported by a converge that changes nothing (its import and its client's
+# set-up are measured in benchmarks/results.md): such a run reads the Engine with EngineReader below.
+# It is imported on the first change that needs it (RenterDocker.api), or by sdk_problem().
+# HAS_DOCKER None: not tried yet.
+HAS_DOCKER = None
 DOCKER_IMPORT_ERROR = None
-try:
-    import docker
-    from docker.errors import APIError, DockerException, NotFound
-    HAS_DOCKER = True
-    DOCKER_VERSION = getattr(docker, '__version__', '0')
-except ImportError:
-    DOCKER_IMPORT_ERROR = traceback.format_exc()
-    HAS_DOCKER = False
-    DOCKER_VERSION = None
-
-    class DockerException(Exception):  # type: ignore[no-redef]
-        """Stand-in so this file loads without the Docker SDK."""
-
-    class NotFound(DockerException):  # type: ignore[no-redef]
-        pass
-
-    APIError = DockerException  # type: ignore[misc]
-
-try:
-    import requests
-    REQUESTS_VERSION = getattr(requests, '__version__', None)
-except ImportError:
-    REQUESTS_VERSION = None
-
+DOCKER_VERSION = None
+REQUESTS_VERSION = None
+_SDK = None
+#: A list while the rental module records its phase times: each Engine call appends (call, wall seconds).
+CALL_LOG = None
+# Seconds one change may take: `docker create` copies the image's system directories into the lease's
+# new volumes within the call (5 s on an overlay2 host; more than 60 s for 5 vfs Engines at once on a
+# loaded 2-core machine, benchmarks/README.md). Reads keep RenterDocker's timeout.
+CHANGE_TIMEOUT_S = 600
 MIN_DOCKER_SDK = '5.0.0'
 MIN_DOCKER_SDK_WITH_NEW_REQUESTS = '7.1.0'
 NEW_REQUESTS = '2.32.0'
@@ -89,6 +83,223 @@ class RentalDockerError(Exception):
     """A Docker or disk operation of the rental converge failed."""
 
 
+# ---------------------------------------------------------------- Docker Engine errors and the SDK
+
+class DockerException(Exception):
+    """A Docker Engine call failed: the reader's errors, and the SDK's (translated by _SdkCalls)."""
+
+
+class APIError(DockerException):
+    """The Engine answered with an HTTP error status."""
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.status_code = status
+
+    def is_client_error(self):
+        return self.status_code is not None and 400 <= self.status_code < 500
+
+
+class NotFound(APIError):
+    """HTTP 404: no such container, volume, image or network."""
+
+
+class SdkMissing(DockerException):
+    """A change needs the Docker SDK for Python, and it is missing or unusable."""
+
+    def __init__(self, message, exception=None):
+        super().__init__(message)
+        self.exception = exception
+
+
+def load_sdk():
+    """The `docker` package (imported on the first call), or None when it cannot be imported."""
+    global HAS_DOCKER, DOCKER_IMPORT_ERROR, DOCKER_VERSION, REQUESTS_VERSION, _SDK
+    if HAS_DOCKER is None:
+        try:
+            import docker
+            import docker.errors
+        except ImportError:
+            DOCKER_IMPORT_ERROR = traceback.format_exc()
+            HAS_DOCKER = False
+        else:
+            _SDK, HAS_DOCKER = docker, True
+            DOCKER_VERSION = getattr(docker, '__version__', '0')
+            try:
+                import requests
+                REQUESTS_VERSION = getattr(requests, '__version__', None)
+            except ImportError:
+                REQUESTS_VERSION = None
+    return _SDK if HAS_DOCKER else None
+
+
+class _SdkCalls(object):
+    """The SDK's APIClient with its errors translated into this file's (one set of except clauses
+    for both ways of talking to the Engine)."""
+
+    def __init__(self, client):
+        self._client = client
+
+    def __getattr__(self, name):
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        errors = _SDK.errors
+
+        def call(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            except errors.NotFound as exc:
+                raise NotFound(str(exc), getattr(exc, 'status_code', 404)) from exc
+            except errors.APIError as exc:
+                raise APIError(str(exc), exc.status_code) from exc
+            except errors.DockerException as exc:
+                raise DockerException(str(exc)) from exc
+            finally:
+                _log_call('sdk ' + name, started)
+        return call
+
+
+def _log_call(what, started):
+    if CALL_LOG is not None:
+        CALL_LOG.append((what, time.perf_counter() - started))
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__('localhost', timeout=timeout)
+        self.socket_path = path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class EngineReader(object):
+    """A small Docker Engine API client over its unix socket, on the standard library only.
+
+    It answers the reads of a converge (the listings and inspects, the authorized_keys copy) with the
+    same JSON and the same method names as the SDK's APIClient, and removes containers and volumes
+    (an expiry). Creating, starting and updating go through the SDK. Its paths carry no API version: the
+    Engine serves them at its own version, so nothing is negotiated (the SDK's `GET /version`). The
+    API version the Engine announces in its answers (`Api-Version`) is what the SDK is then made with.
+    Only `unix://` Engines: for tcp:// and ssh:// (TLS, SSH tunnels) RenterDocker reads through the SDK.
+    """
+
+    def __init__(self, socket_path, timeout=60):
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self.api_version = None
+        self._conn = None
+
+    @classmethod
+    def for_host(cls, docker_host, timeout=60):
+        """A reader of `docker_host`, or None when it is not a unix socket."""
+        if isinstance(docker_host, str) and docker_host.startswith('unix://') and len(docker_host) > 7:
+            return cls(docker_host[len('unix://'):], timeout)
+        return None
+
+    def close(self):
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _exchange(self, method, target):
+        """(status, body) of one call, on the kept connection (made again once if the Engine closed it)."""
+        for attempt in (1, 2):
+            fresh = self._conn is None
+            if fresh:
+                self._conn = _UnixConnection(self.socket_path, self.timeout)
+            try:
+                self._conn.request(method, target, headers={'Accept': 'application/json'})
+                response = self._conn.getresponse()
+                body = response.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self.close()
+                if fresh or attempt == 2:
+                    raise
+                continue
+            except (OSError, http.client.HTTPException):
+                self.close()
+                raise
+            self.api_version = response.getheader('Api-Version') or self.api_version
+            if response.will_close:
+                self.close()
+            return response.status, body
+        raise AssertionError('unreachable')
+
+    def get(self, path, params=None, method='GET'):
+        """The body of `GET path?params`; NotFound / APIError for an HTTP error status."""
+        target = path + ('?' + urlencode(params) if params else '')
+        started = time.perf_counter()
+        try:
+            status, body = self._exchange(method, target)
+        except http.client.HTTPException as exc:
+            raise DockerException('%s %s: %s' % (method, path, exc)) from exc
+        finally:
+            _log_call(method + ' ' + '/'.join('{id}' if len(part) > 24 else part for part in path.split('/')),
+                      started)
+        if status >= 400:
+            try:
+                detail = json.loads(body.decode('utf-8')).get('message')
+            except (ValueError, UnicodeError, AttributeError):
+                detail = body.decode('utf-8', 'replace')[:300]
+            cls = NotFound if status == 404 else APIError
+            raise cls('%d %s for %s %s: %s' % (status, 'Client Error' if status < 500 else 'Server Error',
+                                               method, path, detail), status)
+        return body
+
+    def _json(self, path, params=None):
+        return json.loads(self.get(path, params).decode('utf-8'))
+
+    # The SDK's APIClient calls a converge reads with, with its signatures.
+
+    def containers(self, all=False, filters=None):   # pylint: disable=redefined-builtin
+        params = {'all': 1 if all else 0}
+        if filters:
+            params['filters'] = _filters(filters)
+        return self._json('/containers/json', params)
+
+    def inspect_container(self, container_id):
+        return self._json('/containers/%s/json' % quote(container_id, safe=''))
+
+    def volumes(self, filters=None):
+        return self._json('/volumes', {'filters': _filters(filters)} if filters else None)
+
+    def inspect_volume(self, name):
+        return self._json('/volumes/%s' % quote(name, safe=''))
+
+    def get_archive(self, container_id, path):
+        """(chunks of the tar stream, None): the file `path` of the container as a tar archive."""
+        body = self.get('/containers/%s/archive' % quote(container_id, safe=''), {'path': path})
+        return [body], None
+
+    # Removals, so that ending a lease needs no SDK either.
+
+    def remove_container(self, container_id, force=False, v=False):
+        self.get('/containers/%s' % quote(container_id, safe=''), {'force': int(force), 'v': int(v)}, 'DELETE')
+
+    def remove_volume(self, name, force=False):
+        self.get('/volumes/%s' % quote(name, safe=''), {'force': int(force)}, 'DELETE')
+
+
+def _filters(filters):
+    """Filters as the Engine takes them (as the SDK sends them): JSON of name -> list of strings."""
+    converted = {}
+    for name, value in filters.items():
+        if isinstance(value, bool):
+            value = 'true' if value else 'false'
+        converted[name] = value if isinstance(value, list) else [value]
+    return json.dumps(converted)
+
+
 @dataclass(frozen=True)
 class Sandbox:
     """The module's sandbox settings for renter containers.
@@ -121,7 +332,8 @@ def system_volume_name(lease_id, name):
 
 
 def sdk_problem():
-    """None when the Docker SDK is usable, else (message, traceback or None)."""
+    """None when the Docker SDK is usable, else (message, traceback or None). Imports the SDK."""
+    load_sdk()
     python = '%s %s (%s)' % (platform.python_implementation(), platform.python_version(),
                              os.sys.executable)
     if not HAS_DOCKER:
@@ -146,7 +358,8 @@ DOCKER_HOST_ARGS = dict(
 
 def engine_version(docker_host, timeout=5):
     """The Docker Engine's version through the Docker SDK, or None (no SDK, or no engine answers)."""
-    if not HAS_DOCKER:
+    docker = load_sdk()
+    if docker is None:
         return None
     try:
         # A fixed API version: negotiating one ('auto', the SDK 7 default) is a GET /version of its own.
@@ -156,7 +369,7 @@ def engine_version(docker_host, timeout=5):
             version = client.version(api_version=False).get('Version')
         finally:
             client.close()
-    except (DockerException, OSError, ValueError):
+    except (docker.errors.DockerException, OSError, ValueError):
         return None
     return _facts.parse_docker_version(version) if isinstance(version, str) else None
 
@@ -342,10 +555,34 @@ class RenterDocker:
     """Renter containers and lease volumes on one Docker Engine."""
 
     def __init__(self, docker_host, disk_dir, timeout=60):
-        self.client = docker.DockerClient(base_url=docker_host, version='auto', timeout=timeout)
+        self.docker_host = docker_host
+        self.timeout = timeout
+        self.reader = EngineReader.for_host(docker_host, timeout)
+        self._api = None
         self.disk_dir = disk_dir
         self.inspected = {}   # container id -> its last `docker inspect`, read once per run
         self.volume_options = None   # volume name -> driver options, from the last listing
+        self.volume_labels = None    # volume name -> labels, from the last listing
+
+    @property
+    def api(self):
+        """The SDK's APIClient for changes, made on first use (SdkMissing without a usable SDK). Its API
+        version is the one the Engine announced to the reader: no `GET /version` to negotiate one."""
+        if self._api is None:
+            started = time.perf_counter()
+            problem = sdk_problem()
+            if problem:
+                raise SdkMissing(*problem)
+            version = (self.reader.api_version if self.reader is not None else None) or 'auto'
+            self._api = _SdkCalls(_SDK.APIClient(base_url=self.docker_host, version=version,
+                                                 timeout=max(self.timeout, CHANGE_TIMEOUT_S)))
+            _log_call('import the SDK, make its client (version %s)' % version, started)
+        return self._api
+
+    @property
+    def read(self):
+        """What the reads and removals go through: the reader on a unix socket, else the SDK."""
+        return self.reader if self.reader is not None else self.api
 
     # ------------------------------------------------------------ observe
 
@@ -357,12 +594,12 @@ class RenterDocker:
         container of such a lease is not read, which saves Docker a copy out of the container on
         every converge (the most expensive call of a no-op). Other containers are read.
         """
-        found = self.client.api.containers(all=True, filters={'label': '%s=%s' % (
+        found = self.read.containers(all=True, filters={'label': '%s=%s' % (
             _rental.LABEL_ROLE, _rental.ROLE_RENTER)})
         observed = []
         for item in found:
             try:
-                attrs = self.client.api.inspect_container(item['Id'])
+                attrs = self.read.inspect_container(item['Id'])
             except NotFound:
                 continue   # removed while we looked
             self.inspected[attrs['Id']] = attrs
@@ -373,7 +610,7 @@ class RenterDocker:
         """This run's `docker inspect` of the container (fresh: asked again, after a change)."""
         attrs = None if fresh else self.inspected.get(container_id)
         if attrs is None:
-            attrs = self.inspected[container_id] = self.client.api.inspect_container(container_id)
+            attrs = self.inspected[container_id] = self.read.inspect_container(container_id)
         return attrs
 
     def container_state(self, container_id, fresh=False):
@@ -427,7 +664,7 @@ class RenterDocker:
     def _keys_hash(self, container_id, username):
         """sha256 of the authorized_keys file really in the container (None if absent)."""
         try:
-            stream, dummy = self.client.api.get_archive(container_id, '%s/%s' % (AUTHORIZED_KEYS_DIR, username))
+            stream, dummy = self.read.get_archive(container_id, '%s/%s' % (AUTHORIZED_KEYS_DIR, username))
         except NotFound:
             return None
         except APIError:
@@ -441,8 +678,9 @@ class RenterDocker:
             return hashlib.sha256(tar.extractfile(member).read()).hexdigest()
 
     def lease_volumes(self):
-        volumes = self.client.api.volumes(filters={'label': '%s=%s' % (_rental.LABEL_ROLE, _rental.ROLE_RENTER)})
+        volumes = self.read.volumes(filters={'label': '%s=%s' % (_rental.LABEL_ROLE, _rental.ROLE_RENTER)})
         self.volume_options = {item.get('Name'): item.get('Options') or {} for item in volumes.get('Volumes') or []}
+        self.volume_labels = {item.get('Name'): item.get('Labels') or {} for item in volumes.get('Volumes') or []}
         observed = []
         for item in volumes.get('Volumes') or []:
             lease_id = _safe(_lease.parse_lease_id, (item.get('Labels') or {}).get(_rental.LABEL_LEASE))
@@ -464,17 +702,26 @@ class RenterDocker:
         """Mount the lease's disk again (a loop mount does not survive a reboot)."""
         LeaseDisk(self.disk_dir, lease_id).ensure_mounted()
 
-    def disk_status(self, lease_id):
-        """(enforced, reason) for the volume of a lease that exists."""
-        try:
-            volume = self.client.api.inspect_volume(_lease.volume_name(lease_id))
-        except NotFound:
-            return None, 'no lease volume'
-        if (volume.get('Labels') or {}).get(LABEL_DISK) == DISK_LOOP:
+    def disk_status(self, lease_id, fresh=True):
+        """(enforced, reason) for the volume of a lease that exists (None: no volume).
+
+        fresh=False: from this run's volume listing (lease_volumes), when nothing changed since.
+        """
+        name = _lease.volume_name(lease_id)
+        if not fresh and self.volume_labels is not None:
+            labels = self.volume_labels.get(name)
+            if labels is None:
+                return None, 'no lease volume'
+        else:
+            try:
+                labels = self.read.inspect_volume(name).get('Labels') or {}
+            except NotFound:
+                return None, 'no lease volume'
+        if labels.get(LABEL_DISK) == DISK_LOOP:
             disk = LeaseDisk(self.disk_dir, lease_id)
             return True, 'the lease volume is a %d GiB ext4 file system in a loop-mounted image (%s)' % (
                 disk.size_gb() or 0, disk.image)
-        return False, (volume.get('Labels') or {}).get('p2pvps.disk_reason') or (
+        return False, labels.get('p2pvps.disk_reason') or (
             'the lease volume is a plain Docker volume without a size limit')
 
     # ------------------------------------------------------------ change
@@ -485,7 +732,7 @@ class RenterDocker:
         With userns-remap, Docker keeps its data in `<data-root>/<uid>.<gid>`: that uid is
         root inside the containers and an unprivileged user on the device.
         """
-        info = self.client.api.info()
+        info = self.api.info()
         if not any('name=userns' in option for option in info.get('SecurityOptions') or []):
             return None
         tail = os.path.basename(info.get('DockerRootDir') or '')
@@ -498,10 +745,10 @@ class RenterDocker:
     def ensure_network(self, bridge):
         """The renter network: its own Linux bridge, no traffic between its containers, no IPv6."""
         try:
-            network = self.client.api.inspect_network(RENTER_NETWORK)
+            network = self.api.inspect_network(RENTER_NETWORK)
         except NotFound:
             try:
-                self.client.api.create_network(
+                self.api.create_network(
                     RENTER_NETWORK, driver='bridge', enable_ipv6=False, check_duplicate=True,
                     labels={_rental.LABEL_ROLE: 'renter-network'},
                     options={'com.docker.network.bridge.name': bridge,
@@ -509,7 +756,7 @@ class RenterDocker:
             except APIError as exc:
                 if not exc.is_client_error():   # 409: made meanwhile by another converge
                     raise
-            network = self.client.api.inspect_network(RENTER_NETWORK)
+            network = self.api.inspect_network(RENTER_NETWORK)
         options = network.get('Options') or {}
         if options.get('com.docker.network.bridge.enable_icc') != 'false' or network.get('EnableIPv6') \
                 or options.get('com.docker.network.bridge.name') != bridge:
@@ -521,7 +768,7 @@ class RenterDocker:
     def renter_network_icc(self):
         """V(off)/V(on): traffic between containers of the renter network; None before it exists."""
         try:
-            network = self.client.api.inspect_network(RENTER_NETWORK)
+            network = self.api.inspect_network(RENTER_NETWORK)
         except NotFound:
             return None
         icc = (network.get('Options') or {}).get('com.docker.network.bridge.enable_icc')
@@ -531,7 +778,7 @@ class RenterDocker:
         """Create the lease's volumes if missing, mount its disk if it has one; (enforced, reason)."""
         name = lease.volume_name
         try:
-            self.client.api.inspect_volume(name)
+            self.api.inspect_volume(name)
         except NotFound:
             self._create_volume(lease, require_disk_limit, owner)
         enforced, reason = self.disk_status(lease.id)
@@ -556,19 +803,19 @@ class RenterDocker:
                 _safe_destroy(disk)
             else:
                 labels[LABEL_DISK] = DISK_LOOP
-                self.client.api.create_volume(name=lease.volume_name, driver='local', labels=labels, driver_opts={
+                self.api.create_volume(name=lease.volume_name, driver='local', labels=labels, driver_opts={
                     'type': 'none', 'o': 'bind', 'device': disk.device_dir})
                 return
         if require_disk_limit:
             raise RentalDockerError('a disk limit is required but cannot be enforced: %s' % reason)
         labels[LABEL_DISK] = DISK_NONE
         labels['p2pvps.disk_reason'] = reason[:200]
-        self.client.api.create_volume(name=lease.volume_name, driver='local', labels=labels)
+        self.api.create_volume(name=lease.volume_name, driver='local', labels=labels)
 
     def _lease_volume_names(self, lease_id, mount=None):
         label = '%s=%s' % (_rental.LABEL_LEASE, lease_id)
         filters = {'label': [label, '%s=%s' % (LABEL_MOUNT, mount)] if mount else [label]}
-        return [item['Name'] for item in self.client.api.volumes(filters=filters).get('Volumes') or []]
+        return [item['Name'] for item in self.read.volumes(filters=filters).get('Volumes') or []]
 
     def _ensure_system_volumes(self, lease_id, disk):
         """The volumes of the writable system directories: on the lease disk when it is enforced."""
@@ -581,7 +828,7 @@ class RenterDocker:
             options = None
             if disk is not None:
                 options = {'type': 'none', 'o': 'bind', 'device': disk.system_dir(name)}
-            self.client.api.create_volume(name=volume, driver='local', labels=labels, driver_opts=options)
+            self.api.create_volume(name=volume, driver='local', labels=labels, driver_opts=options)
 
     def reset_system(self, lease_id, owner=None):
         """Remove the lease's copies of the system directories (the home volume stays)."""
@@ -596,7 +843,7 @@ class RenterDocker:
         only then may the renter log in as root (root in the container, nobody on the device).
         """
         root_login = owner is not None
-        host_config = self.client.api.create_host_config(
+        host_config = self.api.create_host_config(
             binds=self._binds(lease),
             port_bindings=_port_bindings(publish),
             # Never started by dockerd itself: at boot that would be before the agent mounts the lease
@@ -618,7 +865,7 @@ class RenterDocker:
             privileged=False,
             **self._write_budget(lease.id, sandbox)
         )
-        created = self.client.api.create_container(
+        created = self.api.create_container(
             image=lease.image,
             name=lease.container_name,
             labels=_labels(lease, publish),
@@ -627,7 +874,7 @@ class RenterDocker:
             host_config=host_config,
             hostname=lease.container_name[:63],
         )
-        self.client.api.start(created['Id'])
+        self.api.start(created['Id'])
         return created['Id']
 
     def _binds(self, lease):
@@ -653,12 +900,12 @@ class RenterDocker:
             enforced, dummy = self.disk_status(lease_id)
             if enforced:
                 LeaseDisk(self.disk_dir, lease_id).ensure_mounted()
-        self.client.api.start(container_id)
+        self.api.start(container_id)
 
     def stop(self, container_id):
         """Stop (freeze) a renter container; Docker keeps a stopped container stopped across its own and the
         device's restarts (restart policy unless-stopped or no)."""
-        self.client.api.stop(container_id, timeout=10)
+        self.api.stop(container_id, timeout=10)
 
     def update_keys(self, container_id, lease):
         """Rewrite /etc/ssh/authorized_keys/<user> and .../root (root-owned, 0644) without recreating.
@@ -676,11 +923,11 @@ class RenterDocker:
                 info.mtime = int(time.time())
                 info.uname = info.gname = 'root'
                 tar.addfile(info, io.BytesIO(content))
-        if not self.client.api.put_archive(container_id, AUTHORIZED_KEYS_DIR, buf.getvalue()):
+        if not self.api.put_archive(container_id, AUTHORIZED_KEYS_DIR, buf.getvalue()):
             raise RentalDockerError('writing the authorized keys into the container failed')
 
     def update_limits(self, container_id, lease):
-        api = self.client.api
+        api = self.api
         # The SDK's update_container() knows neither NanoCpus nor PidsLimit: post the API call.
         data = {
             'Memory': lease.limits.memory_bytes,
@@ -693,7 +940,7 @@ class RenterDocker:
 
     def remove_container(self, container_id):
         try:
-            self.client.api.remove_container(container_id, force=True, v=False)
+            self.read.remove_container(container_id, force=True, v=False)
         except NotFound:
             pass
 
@@ -722,7 +969,7 @@ class RenterDocker:
         total = 0
         for name in names:
             try:
-                mountpoint = self.client.api.inspect_volume(name)['Mountpoint']
+                mountpoint = self.read.inspect_volume(name)['Mountpoint']
             except (NotFound, KeyError):
                 continue
             if not os.path.isdir(mountpoint):
@@ -737,7 +984,7 @@ class RenterDocker:
 
     def _remove_volume_named(self, name):
         try:
-            self.client.api.remove_volume(name, force=True)
+            self.read.remove_volume(name, force=True)
         except NotFound:
             pass
 
@@ -748,27 +995,27 @@ class RenterDocker:
             return
         running = False
         if container_id is not None:
-            running = bool(self.client.api.inspect_container(container_id)['State'].get('Running'))
+            running = bool(self.read.inspect_container(container_id)['State'].get('Running'))
             self.stop(container_id)
         disk.unmount()
         disk.grow(lease.limits.disk_gb)
         disk.ensure_mounted()
         if running:
-            self.client.api.start(container_id)
+            self.api.start(container_id)
 
     def image_allowed(self, image, allowed):
         """Whether `image` is in `allowed`: by the exact name, or by the local image's id or repo digest."""
         if image in allowed:
             return True
         try:
-            attrs = self.client.api.inspect_image(image)
+            attrs = self.api.inspect_image(image)
         except NotFound:
             return False
         return attrs.get('Id') in allowed or any(digest in allowed for digest in attrs.get('RepoDigests') or [])
 
     def image_present(self, image):
         try:
-            self.client.api.inspect_image(image)
+            self.api.inspect_image(image)
             return True
         except NotFound:
             return False

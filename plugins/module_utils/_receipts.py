@@ -17,12 +17,14 @@ import os
 import subprocess
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _lease, _ssh_key
-from ansible_collections.p2pvps.fleet.plugins.module_utils._state import write_json_atomic
+from ansible_collections.p2pvps.fleet.plugins.module_utils._state import write_atomic, write_json_atomic
 
 NAMESPACE = 'p2pvps-wipe-receipt'
 KIND = 'p2pvps-wipe-receipt'
 FORMAT = 1
 KEY_FILE = 'receipt_ed25519'
+#: The public key line, kept next to the key when it is made (read at every check-in).
+LINE_SUFFIX = '.line'
 RECEIPT_DIR = 'receipts'
 # What one check-in carries at most; more wait for the next ones (the server takes as many).
 MAX_SENT = 8
@@ -70,32 +72,60 @@ class Outbox(object):
 
     def __init__(self, state_dir, device_id):
         self.key_path = os.path.join(state_dir, KEY_FILE)
+        self.line_path = self.key_path + LINE_SUFFIX
         self.directory = os.path.join(state_dir, RECEIPT_DIR)
         self.device_id = device_id
 
     # ------------------------------------------------------------ the key
 
     def public_key(self, create):
-        """The receipt public key line, made first when `create` (None: there is none yet)."""
+        """The receipt public key line, made first when `create` (None: there is none yet).
+
+        The line is kept in `<key>.line` when the key is made, and read from there on every check-in
+        (no ssh-keygen run); it is made again from the private key only when it is missing or unusable.
+        A `.pub` file is never trusted: it may be left from a key that is gone.
+        """
         if not os.path.exists(self.key_path):
             if not create:
                 return None
             os.makedirs(os.path.dirname(self.key_path), mode=0o700, exist_ok=True)
-            if os.path.lexists(self.key_path + '.pub'):   # left from a key that is gone
-                os.unlink(self.key_path + '.pub')
+            for stale in (self.key_path + '.pub', self.line_path):   # left from a key that is gone
+                if os.path.lexists(stale):
+                    os.unlink(stale)
             proc = _ssh_keygen(['-q', '-t', 'ed25519', '-N', '', '-C', 'p2pvps-receipts', '-f', self.key_path])
             if proc.returncode != 0:
                 raise ReceiptError('the receipt key %s could not be made: %s'
                                    % (self.key_path, proc.stderr.decode('utf-8', 'replace').strip()[-300:]))
+        else:
+            line = self._stored_line()
+            if line is not None:
+                return line
         os.chmod(self.key_path, 0o600)
         proc = _ssh_keygen(['-y', '-f', self.key_path])
         if proc.returncode != 0:
             raise ReceiptError('the receipt key %s is unreadable: %s'
                                % (self.key_path, proc.stderr.decode('utf-8', 'replace').strip()[-300:]))
         try:
-            return _ssh_key.parse_public_key(proc.stdout.decode('ascii', 'replace'), ('ssh-ed25519',))
+            line = _ssh_key.parse_public_key(proc.stdout.decode('ascii', 'replace'), ('ssh-ed25519',))
         except _ssh_key.PublicKeyError as exc:
             raise ReceiptError('the receipt key %s %s' % (self.key_path, exc))
+        try:
+            write_atomic(self.line_path, line + '\n')
+        except OSError:
+            pass   # read-only state directory (check mode on a device): made again next time
+        return line
+
+    def _stored_line(self):
+        """The kept public key line, or None when it is missing or not an ed25519 key line."""
+        try:
+            with open(self.line_path, 'r', encoding='ascii', errors='replace') as handle:
+                text = handle.read(4096)
+        except OSError:
+            return None
+        try:
+            return _ssh_key.parse_public_key(text, ('ssh-ed25519',))
+        except _ssh_key.PublicKeyError:
+            return None
 
     def sign(self, text):
         proc = _ssh_keygen(['-Y', 'sign', '-q', '-f', self.key_path, '-n', NAMESPACE], data=text.encode('ascii'))

@@ -518,6 +518,16 @@ long_poll:
       description: How long the run slept after the converge so that it lasted O(wait_s).
       type: float
   sample: {wait_s: 120, held_s: 37.4, lease_changed: true, paced_s: 0.0}
+phases:
+  description:
+    - Where the run's time went, for the benchmarks (C(benchmarks/results.md)). Each item is a phase in
+      order with its C(wall_ms), C(cpu_ms) (of this process) and C(docker_calls) (each Engine call and its
+      C(wall_ms)); the first item is the time before the module's code ran (interpreter, Ansible's wrapper,
+      imports). C(sdk_imported) tells whether the run imported the Docker SDK (only changes need it).
+  returned: only when the environment variable C(P2PVPS_RENTAL_PHASES) is C(1) on the device
+  type: dict
+  sample: {sdk_imported: false, items: [{phase: 'docker: lease volumes', wall_ms: 1.9, cpu_ms: 0.6,
+           docker_calls: [{call: GET /volumes, wall_ms: 1.7}]}]}
 diff:
   description: Before and after (the remembered lease and the renter containers).
   returned: when diff mode is on
@@ -528,12 +538,13 @@ import contextlib
 import datetime
 import os
 import re
+import sys
 import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _facts, _lease, _receipts, _rental, _sandbox
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _docker, _facts, _lease, _receipts, _rental, _sandbox
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
@@ -546,7 +557,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import (
     RentalDockerError,
     RenterDocker,
     Sandbox,
-    sdk_problem,
+    SdkMissing,
 )
 from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
     CHECKIN_FILE,
@@ -570,6 +581,49 @@ _UNKNOWN = object()
 MIB = 1024 ** 2
 #: Longest long-poll (O(wait_s)), the contract's limit of ?wait=.
 MAX_WAIT_S = 600
+
+
+class Phases(object):
+    """Wall and CPU milliseconds of each phase of a run, with its Docker Engine calls: recorded only when the
+    environment variable P2PVPS_RENTAL_PHASES is 1 (for the benchmarks), returned as RV(phases)."""
+
+    def __init__(self, enabled):
+        self.enabled = enabled
+        self.items = []
+        if enabled:
+            _docker.CALL_LOG = []
+            self.wall, self.cpu = time.perf_counter(), time.process_time()
+            # what came before main(): the interpreter, Ansible's module wrapper, the imports
+            self.items.append({'phase': 'start (interpreter, wrapper, imports)',
+                               'wall_ms': round(_process_age_s() * 1000, 1), 'cpu_ms': round(self.cpu * 1000, 1),
+                               'docker_calls': []})
+
+    def mark(self, name):
+        if not self.enabled:
+            return
+        wall, cpu = time.perf_counter(), time.process_time()
+        calls = [{'call': call, 'wall_ms': round(seconds * 1000, 1)} for call, seconds in _docker.CALL_LOG]
+        del _docker.CALL_LOG[:]
+        self.items.append({'phase': name, 'wall_ms': round((wall - self.wall) * 1000, 1),
+                           'cpu_ms': round((cpu - self.cpu) * 1000, 1), 'docker_calls': calls})
+        self.wall, self.cpu = wall, cpu
+
+    def report(self):
+        return {'items': self.items, 'sdk_imported': 'docker' in sys.modules}
+
+
+def _process_age_s():
+    """Seconds since this process started (/proc), 0.0 where that cannot be read."""
+    try:
+        with open('/proc/self/stat') as handle:
+            started = int(handle.read().rsplit(')', 1)[1].split()[19]) / os.sysconf('SC_CLK_TCK')
+        with open('/proc/uptime') as handle:
+            return max(0.0, float(handle.read().split()[0]) - started)
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+PHASES = Phases(False)
 
 
 class ConvergeFailed(Exception):
@@ -769,10 +823,14 @@ class RentalManager:
         (local_state, frozen_at), warning = read_local_state(self.state_path)
         if warning:
             self.module.warn(warning)
+        PHASES.mark('read the state file')
         volumes = self.docker.lease_volumes()
+        PHASES.mark('docker: lease volumes')
         recorded_keys = {} if local_state is None else {local_state.id: local_state.keys_hash}
         containers = self.docker.renter_containers(recorded_keys)
+        PHASES.mark('docker: renter containers')
         api_ok, desired, server_time, etag = self.checkin(containers, local_state, held)
+        PHASES.mark('check-in (receipt key, HTTP)')
         now = self.now = self.marketplace_time(api_ok, server_time)
         if self.params['state'] == 'absent':
             self.refuse_live_lease(desired if api_ok else local_state, now)
@@ -782,6 +840,7 @@ class RentalManager:
         plan = _rental.decide(desired, api_ok, containers, local_state, now, volumes, publish=self.publish,
                               frozen_at=frozen_at, grace=grace)
         refusal = self.preflight(plan)
+        PHASES.mark('clock, decide, preflight')
         if refusal:
             self.result['refused'] = refusal
             plan.actions = [action for action in plan.actions if action.kind in DONE_WHEN_REFUSED]
@@ -807,9 +866,12 @@ class RentalManager:
             self.result['frozen'] = {'since': _lease.format_time(plan.frozen_at),
                                      'wipe_at': _lease.format_time(plan.frozen_at + grace)}
         if lease is not None:
-            self.result['disk_limit_enforced'], self.result['disk_limit_reason'] = self.disk_status(lease)
+            fresh = bool(plan.actions) and not self.module.check_mode
+            self.result['disk_limit_enforced'], self.result['disk_limit_reason'] = self.disk_status(lease, fresh)
             self.report_sandbox(plan, container_id)
+            PHASES.mark('report: disk status, sandbox')
         self.deliver_receipts(api_ok)
+        PHASES.mark('receipts')
 
         if refusal:
             raise ConvergeFailed('%s; nothing of that lease was created' % refusal)
@@ -817,6 +879,7 @@ class RentalManager:
             raise ConvergeFailed(self.result['api_error'])
         if api_ok:
             self.remember_etag(etag)
+        PHASES.mark('remember the lease etag')
 
     def refuse_live_lease(self, lease, now):
         """Fail unless forced when `lease` (the marketplace's, or the local one while it is down) is live."""
@@ -844,8 +907,8 @@ class RentalManager:
             return _sandbox.disk_refusal(lease, self.docker.disk_dir, self.params['disk_reserve_mb'])
         return None
 
-    def disk_status(self, lease):
-        enforced, reason = self.docker.disk_status(lease.id)
+    def disk_status(self, lease, fresh=True):
+        enforced, reason = self.docker.disk_status(lease.id, fresh)
         if enforced is None:   # no volume yet (check mode): would it be enforced?
             unsupported = LeaseDisk.unsupported_reason()
             enforced = unsupported is None
@@ -868,8 +931,12 @@ class RentalManager:
             for step in plan.actions:
                 container_id = self.apply_one(step, lease, container_id, plan)
                 done.append(step.kind)
+                PHASES.mark('apply: %s' % step.kind)
             step = _rental.Action('limit_bandwidth', None if lease is None else lease.id)
             self.shape(lease, container_id, fresh=bool(done))
+            PHASES.mark('bandwidth cap (checked or set)')
+        except SdkMissing:
+            raise
         except (DockerException, RentalDockerError, _sandbox.SandboxError, OSError) as exc:
             raise ConvergeFailed('%s of lease %s failed after %s: %s' % (
                 step.kind, step.lease_id, done or 'no change', to_native(exc)))
@@ -1002,18 +1069,25 @@ def main():
         wait_s=dict(type='int', default=0),
         grace_s=dict(type='int', default=86400),
     )
+    global PHASES
+    PHASES = Phases(os.environ.get('P2PVPS_RENTAL_PHASES') == '1')
     module = AnsibleModule(argument_spec=argument_spec, supports_check_mode=True)
+    PHASES.mark('arguments (AnsibleModule)')
     wait_s = module.params['wait_s']
     pace = Pace(min(max(wait_s, 0), MAX_WAIT_S))
-    problem = option_problem(module.params) or sdk_problem()
+    # The Docker SDK is imported only when a change needs it (or the Engine is not on a unix socket);
+    # without it such a run fails with missing_required_lib's message.
+    problem = option_problem(module.params)
     if problem:
-        result, failure, lease_changed = {}, problem[0], False
+        result, failure, lease_changed, trace = {}, problem[0], False, None
     else:
-        result, failure, lease_changed = converge(module)
+        result, failure, lease_changed, trace = converge(module)
     if wait_s:
         finish_long_poll(result, pace, lease_changed)
-    if problem and problem[1]:
-        module.fail_json(msg=failure, exception=problem[1], **result)
+    if PHASES.enabled:
+        result['phases'] = PHASES.report()
+    if trace:
+        module.fail_json(msg=failure, exception=trace, **result)
     if failure:
         module.fail_json(msg=failure, **result)
     module.exit_json(msg=summary(result), **result)
@@ -1021,25 +1095,30 @@ def main():
 
 def converge(module):
     """(result, failure message or None, whether the run converged to a lease that differs from the one the
-    device had): the long-poll check-in when asked for, then the converge under the state lock."""
+    device had, traceback or None): the long-poll check-in when asked for, then the converge under the state
+    lock."""
     manager = None
+    trace = None
     try:
         manager = RentalManager(module)
         held = manager.long_poll() if module.params['wait_s'] else None
         with state_lock(module):
+            PHASES.mark('set up, long-poll, state lock')
             manager.run(held)
         failure = None
     except ConvergeFailed as exc:
         failure = to_native(exc)
     except StateLockTimeout as exc:
         failure = 'rental converge not run: %s' % to_native(exc)
+    except SdkMissing as exc:
+        failure, trace = to_native(exc), exc.exception
     except DockerException as exc:
         failure = 'Docker Engine error at %s: %s' % (module.params['docker_host'], to_native(exc))
     except (RentalDockerError, _sandbox.SandboxError, OSError) as exc:
         failure = 'rental converge failed: %s' % to_native(exc)
     if manager is None:
-        return {}, failure, False
-    return manager.result, failure, failure is None and manager.new_etag is not None
+        return {}, failure, False, trace
+    return manager.result, failure, failure is None and manager.new_etag is not None, trace
 
 
 def finish_long_poll(result, pace, lease_changed):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socketserver
 import threading
+import urllib.parse
 
 from http.server import BaseHTTPRequestHandler
 
@@ -59,3 +60,90 @@ def test_engine_version_without_an_engine(tmp_path):
 def test_engine_version_without_the_sdk(fake_engine, monkeypatch):
     monkeypatch.setattr(_docker, 'HAS_DOCKER', False)
     assert _docker.engine_version(fake_engine) is None
+
+
+class FakeReads(BaseHTTPRequestHandler):
+    """The reads of a no-op converge, as a Docker Engine 20.10 answers them (unversioned paths)."""
+    protocol_version = 'HTTP/1.1'   # keep-alive, as dockerd
+    paths = []
+    connections = set()
+
+    def do_DELETE(self):
+        self.do_GET()
+
+    def do_GET(self):
+        FakeReads.paths.append(self.command + ' ' + self.path if self.command != 'GET' else self.path)
+        FakeReads.connections.add(id(self.connection))
+        answers = {
+            '/containers/json': [{'Id': 'c1'}],
+            '/containers/c1/json': {'Id': 'c1', 'State': {'Running': True}},
+            '/volumes': {'Volumes': [{'Name': 'v1', 'Labels': {'a': 'b'}}]},
+        }
+        path = self.path.split('?')[0]
+        status, answer = (200, answers[path]) if path in answers else (404, {'message': 'No such thing: x'})
+        body = json.dumps(answer).encode()
+        self.send_response(status)
+        self.send_header('Content-Type', 'application/json')
+        self.send_header('Api-Version', '1.41')
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def address_string(self):
+        return 'docker.sock'
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_reads(tmp_path):
+    path = str(tmp_path / 'reads.sock')
+    server = socketserver.ThreadingUnixStreamServer(path, FakeReads)
+    server.daemon_threads = True   # a kept-alive connection does not hold the shutdown
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    FakeReads.paths, FakeReads.connections = [], set()
+    yield 'unix://' + path
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_reader_asks_unversioned_paths_on_one_connection(fake_reads):
+    reader = _docker.EngineReader.for_host(fake_reads, timeout=5)
+    assert reader.containers(all=True, filters={'label': 'p2pvps.role=renter'}) == [{'Id': 'c1'}]
+    assert reader.inspect_container('c1')['State'] == {'Running': True}
+    assert reader.volumes(filters={'label': ['x=1', 'y=2']})['Volumes'][0]['Name'] == 'v1'
+    with pytest.raises(_docker.NotFound, match='404 Client Error .*No such thing'):
+        reader.inspect_volume('a/b')
+    reader.close()
+    assert [urllib.parse.unquote_plus(p) for p in FakeReads.paths] == [
+        '/containers/json?all=1&filters={"label": ["p2pvps.role=renter"]}',
+        '/containers/c1/json',
+        '/volumes?filters={"label": ["x=1", "y=2"]}',
+        '/volumes/a/b',
+    ]
+    assert '/volumes/a%2Fb' in FakeReads.paths   # names are quoted, never a path of their own
+    assert len(FakeReads.connections) == 1 and reader.api_version == '1.41'
+
+
+def test_renter_docker_reads_without_the_sdk(fake_reads, monkeypatch):
+    """A unix-socket Engine is read with the reader: no SDK needed (none importable here)."""
+    monkeypatch.setattr(_docker, 'HAS_DOCKER', False)
+    docker = _docker.RenterDocker(fake_reads, '/nonexistent')
+    assert docker.read is docker.reader
+    assert docker.lease_volumes() == [] and docker.volume_labels == {'v1': {'a': 'b'}}
+    assert docker.disk_status('00000000-0000-4000-8000-000000000000', fresh=False) == (None, 'no lease volume')
+    with pytest.raises(_docker.SdkMissing, match='docker') as failed:
+        docker.stop('c1')   # a change needs the SDK
+    assert isinstance(failed.value, _docker.DockerException)
+    assert FakeReads.paths[0].startswith('/volumes?')
+    docker.remove_container('gone')   # removals need no SDK: 404 is "already removed"
+    assert FakeReads.paths[-1] == 'DELETE /containers/gone?force=1&v=0'
+    docker.reader.close()
+
+
+def test_other_engines_are_read_through_the_sdk():
+    assert _docker.EngineReader.for_host('tcp://127.0.0.1:2376') is None
+    assert _docker.EngineReader.for_host('ssh://pi@kitchen') is None
+    assert _docker.RenterDocker('tcp://127.0.0.1:2376', '/nonexistent').reader is None

@@ -78,3 +78,36 @@ def test_an_unreadable_receipt_is_skipped_with_a_warning(tmp_path):
     (tmp_path / 'receipts' / 'l2.json').write_text('{not json')
     pending, warnings = outbox.pending()
     assert [item['lease_id'] for item in pending] == ['l1'] and 'l2.json' in warnings[0]
+
+
+def test_the_public_key_line_is_kept_and_read_without_ssh_keygen(tmp_path, monkeypatch):
+    """Every check-in reports the key: it reads the line kept when the key was made (no ssh-keygen run);
+    a stray .pub is never trusted, and a missing or broken line is made again from the private key."""
+    state = tmp_path / 'state'
+    outbox = _receipts.Outbox(str(state), 'dev1')
+    made = outbox.public_key(create=True)
+    kept = state / (_receipts.KEY_FILE + _receipts.LINE_SUFFIX)
+    assert made.startswith('ssh-ed25519 ') and kept.read_text().strip() == made
+    real_keygen = _receipts._ssh_keygen
+    calls = []
+
+    def counting(argv, data=None):
+        calls.append(argv)
+        return real_keygen(argv, data)
+
+    monkeypatch.setattr(_receipts, '_ssh_keygen', counting)
+    (state / (_receipts.KEY_FILE + '.pub')).write_text('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOther stray\n')
+    assert _receipts.Outbox(str(state), 'dev1').public_key(create=False) == made
+    assert _receipts.Outbox(str(state), 'dev1').report(create_key=True)[0]['receipt_public_key'] == made
+    assert calls == []
+    for broken in (None, 'not a key\n'):
+        if broken is None:
+            kept.unlink()
+        else:
+            kept.write_text(broken)
+        assert _receipts.Outbox(str(state), 'dev1').public_key(create=False) == made
+        assert kept.read_text().strip() == made
+    assert [argv[0] for argv in calls] == ['-y', '-y']
+    # a new key (the old one gone) never reports the old line
+    os.unlink(outbox.key_path)
+    assert _receipts.Outbox(str(state), 'dev1').public_key(create=True) != made
