@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The slower, documented job for other architectures (docs/emulated-architectures.md):
+# build the simulated Pi device image and the renter image for ARCH with
+# `debootstrap --foreign` + the second stage under qemu-user-static.
+# Not part of .ci/run (it takes longer than the CI budget allows).
+#   usage: scripts/emulated-arch.sh arm64|armhf
+# Sets up a fresh Debian machine itself (scripts/bootstrap.sh + qemu-user-static).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+log() { printf '[emulated-arch %5ss] %s\n' "$SECONDS" "$*"; }
+usage() { sed -n '6s/^# //p' "$0" >&2; exit 2; }
+
+arch="${1:-}"
+case "$arch" in
+    arm64) qemu=aarch64; platform=linux/arm64 ;;
+    armhf) qemu=arm; platform=linux/arm/v7 ;;
+    *) usage ;;
+esac
+suite="${P2PVPS_IMAGE_SUITE:-bookworm}"
+images="$root/tests/images"
+# The renter image's recipe: wherever main keeps it (P2PVPS_RENTER_RECIPE overrides).
+renter_recipe="${P2PVPS_RENTER_RECIPE:-}"
+if [ -z "$renter_recipe" ]; then
+    for dir in "$images/renter" "$root"/roles/*/files/renter-image "$root"/roles/*/files/renter; do
+        [ -f "$dir/setup.sh" ] && [ -f "$dir/packages.txt" ] && { renter_recipe="$dir"; break; }
+    done
+fi
+[ -n "$renter_recipe" ] || { echo "renter image recipe not found" >&2; exit 1; }
+
+setup_host() {
+    bash "$root/scripts/bootstrap.sh"
+    local missing=() pkg
+    for pkg in qemu-user-static debootstrap; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing Debian packages: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+register_binfmt() {
+    # The kernel runs foreign ELF files through qemu. The F flag makes it open the
+    # interpreter now, so it also works inside chroots and containers.
+    local dir=/proc/sys/fs/binfmt_misc conf="/usr/lib/binfmt.d/qemu-$qemu.conf" line
+    [ -e "$dir/register" ] || mount -t binfmt_misc binfmt_misc "$dir"
+    if [ -e "$dir/qemu-$qemu" ]; then
+        if grep -q '^enabled' "$dir/qemu-$qemu" && grep -q '^flags:.*F' "$dir/qemu-$qemu"; then
+            return
+        fi
+        echo -1 > "$dir/qemu-$qemu"    # registered without F (or disabled): replace it
+    fi
+    line="$(grep -v '^#' "$conf" | head -n1)"
+    case "${line##*:}" in *F*) ;; *) line="${line}F" ;; esac
+    echo "$line" > "$dir/register"
+    grep -q '^enabled' "$dir/qemu-$qemu"
+    log "binfmt_misc: qemu-$qemu registered ($(grep '^flags' "$dir/qemu-$qemu"))"
+}
+
+debian_mirror() {
+    # The mirror this machine already uses (as tests/images/build.sh finds it).
+    local uri
+    uri="$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)"
+    if [ -z "$uri" ]; then
+        uri="$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+            | grep -v -- '-security' | awk '{print $2}' | head -n1 || true)"
+    fi
+    [ -n "$uri" ] || { echo "no Debian mirror found in /etc/apt sources" >&2; exit 1; }
+    echo "$uri"
+}
+
+recipe_packages() {
+    # packages.txt of the recipe plus the job's own extras (tests/emulated/NAME-packages.txt).
+    local recipe="$1" extra="$2"
+    cat "$recipe/packages.txt" ${extra:+"$extra"} | grep -v '^#' | xargs | tr ' ' ','
+}
+
+build_image() {
+    # build_image NAME RECIPE_DIR [EXTRA_PACKAGES_FILE] -> p2pvps/NAME-ARCH:<recipe hash>
+    local name="$1" recipe="$2" extra="${3:-}" tag hash build start
+    hash="$({ echo "$suite $arch"; sed -n '/^build_image()/,/^}/p' "$0"; cat ${extra:+"$extra"};
+              find "$recipe" -type f -print0 | sort -z | xargs -0 cat; } | sha256sum | cut -c1-16)"
+    tag="p2pvps/${name}-${arch}:${hash}"
+    if docker image inspect "$tag" >/dev/null 2>&1; then
+        log "image $tag cached"
+        docker tag "$tag" "p2pvps/${name}-${arch}:latest"
+        return
+    fi
+    start=$SECONDS
+    build="$(mktemp -d "/var/tmp/p2pvps-${name}-${arch}-XXXXXX")"
+    trap 'umount -R "$build/proc" 2>/dev/null || true; rm -rf "$build"' RETURN
+    log "debootstrap --foreign --arch=$arch $name (first stage, native)"
+    debootstrap --foreign --arch="$arch" --variant=minbase \
+        --include="$(recipe_packages "$recipe" "$extra")" "$suite" "$build" "$(debian_mirror)" \
+        >"$build.log" 2>&1 || { tail -n 30 "$build.log" >&2; exit 1; }
+    log "debootstrap second stage under qemu-$qemu"
+    chroot "$build" /debootstrap/debootstrap --second-stage >"$build.log" 2>&1 \
+        || { tail -n 30 "$build.log" "$build/debootstrap/debootstrap.log" >&2 2>/dev/null; exit 1; }
+    rm -f "$build.log"
+    [ "$(chroot "$build" dpkg --print-architecture)" = "$arch" ]
+    install -m 0755 "$recipe/setup.sh" "$build/tmp/setup.sh"
+    [ -d "$recipe/files" ] && cp -a "$recipe/files/." "$build/"
+    chroot "$build" /bin/sh /tmp/setup.sh
+    rm -rf "$build/tmp/"* "$build/var/lib/apt/lists/"* "$build/var/cache/apt/archives/"*.deb
+    : > "$build/etc/resolv.conf"
+    local changes=() line
+    while IFS= read -r line; do [ -n "$line" ] && changes+=(--change "$line"); done \
+        < "$recipe/import-changes"
+    tar --numeric-owner -C "$build" -c . \
+        | docker import --platform "$platform" "${changes[@]}" - "$tag" >/dev/null
+    docker tag "$tag" "p2pvps/${name}-${arch}:latest"
+    log "image $tag built in $((SECONDS - start)) s"
+}
+
+log "arch $arch (qemu-$qemu, $platform)"
+setup_host
+register_binfmt
+build_image device "$images/device" "$root/tests/emulated/device-packages.txt"
+build_image renter "$renter_recipe"
+log "done"
