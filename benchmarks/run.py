@@ -1,6 +1,6 @@
 """Benchmarks of p2pvps.fleet; every figure that matters is a ratio against a baseline run here.
 
-    bash benchmarks/run.sh [--quick] [--only converge,noop,agent,inventory,checkin,latency,leasewait,hosting]
+    bash benchmarks/run.sh [--quick] [--only converge,noop,agent,inventory,checkin,load,latency,leasewait,hosting]
 
 Writes benchmarks/results.md (and results.json). Not a test: nothing here passes or fails
 on timings. Loopback and the project's own test containers only; every load is bounded.
@@ -37,7 +37,7 @@ from tests.fixtures.server import Marketplace, ed25519_public_key  # noqa: E402
 RENTER_IMAGE = "p2pvps/renter:latest"
 ANSIBLE_CFG = ROOT / "inventory.example" / "ansible.cfg"
 RESULTS = {}
-ALL_STEPS = "converge,noop,agent,inventory,checkin,latency,leasewait,hosting"
+ALL_STEPS = "converge,noop,agent,inventory,checkin,load,latency,leasewait,hosting"
 START = time.monotonic()
 
 
@@ -429,6 +429,38 @@ def bench_checkin(workdir, duration_s, threads):
         market.stop()
 
 
+# ---------------------------------------------------------------- 5b. check-in load, open loop
+
+
+def bench_load(workdir, seconds, fleets=((10000, 10000 / 120), (100000, 100000 / 120))):
+    """Check-ins of whole fleets at a 120 s interval, open loop, on SQLite; server CPU apart from ours."""
+    sys.path.insert(0, str(ROOT / "server"))
+    sys.path.insert(0, str(ROOT / "benchmarks" / "tools"))
+    import checkin_load   # pylint: disable=import-outside-toplevel,import-error
+    from tests.fixtures.server import DEFAULT_FACTS   # pylint: disable=import-outside-toplevel
+    table = {}
+    for devices_count, rate in fleets:
+        data_dir = workdir / f"load-{devices_count}"
+        market = Marketplace(data_dir).start()
+        market.stop()   # the schema exists now; the devices go straight into the database
+        devices = checkin_load.seed_devices(f"sqlite:///{market.db_path}", devices_count, DEFAULT_FACTS)
+        market.start()
+        try:
+            pid = market._process.pid   # pylint: disable=protected-access
+            server_before, ours_before = checkin_load.process_cpu_s(pid), time.process_time()
+            row = checkin_load.open_loop(market.url, devices, rate, seconds)
+            row["server_cpu_core_share"] = (checkin_load.process_cpu_s(pid) - server_before) / seconds
+            row["generator_cpu_core_share"] = (time.process_time() - ours_before) / seconds
+        finally:
+            market.stop()
+        table[devices_count] = dict(row, devices=devices_count)
+        log(f"load {devices_count} devices at {rate:.0f}/s: {row['achieved_per_s']:.0f}/s, p50 {row['p50_ms']:.1f} ms, "
+            f"p99 {row['p99_ms']:.1f} ms, {row['errors']} errors, {row['unanswered']} unanswered, server CPU "
+            f"{100 * row['server_cpu_core_share']:.0f} % of a core, generator "
+            f"{100 * row['generator_cpu_core_share']:.0f} %")
+    RESULTS["load"] = table
+
+
 # ---------------------------------------------------------------- 6. lease latency
 
 
@@ -683,6 +715,22 @@ def _checkin_lines(checkin):
                     f"x{1 / checkin['checkin_over_read']:.2f} a device read."]
 
 
+def _load_lines(load):
+    lines = ["", "## Check-in load of whole fleets (SQLite, one server process, open loop at the fleet's rate, "
+             "120 s interval, loopback; latency counts from each request's scheduled start)", "",
+             "| devices | target /s | achieved /s | p50 ms | p99 ms | errors | unanswered | server CPU (core) | "
+             "generator CPU (core) |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def ms(value):
+        return "-" if value is None else f"{value:.1f}"
+
+    for size, row in load.items():
+        lines.append(f"| {size} | {row['target_per_s']:.0f} | {row['achieved_per_s']:.0f} | {ms(row['p50_ms'])} | "
+                     f"{ms(row['p99_ms'])} | {row['errors']} | {row['unanswered']} | "
+                     f"{100 * row['server_cpu_core_share']:.0f} % | {100 * row['generator_cpu_core_share']:.0f} % |")
+    return lines + ["", "PostgreSQL is not measured yet (issue 14, item 1)."]
+
+
 def _latency_lines(latency):
     return ["", "## Lease latency (demo, pull mode, timer every 15 s)", "",
             f"rental created -> renter logged in: {latency['create_to_login_s']} s; "
@@ -731,7 +779,8 @@ def _hosting_lines(hosting):
 
 
 SECTIONS = (("converge", _converge_lines), ("noop", _noop_lines), ("agent", _agent_lines),
-            ("inventory", _inventory_lines), ("checkin", _checkin_lines), ("latency", _latency_lines),
+            ("inventory", _inventory_lines), ("checkin", _checkin_lines), ("load", _load_lines),
+            ("latency", _latency_lines),
             ("leasewait", _leasewait_lines), ("hosting", _hosting_lines))
 
 
@@ -760,6 +809,7 @@ def main(argv=None):
         workdir = Path(tmp)
         steps = [
             ("checkin", lambda: bench_checkin(workdir, 5 if args.quick else 10, 8)),
+            ("load", lambda: bench_load(workdir, 10 if args.quick else 20)),
             ("inventory", lambda: bench_inventory(workdir, [1000] if args.quick else [1000, 5000, 20000], reps)),
             ("noop", bench_noop),
             ("agent", lambda: bench_agent(workdir, reps)),
