@@ -692,7 +692,8 @@ def _inventory_lines(inventory):
              "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for size, row in inventory.items():
         keyed = row.get("cached_templated_groups")
-        lines.append(f"| {size} | {row['cold']['median']:.2f} | {row['api_calls_cold']} "
+        when = f" (measured {row['measured']})" if row.get("measured") else ""
+        lines.append(f"| {size}{when} | {row['cold']['median']:.2f} | {row['api_calls_cold']} "
                      f"(pages: {row['pages_expected']}) | {row['cached']['median']:.2f} | "
                      f"{'%.2f' % keyed['median'] if keyed else 'not run'} | "
                      f"{row['static_baseline']['median']:.2f} | x{row['cold_over_static']:.2f} | "
@@ -800,17 +801,22 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repetitions")
     parser.add_argument("--only", default=ALL_STEPS)
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, 2 with --quick)")
+    parser.add_argument("--inventory-sizes", default=None,
+                        help="device counts of benchmark 4, e.g. 20000 (the other sizes' rows of the last "
+                             "run are kept, each row saying when it was measured)")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     reps = args.reps or (2 if args.quick else 3)
     RESULTS["machine"] = machine()
     RESULTS["started"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    inventory_sizes = ([int(size) for size in args.inventory_sizes.split(",")] if args.inventory_sizes
+                       else [1000] if args.quick else [1000, 5000, 20000])
     with tempfile.TemporaryDirectory(prefix="p2pvps-bench-") as tmp:
         workdir = Path(tmp)
         steps = [
             ("checkin", lambda: bench_checkin(workdir, 5 if args.quick else 10, 8)),
             ("load", lambda: bench_load(workdir, 10 if args.quick else 20)),
-            ("inventory", lambda: bench_inventory(workdir, [1000] if args.quick else [1000, 5000, 20000], reps)),
+            ("inventory", lambda: bench_inventory(workdir, inventory_sizes, reps)),
             ("noop", bench_noop),
             ("agent", lambda: bench_agent(workdir, reps)),
             ("converge", lambda: bench_converge(workdir, [5] if args.quick else [5, 10, 20], reps)),
@@ -833,6 +839,11 @@ def main(argv=None):
                 RESULTS[name] = earlier[name]
                 RESULTS["provenance"][name] = earlier.get("provenance", {}).get(name) or {
                     "started": earlier["started"], "machine": earlier["machine"]}
+        if args.inventory_sizes and "inventory" in only and "inventory" in earlier:
+            source = earlier.get("provenance", {}).get("inventory") or earlier
+            kept = {size: dict(row, measured=row.get("measured") or source["started"])
+                    for size, row in earlier["inventory"].items() if int(size) not in inventory_sizes}
+            RESULTS["inventory"] = {**kept, **{str(size): row for size, row in RESULTS["inventory"].items()}}
     (ROOT / "benchmarks" / f"{stem}.json").write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")
     (ROOT / "benchmarks" / f"{stem}.md").write_text(render(RESULTS))
     log(f"results in benchmarks/{stem}.md and .json")
