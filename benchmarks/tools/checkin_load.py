@@ -24,7 +24,7 @@ def process_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def seed_devices(database_url, count, facts):
+def seed_devices(database_url, count, facts, name="load-{:06d}"):
     """`count` registered devices written straight into the server's database (the API would take
     minutes for 100,000) -> [(device_id, token)]. The server must be stopped."""
     from p2pvps_server.db import UTC, Database, Device   # pylint: disable=import-outside-toplevel
@@ -36,7 +36,7 @@ def seed_devices(database_url, count, facts):
     for index in range(count):
         device_id, token = str(uuid.uuid4()), uuid.uuid4().hex + uuid.uuid4().hex
         devices.append((device_id, token))
-        rows.append({"id": device_id, "name": f"load-{index:06d}", "description": "", "owner": "default",
+        rows.append({"id": device_id, "name": name.format(index), "description": "", "owner": "default",
                      "token_hash": hashlib.sha256(token.encode()).hexdigest(), "facts": facts,
                      "architecture": facts["architecture"], "created_at": now, "registered_at": now,
                      "last_checkin": now})
