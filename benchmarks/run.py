@@ -463,8 +463,8 @@ def bench_load(workdir, seconds, fleets=((10000, 10000 / 120), (100000, 100000 /
         finally:
             market.stop()
         table[devices_count] = dict(row, devices=devices_count)
-        log(f"load {devices_count} devices at {rate:.0f}/s: {row['achieved_per_s']:.0f}/s, p50 {row['p50_ms']:.1f} ms, "
-            f"p99 {row['p99_ms']:.1f} ms, {row['errors']} errors, {row['unanswered']} unanswered, server CPU "
+        log(f"load {devices_count} devices at {rate:.0f}/s: {row['achieved_per_s']:.0f}/s, p50 {row['p50_ms']} ms, "
+            f"p99 {row['p99_ms']} ms, {row['errors']} errors {row['error_kinds']}, {row['unanswered']} unanswered, server CPU "
             f"{100 * row['server_cpu_core_share']:.0f} % of a core, generator "
             f"{100 * row['generator_cpu_core_share']:.0f} %")
     RESULTS["load"] = table

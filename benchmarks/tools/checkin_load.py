@@ -53,6 +53,7 @@ def open_loop(url, devices, rate, seconds, workers=64, drain_s=10):
     target = urlsplit(url)
     jobs = queue.Queue()
     results = []   # (scheduled, started, ended, ok)
+    failures = []   # HTTP status or exception name of each failed request
     lock = threading.Lock()
     body = json.dumps({"observed": {}})
 
@@ -71,10 +72,13 @@ def open_loop(url, devices, rate, seconds, workers=64, drain_s=10):
                 response = conn.getresponse()
                 response.read()
                 ok = response.status == 200
-            except (OSError, http.client.HTTPException):
+                if not ok:
+                    failures.append(str(response.status))
+            except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
                 ok = False
+                failures.append(type(exc).__name__)
             mine.append((scheduled, started, time.monotonic(), ok))
         with lock:
             results.extend(mine)
@@ -108,6 +112,7 @@ def open_loop(url, devices, rate, seconds, workers=64, drain_s=10):
     return {"target_per_s": rate, "seconds": seconds, "scheduled": total,
             "sent_on_time_s": send_end - start, "answered_ok": len(latencies),
             "errors": sum(1 for item in done if not item[3]), "unanswered": total - len(done),
+            "error_kinds": {kind: failures.count(kind) for kind in sorted(set(failures))},
             "achieved_per_s": len(latencies) / max(last - start, seconds),
             "p50_ms": pct(latencies, 0.5), "p99_ms": pct(latencies, 0.99),
             "service_p50_ms": pct(service, 0.5), "service_p99_ms": pct(service, 0.99)}
