@@ -207,31 +207,44 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         return [device for device in devices if expression.search(device)]
 
     def _populate(self, devices):
+        # Per-host work is what bounds a big fleet: options are read once, each built-in group is
+        # made once, and the host's combined variables (a copy of all of them) are only built when
+        # compose, groups or keyed_groups need them.
         prefix = self.get_option("host_vars_prefix")
         strict = self.get_option("strict")
+        hostname = self.get_option("hostname")
+        builtin_groups = self.get_option("builtin_groups")
+        compose = self.get_option("compose")
+        groups = self.get_option("groups")
+        keyed_groups = self.get_option("keyed_groups")
+        constructed = bool(compose or groups or keyed_groups)
+        group_names = {}
         for device in devices:
             device = wrap_var(device)
-            host = self.inventory.add_host(str(device[self.get_option("hostname")]))
+            host = self.inventory.add_host(str(device[hostname]))
             host_vars = self._host_vars(device)
             for name, value in host_vars.items():
                 self.inventory.set_variable(host, prefix + name, value)
-            if self.get_option("builtin_groups"):
-                self._add_builtin_groups(host, host_vars)
-            host_vars = self.inventory.get_host(host).get_vars()
-            self._set_composite_vars(self.get_option("compose"), host_vars, host, strict=strict)
-            self._add_host_to_composed_groups(self.get_option("groups"), host_vars, host,
-                                              strict=strict)
-            self._add_host_to_keyed_groups(self.get_option("keyed_groups"), host_vars, host,
-                                           strict=strict)
+            if builtin_groups:
+                for group in self._builtin_group_names(host_vars):
+                    name = group_names.get(group)
+                    if name is None:
+                        name = group_names[group] = self.inventory.add_group(self._sanitize_group_name(group))
+                    self.inventory.add_child(name, host)
+            if constructed:
+                combined = self.inventory.get_host(host).get_vars()
+                self._set_composite_vars(compose, combined, host, strict=strict)
+                self._add_host_to_composed_groups(groups, combined, host, strict=strict)
+                self._add_host_to_keyed_groups(keyed_groups, combined, host, strict=strict)
 
-    def _add_builtin_groups(self, host, host_vars):
+    @staticmethod
+    def _builtin_group_names(host_vars):
         groups = ["p2pvps_devices", "p2pvps_rented" if host_vars["rented"] else "p2pvps_free"]
         if host_vars["status"]:
             groups.append("p2pvps_status_" + str(host_vars["status"]))
         if host_vars["architecture"]:
             groups.append("p2pvps_arch_" + str(host_vars["architecture"]))
-        for group in groups:
-            self.inventory.add_child(self.inventory.add_group(self._sanitize_group_name(group)), host)
+        return groups
 
     @staticmethod
     def _host_vars(device):

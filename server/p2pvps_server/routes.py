@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from p2pvps_server import answers, schemas
 from p2pvps_server.longpoll import held_checkin
@@ -71,10 +72,12 @@ def list_devices(
     owner: Annotated[str | None, Query(max_length=64)] = None,
     architecture: Annotated[str | None, Query(max_length=32)] = None,
     rented: bool | None = None,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """One page of devices, ordered by id; pass next_cursor back as cursor."""
-    return svc.list_devices(DeviceQuery(limit=limit, cursor=cursor, status=status, owner=owner,
-                                        architecture=architecture, rented=rented))
+    # The view is plain JSON already (strings, numbers, the facts object): sent as it is, without
+    # FastAPI's jsonable_encoder walking every value of up to 500 devices first.
+    return JSONResponse(svc.list_devices(DeviceQuery(limit=limit, cursor=cursor, status=status, owner=owner,
+                                                     architecture=architecture, rented=rented)))
 
 
 @router.get("/devices/{device_id}", tags=["devices"], **answer(answers.Device))
