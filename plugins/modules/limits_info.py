@@ -24,6 +24,8 @@ description:
     verdict to the marketplace (fact C(enforcement)), which refuses rentals on such a device.
 author:
   - p2pvps.fleet developers (@p2pvps)
+extends_documentation_fragment:
+  - p2pvps.fleet._marketplace.attributes
 attributes:
   check_mode:
     support: full

@@ -114,6 +114,33 @@ def test_register_then_idempotent(device):
     assert stored['facts']['disk_gb'] == 16 and stored['tunnel_public_key'] == fake_key(2, 'new')
 
 
+def test_a_device_that_reports_it_cannot_enforce_memory_is_not_rented_out(device, marketplace):
+    """The module sends what it is given as `enforcement` (a stand-in for a Pi whose memory cgroup is
+    off, which cannot be made here); the real server refuses to rent the device out, then rents it
+    once it registers again with the Engine's own verdict."""
+    device_id, token, _, operator = device
+    weak = {'memory': False, 'pids': True, 'cgroup_version': '1',
+            'problems': ['memory: Docker reports no memory limit support. Fix: add "cgroup_enable=memory '
+                         'cgroup_memory=1" to /boot/firmware/cmdline.txt, then reboot.']}
+    first = run_module(base_args(device_id, marketplace.url, device_token=token, facts={'enforcement': weak}))
+    assert first['changed'] is True and first['facts']['enforcement'] == weak, first
+    marketplace.checkin(device_id, token)
+    view = operator.get_device(device_id)
+    assert view['rentable'] is False and view['unenforced_limits'] == ['memory']
+    refused = marketplace.request('POST', '/api/v1/rentals', json={
+        'device_id': device_id, 'renter': 'alice', 'hours': 1, 'ssh_public_key': fake_key(9, 'alice@laptop')})
+    assert refused.status_code == 409 and refused.json()['error'] == 'device_cannot_enforce_limits', refused.text
+
+    bad = run_module(base_args(device_id, marketplace.url, device_token=token, facts={'enforcement': {'memory': 'no'}}))
+    assert bad.get('failed') is True and 'enforcement.memory must be true or false' in bad['msg']
+
+    # This machine's own Engine enforces memory and pids limits (the Pi test shows a Pi's).
+    again = run_module(base_args(device_id, marketplace.url, device_token=token))
+    assert again['changed'] is True and again['facts']['enforcement']['memory'] is True, again
+    assert operator.get_device(device_id)['rentable'] is True
+    assert marketplace.create_rental(device_id)['device_id'] == device_id
+
+
 def steady(facts):
     return {name: value for name, value in facts.items() if name != 'disk_free_gb'}
 

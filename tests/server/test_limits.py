@@ -168,12 +168,12 @@ def test_a_device_that_cannot_enforce_memory_or_pids_is_not_rented_out(server):
 
 
 def test_enforced_limits_and_devices_that_never_said_are_rentable(server):
-    device_id, _ = registered_with(server, dict(ENFORCED, swap=False, cpu=False))
+    device_id = registered_with(server, dict(ENFORCED, swap=False, cpu=False))[0]
     view = server.request("GET", f"/api/v1/devices/{device_id}").json()
     assert view["rentable"] is True and view["unenforced_limits"] == ["swap", "cpu"]
     assert view["facts"]["enforcement"]["storage_driver"] == "overlay2"
     assert rent(server, device_id).status_code == 201
-    old_id, _ = server.online_device()                                 # registered without the fact
+    old_id = server.online_device()[0]                                 # registered without the fact
     old = server.request("GET", f"/api/v1/devices/{old_id}").json()
     assert "enforcement" not in old["facts"] and old["unenforced_limits"] == [] and old["rentable"] is True
     assert rent(server, old_id).status_code == 201
