@@ -118,7 +118,7 @@ def test_a_device_that_reports_it_cannot_enforce_memory_is_not_rented_out(device
     """The module sends what it is given as `enforcement` (a stand-in for a Pi whose memory cgroup is
     off, which cannot be made here); the real server refuses to rent the device out, then rents it
     once it registers again with the Engine's own verdict."""
-    device_id, token, _, operator = device
+    device_id, token, operator = device[0], device[1], device[3]
     weak = {'memory': False, 'pids': True, 'cgroup_version': '1',
             'problems': ['memory: Docker reports no memory limit support. Fix: add "cgroup_enable=memory '
                          'cgroup_memory=1" to /boot/firmware/cmdline.txt, then reboot.']}
