@@ -267,14 +267,16 @@ def validate_fact(value):
 
 # ---------------------------------------------------------------- reading the host (I/O)
 
-def info_from_cli(docker='docker', timeout=15):
-    """``docker info --format '{{json .}}'`` as a dict, or None (no CLI, or no engine answers)."""
+def info_from_cli(docker_host=None, docker='docker', timeout=15):
+    """``docker info --format '{{json .}}'`` (of the Engine at `docker_host`) as a dict, or None (no CLI, or
+    no engine answers)."""
     binary = shutil.which(docker)
     if not binary:
         return None
+    env = dict(os.environ, DOCKER_HOST=docker_host) if docker_host else None
     try:
         proc = subprocess.run([binary, 'info', '--format', '{{json .}}'], capture_output=True, text=True,
-                              timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+                              timeout=timeout, check=False, stdin=subprocess.DEVNULL, env=env)
     except (OSError, subprocess.SubprocessError):
         return None
     if proc.returncode != 0:

@@ -326,7 +326,7 @@ class DeviceRegistration(object):
 
     def enforcement(self):
         """What the Docker Engine can enforce (module limits_info's fact), or None without an engine."""
-        info = engine_info(self.params['docker_host']) or _enforcement.info_from_cli()
+        info = engine_info(self.params['docker_host']) or _enforcement.info_from_cli(self.params['docker_host'])
         if info is None:
             return None
         verdict = _enforcement.gather(info, lease_disk_problem=LeaseDisk.unsupported_reason())

@@ -148,7 +148,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import DOCKER
 
 def engine_answer(docker_host):
     """The Engine's /info, through the SDK or else the CLI; None when no engine answers."""
-    return engine_info(docker_host) or _enforcement.info_from_cli()
+    return engine_info(docker_host) or _enforcement.info_from_cli(docker_host)
 
 
 def main():

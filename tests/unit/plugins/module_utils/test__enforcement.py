@@ -180,3 +180,17 @@ def test_gather_reads_the_host_files():
         raise OSError(2, 'gone')
 
     assert e.gather(HEALTHY, read=lambda path, limit=0: '', statvfs=broken)['data_root_free_gb'] is None
+
+
+def test_info_from_cli_asks_the_given_engine(tmp_path, monkeypatch):
+    fake = tmp_path / 'docker'
+    fake.write_text('#!/bin/sh\necho "{\\"ID\\": \\"x\\", \\"Host\\": \\"$DOCKER_HOST\\"}"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv('PATH', str(tmp_path))
+    assert e.info_from_cli('unix:///run/other.sock') == {'ID': 'x', 'Host': 'unix:///run/other.sock'}
+    fake.write_text('#!/bin/sh\necho \'{"ID": null, "ServerErrors": ["Cannot connect"]}\'\n')
+    assert e.info_from_cli() is None
+    fake.write_text('#!/bin/sh\nexit 1\n')
+    assert e.info_from_cli() is None
+    monkeypatch.setenv('PATH', str(tmp_path / 'none'))
+    assert e.info_from_cli() is None
