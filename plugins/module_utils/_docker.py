@@ -374,6 +374,22 @@ def engine_version(docker_host, timeout=5):
     return _facts.parse_docker_version(version) if isinstance(version, str) else None
 
 
+def engine_info(docker_host, timeout=10):
+    """The Docker Engine's GET /info answer (a dict) through the Docker SDK, or None (no SDK, or no answer)."""
+    if not HAS_DOCKER:
+        return None
+    try:
+        client = docker.APIClient(base_url=docker_host, version=docker.constants.DEFAULT_DOCKER_API_VERSION,
+                                  timeout=timeout)
+        try:
+            info = client.info()
+        finally:
+            client.close()
+    except (DockerException, OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
 def _run(argv):
     proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
     if proc.returncode != 0:

@@ -23,6 +23,11 @@ description:
     O(docker_host) through the Docker SDK (or C(docker version) where the SDK is missing or gets
     no answer), without gathering Ansible facts. Any of them can be set with O(facts). Without a
     Docker Engine the Docker version is reported as V(none).
+  - With a Docker Engine, the fact V(enforcement) tells the marketplace which renter limits this device
+    can enforce (the verdict of P(p2pvps.fleet.limits_info#module) - memory, swap, cpu, pids, disk,
+    cgroup version and driver, storage driver, swap on the SD card, and the problems with their fixes).
+    The reference marketplace refuses rentals on a device that cannot enforce memory or pids limits.
+    The module warns when that is so.
 author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
@@ -74,7 +79,9 @@ options:
         still read. Known names are V(memory_mb) (integer, MiB), V(disk_gb) (number, GiB),
         V(disk_free_gb) (number, GiB a lease disk can take in C(<state_dir>/disks), counting the
         lease disks already there, rounded down), V(cpu_model), V(cpu_count) (integer),
-        V(architecture) (for example V(arm64), V(armv7), V(amd64)), V(os) and V(docker_version).
+        V(architecture) (for example V(arm64), V(armv7), V(amd64)), V(os), V(docker_version) and
+        V(enforcement) (a dictionary as RV(p2pvps.fleet.limits_info#module:fact); without a
+        Docker Engine it is not reported).
       - The marketplace refuses rentals whose limits exceed V(memory_mb) (minus its reserve),
         V(cpu_count) or V(disk_free_gb) (minus its reserve).
     type: dict
@@ -212,6 +219,8 @@ facts:
     architecture: arm64
     os: Debian GNU/Linux 12 (bookworm)
     docker_version: 20.10.24+dfsg1
+    enforcement: {memory: true, swap: true, cpu: true, pids: true, disk: true, cgroup_version: "2",
+                  cgroup_driver: systemd, storage_driver: overlay2, swap_on_sd_card: false, problems: []}
 tunnel_public_key:
   description: The tunnel public key registered (normalized to C(type base64 [comment])).
   returned: success and O(state=present)
@@ -224,14 +233,19 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _ssh_key
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _enforcement, _facts, _ssh_key
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
     MarketplaceRejected,
     client_from_module,
 )
-from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import DOCKER_HOST_ARGS, engine_version
+from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import (
+    DOCKER_HOST_ARGS,
+    LeaseDisk,
+    engine_info,
+    engine_version,
+)
 from ansible_collections.p2pvps.fleet.plugins.module_utils._state import STATE_DIR_ARGS
 
 # The tunnel agent (role tunnel_agent) makes an ed25519 key; this module registers no other type.
@@ -286,18 +300,40 @@ class DeviceRegistration(object):
         override = dict(self.params['facts'] or {})
         if self.params['docker_version'] is not None:
             override['docker_version'] = self.params['docker_version']
-        unknown = sorted(set(override) - set(_facts.FACT_KEYS))
+        known = _facts.FACT_KEYS + ('enforcement',)
+        unknown = sorted(set(override) - set(known))
         if unknown:
-            self.fail('unknown facts in the facts option: %s (known: %s)'
-                      % (', '.join(unknown), ', '.join(_facts.FACT_KEYS)))
+            self.fail('unknown facts in the facts option: %s (known: %s)' % (', '.join(unknown), ', '.join(known)))
+        enforcement = override.pop('enforcement', None)
         try:
             gathered, notes = _facts.gather(self.params['docker_data_root'], skip=set(override),
                                             docker_probe=self.docker_probe,
                                             lease_dir=os.path.join(self.params['state_dir'], 'disks'))
             gathered.update(override)
-            return _facts.validate_facts(gathered), notes
+            facts = _facts.validate_facts(gathered)
         except _facts.FactsError as exc:
             self.fail(to_native(exc))
+        if enforcement is not None:
+            try:
+                facts['enforcement'] = _enforcement.validate_fact(enforcement)
+            except ValueError as exc:
+                self.fail(to_native(exc))
+        else:
+            found = self.enforcement()
+            if found is not None:
+                facts['enforcement'] = found
+        return facts, notes
+
+    def enforcement(self):
+        """What the Docker Engine can enforce (module limits_info's fact), or None without an engine."""
+        info = engine_info(self.params['docker_host']) or _enforcement.info_from_cli(self.params['docker_host'])
+        if info is None:
+            return None
+        verdict = _enforcement.gather(info, lease_disk_problem=LeaseDisk.unsupported_reason())
+        for problem in verdict['problems']:
+            if problem['blocking']:
+                self.module.warn('the marketplace will not rent out this device: %s' % _enforcement.message(problem))
+        return _enforcement.fact(verdict)
 
     def deregister(self):
         client = client_from_module(self.module)

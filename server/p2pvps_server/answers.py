@@ -47,6 +47,9 @@ class Device(BaseModel):
     rentable: bool
     registered: bool
     facts: dict[str, Any] | None = Field(description="the registered facts, or null")
+    unenforced_limits: list[str] = Field(
+        description="renter limits (memory, swap, cpu, pids, disk) the device reported it cannot enforce "
+                    "(facts.enforcement); with memory or pids among them the device is not rentable")
     tunnel_public_key: str | None
     receipt_public_key: str | None = Field(
         description="the ed25519 key the device signs its wipe receipts with (reported at check-in), or null")

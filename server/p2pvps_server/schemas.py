@@ -39,6 +39,30 @@ class DeviceCreate(BaseModel):
     owner: Owner = "default"
 
 
+ProblemText = Annotated[str, Field(max_length=500), AfterValidator(lambda s: v.check_text(s, "problem"))]
+DriverName = Annotated[str, Field(min_length=1, max_length=32), AfterValidator(lambda s: v.check_text(s, "driver"))]
+
+
+class Enforcement(BaseModel):
+    """Which renter limits the device's Docker Engine enforces (module limits_info); unknown keys are ignored.
+
+    A limit that is missing is not known; the server refuses rentals on a device that reports
+    memory or pids as false."""
+
+    model_config = ConfigDict(extra="ignore", **STRICT)
+
+    memory: bool | None = None
+    swap: bool | None = None
+    cpu: bool | None = None
+    pids: bool | None = None
+    disk: bool | None = None
+    cgroup_version: DriverName | None = None
+    cgroup_driver: DriverName | None = None
+    storage_driver: DriverName | None = None
+    swap_on_sd_card: bool | None = None
+    problems: list[ProblemText] = Field(default_factory=list, max_length=16)
+
+
 class Facts(BaseModel):
     """Real hardware facts of a device; unknown facts are ignored."""
 
@@ -57,6 +81,10 @@ class Facts(BaseModel):
         default=None, ge=0, le=1_000_000,
         description="Free space where lease disks live, GB; lease disk limits are checked against it "
                     "(else against disk_gb).")
+    enforcement: Enforcement | None = Field(
+        default=None,
+        description="Which renter limits the device can enforce; a device that reports memory or pids "
+                    "false is not rented out (409 device_cannot_enforce_limits). Missing: not known, rentable.")
 
 
 class RegisterRequest(BaseModel):

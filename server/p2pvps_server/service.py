@@ -22,8 +22,8 @@ from p2pvps_server.db import Database, Device, ReleasedPort, Rental, WipeReceipt
 from p2pvps_server.errors import ApiError, conflict, forbidden, not_found
 from p2pvps_server.settings import Settings
 from p2pvps_server.validation import MAX_RENTAL_S
-from p2pvps_server.views import (checkin_view, device_view, format_time, receipt_view, rental_view, route_view,
-                                 tunnel_key_view)
+from p2pvps_server.views import (REQUIRED_LIMITS, checkin_view, device_view, format_time, receipt_view, rental_view,
+                                 route_view, tunnel_key_view, unenforced_limits)
 
 PORT_ALLOCATION_ATTEMPTS = 5
 PORT_RANGE_EXHAUSTED = {"tunnel": "port_range_exhausted", "web": "web_port_range_exhausted"}
@@ -394,6 +394,11 @@ class MarketplaceService:
             raise conflict("device_not_rentable", "the device is not registered")
         if view["status"] != "online":
             raise conflict("device_not_rentable", f"the device is {view['status']}, not online")
+        unenforced = unenforced_limits(device.facts, REQUIRED_LIMITS)
+        if unenforced:
+            raise conflict("device_cannot_enforce_limits",
+                           f"the device reports that it cannot enforce {' and '.join(unenforced)} limits "
+                           "(facts.enforcement): its owner must fix it (see its problems) and register it again")
         if view["lease"] is not None:
             raise conflict("device_not_rentable", "the device has a lease already")
 

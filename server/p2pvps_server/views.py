@@ -60,6 +60,20 @@ def web_view(rental: Rental, settings: Settings) -> dict[str, str] | None:
     return {"hostname": rental.web_hostname, "url": f"{settings.web_scheme}://{rental.web_hostname}/"}
 
 
+# Limits a device must enforce to be rented out (facts.enforcement): without them one renter can take the
+# whole device down. The other limits the device reports are shown, not required.
+REQUIRED_LIMITS = ("memory", "pids")
+REPORTED_LIMITS = ("memory", "swap", "cpu", "pids", "disk")
+
+
+def unenforced_limits(facts: dict[str, Any] | None, limits: tuple[str, ...] = REPORTED_LIMITS) -> list[str]:
+    """The limits the device reported it cannot enforce (a device that reported nothing: none)."""
+    enforcement = (facts or {}).get("enforcement")
+    if not isinstance(enforcement, dict):
+        return []
+    return [name for name in limits if enforcement.get(name) is False]
+
+
 def device_view(device: Device, lease: Rental | None, settings: Settings, now: dt.datetime) -> dict[str, Any]:
     status = device_status(device, now, settings.offline_after_s)
     registered = device.registered_at is not None
@@ -69,9 +83,11 @@ def device_view(device: Device, lease: Rental | None, settings: Settings, now: d
         "description": device.description,
         "owner": device.owner,
         "status": status,
-        "rentable": registered and status == "online" and lease is None,
+        "rentable": (registered and status == "online" and lease is None
+                     and not unenforced_limits(device.facts, REQUIRED_LIMITS)),
         "registered": registered,
         "facts": device.facts,
+        "unenforced_limits": unenforced_limits(device.facts),
         "tunnel_public_key": device.tunnel_public_key,
         "receipt_public_key": device.receipt_public_key,
         "tunnel": tunnel_view(device, settings),

@@ -19,6 +19,7 @@ import pytest
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import MarketplaceClient, MarketplaceRejected
 from tests.fixtures.common import ansible_env, run_ansible
+from tests.fixtures.devices import DEVICE_DOCKER_IMAGE
 from tests.fixtures.proxies import RecordingForwarder
 
 
@@ -111,6 +112,33 @@ def test_register_then_idempotent(device):
     assert third['tunnel']['remote_port'] == tunnel['remote_port']
     stored = operator.get_device(device_id)
     assert stored['facts']['disk_gb'] == 16 and stored['tunnel_public_key'] == fake_key(2, 'new')
+
+
+def test_a_device_that_reports_it_cannot_enforce_memory_is_not_rented_out(device, marketplace):
+    """The module sends what it is given as `enforcement` (a stand-in for a Pi whose memory cgroup is
+    off, which cannot be made here); the real server refuses to rent the device out, then rents it
+    once it registers again with the Engine's own verdict."""
+    device_id, token, operator = device[0], device[1], device[3]
+    weak = {'memory': False, 'pids': True, 'cgroup_version': '1',
+            'problems': ['memory: Docker reports no memory limit support. Fix: add "cgroup_enable=memory '
+                         'cgroup_memory=1" to /boot/firmware/cmdline.txt, then reboot.']}
+    first = run_module(base_args(device_id, marketplace.url, device_token=token, facts={'enforcement': weak}))
+    assert first['changed'] is True and first['facts']['enforcement'] == weak, first
+    marketplace.checkin(device_id, token)
+    view = operator.get_device(device_id)
+    assert view['rentable'] is False and view['unenforced_limits'] == ['memory']
+    refused = marketplace.request('POST', '/api/v1/rentals', json={
+        'device_id': device_id, 'renter': 'alice', 'hours': 1, 'ssh_public_key': fake_key(9, 'alice@laptop')})
+    assert refused.status_code == 409 and refused.json()['error'] == 'device_cannot_enforce_limits', refused.text
+
+    bad = run_module(base_args(device_id, marketplace.url, device_token=token, facts={'enforcement': {'memory': 'no'}}))
+    assert bad.get('failed') is True and 'enforcement.memory must be true or false' in bad['msg']
+
+    # This machine's own Engine enforces memory and pids limits (the Pi test shows a Pi's).
+    again = run_module(base_args(device_id, marketplace.url, device_token=token))
+    assert again['changed'] is True and again['facts']['enforcement']['memory'] is True, again
+    assert operator.get_device(device_id)['rentable'] is True
+    assert marketplace.create_rental(device_id)['device_id'] == device_id
 
 
 def steady(facts):
@@ -264,3 +292,53 @@ def test_state_absent_with_a_revoked_token_fails_clearly(device):
     # the deleted device's token no longer authenticates: a clear failure, not a silent success
     assert result.get('failed') is True and 'reading device' in result['msg'], result
     assert unknown['device_token'] not in result['_output'] and token not in result['_output']
+
+
+@pytest.mark.docker
+def test_a_simulated_pi_reports_what_its_docker_engine_enforces(pi_fleet_factory, marketplace_factory, tmp_path):
+    """Issue 15, Raspberry Pi specifics: on a simulated Pi with its own Docker Engine, the docker role's
+    check (limits_info) tells what that Engine answers, device_register sends it to the real server,
+    and the server rents the device out. (A Pi whose memory cgroup is off cannot be made here: that
+    case is in tests/unit/plugins/module_utils/test__enforcement.py and tests/server/test_limits.py.)"""
+    fleet = pi_fleet_factory(count=1, image=DEVICE_DOCKER_IMAGE)
+    pi = fleet.devices[0]
+    marketplace = marketplace_factory(bind_host=fleet.gateway())
+    device_id, token = marketplace.create_device('pi-limits')
+    engine = json.loads(pi.exec('docker', 'info', '--format', '{{json .}}').stdout)
+    playbook = tmp_path / 'limits.yml'
+    playbook.write_text(json.dumps([{
+        'name': 'Check limits and register', 'hosts': 'pis', 'become': True, 'gather_facts': False,
+        'tasks': [
+            {'name': 'The docker role\'s check', 'ansible.builtin.include_role': {
+                'name': 'p2pvps.fleet.docker', 'tasks_from': 'limits.yml'}},
+            {'name': 'Register', 'p2pvps.fleet.device_register': {
+                'marketplace_url': marketplace.url, 'device_id': device_id, 'device_token': token,
+                'tunnel_public_key': fake_key(7)}, 'register': 'registration'},
+            {'name': 'Keep the results', 'ansible.builtin.copy': {
+                'content': '{{ {"limits": _docker_limits.limits, "facts": registration.facts} | to_json }}',
+                'dest': '/root/limits.json', 'mode': '0600'}},
+        ]}]))
+    run = run_ansible(['ansible-playbook', '-i', str(fleet.inventory_path), str(playbook)], check=False,
+                      timeout=300)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert token not in run.stdout + run.stderr
+    found = json.loads(pi.exec('cat', '/root/limits.json').stdout)
+    limits, reported = found['limits'], found['facts']['enforcement']
+    print('\nMEASURED the Pi\'s Engine: cgroup v%s (%s), %s; verdict %s; problems: %s' % (
+        engine['CgroupVersion'], engine['CgroupDriver'], engine['Driver'],
+        {name: limits[name] for name in ('memory', 'swap', 'cpu', 'pids', 'disk')}, limits['messages']))
+    # The verdict is the Engine's own answer.
+    assert limits['memory'] is engine['MemoryLimit'] is True
+    assert limits['pids'] is engine['PidsLimit'] is True
+    assert limits['cpu'] is engine['CpuCfsQuota']
+    assert limits['cgroup_version'] == engine['CgroupVersion']
+    assert limits['storage_driver'] == engine['Driver'] == 'vfs'          # nested Docker in a container
+    assert any(p['limit'] == 'storage' and 'overlay2' in p['fix'] for p in limits['problems'])
+    assert limits['rentable'] is True
+    # The marketplace holds what the device sent, and rents the device out.
+    view = marketplace.request('GET', '/api/v1/devices/%s' % device_id).json()
+    assert view['facts']['enforcement'] == reported
+    assert reported['memory'] is True and reported['pids'] is True and reported['storage_driver'] == 'vfs'
+    assert 'memory' not in view['unenforced_limits'] and 'pids' not in view['unenforced_limits']
+    marketplace.checkin(device_id, token)
+    assert marketplace.create_rental(device_id)['device_id'] == device_id

@@ -4,7 +4,7 @@ import time
 from tests.fixtures.server import DEFAULT_FACTS, ed25519_public_key
 from tests.server.helpers import ISO_Z, assert_error, parse_time
 
-DEVICE_KEYS = {"id", "name", "description", "owner", "status", "rentable", "registered", "facts",
+DEVICE_KEYS = {"id", "name", "description", "owner", "status", "rentable", "registered", "facts", "unenforced_limits",
                "tunnel_public_key", "receipt_public_key", "tunnel", "last_checkin", "created_at", "registered_at", "lease"}
 
 

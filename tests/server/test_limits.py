@@ -1,4 +1,6 @@
 """Lease limits within the device: memory, CPUs and disk against the registered facts minus reserves."""
+import secrets
+
 import pytest
 
 from tests.fixtures.server import DEFAULT_FACTS, ed25519_public_key
@@ -129,3 +131,66 @@ def test_disk_free_gb_is_optional(shared_marketplace, shared_device):
     with_free = dict(DEFAULT_FACTS, disk_free_gb=12)
     assert shared_marketplace.register_device(*shared_device, facts=with_free)["device"]["facts"] == with_free
     shared_marketplace.register_device(*shared_device)                    # back to the defaults for others
+
+
+# ------------------------------------------------------------------ what the device can enforce (issue 15)
+
+ENFORCED = {"memory": True, "swap": True, "cpu": True, "pids": True, "disk": True, "cgroup_version": "2",
+            "cgroup_driver": "systemd", "storage_driver": "overlay2", "swap_on_sd_card": False, "problems": []}
+MEMORY_OFF = dict(ENFORCED, memory=False, swap=False, cgroup_version="1", swap_on_sd_card=True, problems=[
+    "memory: Docker reports no memory limit support (memory cgroup disabled). Fix: add "
+    "\"cgroup_enable=memory cgroup_memory=1\" to /boot/firmware/cmdline.txt, then reboot."])
+
+
+def registered_with(server, enforcement):
+    device_id, token = server.create_device("pi-" + secrets.token_hex(4))
+    server.register_device(device_id, token, facts=dict(DEFAULT_FACTS, enforcement=enforcement))
+    server.checkin(device_id, token)
+    return device_id, token
+
+
+def rent(server, device_id):
+    body = {"device_id": device_id, "renter": "alice", "ssh_public_key": ed25519_public_key(), "hours": 1}
+    return server.request("POST", "/api/v1/rentals", json=body)
+
+
+def test_a_device_that_cannot_enforce_memory_or_pids_is_not_rented_out(server):
+    for enforcement, named in ((MEMORY_OFF, "memory"), (dict(ENFORCED, pids=False), "pids"),
+                               (dict(ENFORCED, memory=False, pids=False), "memory and pids")):
+        device_id, token = registered_with(server, enforcement)
+        detail = assert_error(rent(server, device_id), 409, "device_cannot_enforce_limits")["detail"]
+        assert detail.startswith(f"the device reports that it cannot enforce {named} limits")
+        assert server.checkin(device_id, token)["lease"] is None          # nothing was created
+        view = server.request("GET", f"/api/v1/devices/{device_id}").json()
+        assert view["rentable"] is False
+        assert view["facts"]["enforcement"]["problems"] == enforcement["problems"]
+    assert view["unenforced_limits"] == ["memory", "pids"]
+
+
+def test_enforced_limits_and_devices_that_never_said_are_rentable(server):
+    device_id = registered_with(server, dict(ENFORCED, swap=False, cpu=False))[0]
+    view = server.request("GET", f"/api/v1/devices/{device_id}").json()
+    assert view["rentable"] is True and view["unenforced_limits"] == ["swap", "cpu"]
+    assert view["facts"]["enforcement"]["storage_driver"] == "overlay2"
+    assert rent(server, device_id).status_code == 201
+    old_id = server.online_device()[0]                                 # registered without the fact
+    old = server.request("GET", f"/api/v1/devices/{old_id}").json()
+    assert "enforcement" not in old["facts"] and old["unenforced_limits"] == [] and old["rentable"] is True
+    assert rent(server, old_id).status_code == 201
+
+
+def test_a_fixed_device_registers_again_and_is_rentable(server):
+    device_id, token = registered_with(server, MEMORY_OFF)
+    server.register_device(device_id, token, facts=dict(DEFAULT_FACTS, enforcement=ENFORCED))
+    assert rent(server, device_id).status_code == 201
+
+
+@pytest.mark.parametrize("enforcement", [{"memory": "no"}, {"memory": 0}, {"problems": "x"}, {"problems": ["a\nb"]},
+                                         {"problems": ["x" * 501]}, {"problems": ["p"] * 17},
+                                         {"storage_driver": ""}, "yes"])
+def test_a_malformed_enforcement_fact_is_refused(server, enforcement):
+    device_id, token = server.create_device("pi-bad-enforcement")
+    answer = server.request("POST", f"/api/v1/devices/{device_id}/register", token=token,
+                            json={"facts": dict(DEFAULT_FACTS, enforcement=enforcement),
+                                  "tunnel_public_key": ed25519_public_key("tunnel@x")})
+    assert answer.status_code == 422, answer.text
