@@ -375,17 +375,27 @@ def engine_version(docker_host, timeout=5):
 
 
 def engine_info(docker_host, timeout=10):
-    """The Docker Engine's GET /info answer (a dict) through the Docker SDK, or None (no SDK, or no answer)."""
-    if not HAS_DOCKER:
-        return None
+    """The Docker Engine's GET /info answer (a dict), or None (no answer). A unix socket is read with
+    EngineReader; another host through the Docker SDK, when it can be imported."""
     try:
-        client = docker.APIClient(base_url=docker_host, version=docker.constants.DEFAULT_DOCKER_API_VERSION,
-                                  timeout=timeout)
-        try:
-            info = client.info()
-        finally:
-            client.close()
-    except (DockerException, OSError, ValueError):
+        reader = EngineReader.for_host(docker_host, timeout)
+        if reader is not None:
+            try:
+                info = json.loads(reader.get('/info').decode('utf-8'))
+            finally:
+                reader.close()
+        else:
+            sdk = load_sdk()
+            if sdk is None:
+                return None
+            client = sdk.APIClient(base_url=docker_host, version=sdk.constants.DEFAULT_DOCKER_API_VERSION,
+                                   timeout=timeout)
+            try:
+                info = client.info()
+            finally:
+                client.close()
+    except Exception:  # pylint: disable=broad-except
+        # any failure to ask (no Engine, refused, garbage, an SDK error) is "no answer": the caller falls back
         return None
     return info if isinstance(info, dict) else None
 

@@ -16,14 +16,16 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils import _docker
 
 
 class FakeEngine(BaseHTTPRequestHandler):
-    """GET /version of a Docker Engine (the SDK asks it unversioned, as docker version does)."""
+    """GET /version and GET /info of a Docker Engine (asked unversioned, as docker version does)."""
     answer = {'Version': '26.1.4', 'ApiVersion': '1.45'}
+    info = {'CgroupVersion': '2', 'MemoryLimit': True, 'PidsLimit': True, 'Driver': 'overlay2'}
     paths = []
 
     def do_GET(self):
         FakeEngine.paths.append(self.path)
-        body = json.dumps(self.answer).encode() if self.path == '/version' else b'{}'
-        self.send_response(200 if self.path == '/version' else 404)
+        known = {'/version': self.answer, '/info': self.info}
+        body = json.dumps(known[self.path]).encode() if self.path in known else b'{}'
+        self.send_response(200 if self.path in known else 404)
         self.send_header('Content-Type', 'application/json')
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
@@ -55,6 +57,19 @@ def test_engine_version_through_the_sdk(fake_engine):
 
 def test_engine_version_without_an_engine(tmp_path):
     assert _docker.engine_version('unix://' + str(tmp_path / 'absent.sock'), timeout=1) is None
+
+
+def test_engine_info_on_a_unix_socket_needs_no_sdk(fake_engine, monkeypatch):
+    FakeEngine.paths = []
+    monkeypatch.setattr(_docker, 'load_sdk', lambda: pytest.fail('the SDK was loaded'))
+    assert _docker.engine_info(fake_engine) == FakeEngine.info
+    assert FakeEngine.paths == ['/info']
+
+
+def test_engine_info_without_an_answer(tmp_path, monkeypatch):
+    assert _docker.engine_info('unix://' + str(tmp_path / 'absent.sock'), timeout=1) is None
+    monkeypatch.setattr(_docker, 'load_sdk', lambda: None)
+    assert _docker.engine_info('tcp://127.0.0.1:1', timeout=1) is None      # another host, no SDK
 
 
 def test_engine_version_without_the_sdk(fake_engine, monkeypatch):
