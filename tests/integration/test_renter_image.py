@@ -84,4 +84,3 @@ def test_tarball_is_loaded_once_checked_and_named(pi_fleet_factory, tmp_path, ta
     moved = apply(fleet, tmp_path, renter_image_source="tarball", renter_image_tarball=str(second))
     assert moved.returncode == 0, moved.stdout[-3000:]
     assert image_id(pi, NAME) == second_id and image_id(pi, first_id) == first_id
-
