@@ -17,16 +17,8 @@ recipe_dir() {
 }
 
 debian_mirror() {
-    # The mirror this machine already uses: first Debian URI in the apt sources.
-    local uri
-    uri="$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | awk '{print $2}' | grep -v -- '-security' | head -n1 || true)"
-    if [ -z "$uri" ]; then
-        uri="$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
-            | grep -v -- '-security' | awk '{print $2}' | head -n1 || true)"
-    fi
-    [ -n "$uri" ] || { echo "no Debian mirror found in /etc/apt sources" >&2; exit 1; }
-    echo "$uri"
+    # The mirror this machine already uses (the renter recipe's build.sh finds it in the apt sources).
+    bash "$renter_recipe/build.sh" mirror
 }
 
 recipe_hash() {

@@ -4,6 +4,7 @@
 # then `docker import` it with the changes of import-changes. Needs root, debootstrap and network
 # access to a Debian mirror; takes minutes (a Raspberry Pi: 5-15, most of it the download).
 #   build.sh hash                 print the recipe's hash (the suite and every file of the recipe)
+#   build.sh mirror               print the first Debian URI of this machine's apt sources
 #   build.sh build TAG [MIRROR]   build the image and tag it TAG; MIRROR defaults to the first
 #                                 Debian URI of this machine's apt sources
 # P2PVPS_IMAGE_SUITE: the Debian suite (default bookworm). The image carries the recipe's hash in
@@ -50,6 +51,7 @@ build() {
 
 case "${1:-}" in
     hash) recipe_hash ;;
+    mirror) debian_mirror ;;
     build) [ -n "${2:-}" ] || { echo "usage: $0 build TAG [MIRROR]" >&2; exit 64; }; build "$2" "${3:-}" ;;
-    *) echo "usage: $0 hash | build TAG [MIRROR]" >&2; exit 64 ;;
+    *) echo "usage: $0 hash | mirror | build TAG [MIRROR]" >&2; exit 64 ;;
 esac
