@@ -24,6 +24,8 @@ import os
 import shutil
 import subprocess
 
+from ansible_collections.p2pvps.fleet.plugins.module_utils._facts import read_capped
+
 LIMITS = ('memory', 'swap', 'cpu', 'pids', 'disk')
 # Limits a device must enforce to be rented out (the role fails and the marketplace refuses
 # rentals without them): without them one renter can take the whole device down.
@@ -289,15 +291,8 @@ def info_from_cli(docker_host=None, docker='docker', timeout=15):
     return info if isinstance(info, dict) and info.get('ID') is not None and not info.get('ServerErrors') else None
 
 
-def _read(path, limit=1024 * 1024):
-    try:
-        with open(path, 'rb') as handle:
-            return handle.read(limit).decode('utf-8', 'replace')
-    except OSError:
-        return ''
 
-
-def gather(info, read=_read, statvfs=os.statvfs, lease_disk_problem=None, min_free_gb=DEFAULT_MIN_FREE_GB):
+def gather(info, read=read_capped, statvfs=os.statvfs, lease_disk_problem=None, min_free_gb=DEFAULT_MIN_FREE_GB):
     """check() of this host, given the Engine's /info answer."""
     root = (info or {}).get('DockerRootDir') or '/var/lib/docker'
     try:

@@ -230,7 +230,8 @@ def docker_version(probes=(docker_version_from_cli,)):
 
 # ---------------------------------------------------------------- the facts
 
-def _read(path, limit=1024 * 1024):
+def read_capped(path, limit=1024 * 1024):
+    """The first `limit` bytes of a file as text ('' when it cannot be read): /proc and /sys files."""
     try:
         with open(path, 'rb') as handle:
             return handle.read(limit).decode('utf-8', 'replace')
@@ -238,7 +239,7 @@ def _read(path, limit=1024 * 1024):
         return ''
 
 
-def gather(docker_data_root='/var/lib/docker', skip=(), read=_read, statvfs=os.statvfs, exists=os.path.exists,
+def gather(docker_data_root='/var/lib/docker', skip=(), read=read_capped, statvfs=os.statvfs, exists=os.path.exists,
            machine=None, pointer_bits=None, cpu_count=None, docker_probe=docker_version,
            lease_dir='/var/lib/p2pvps/disks', listdir=os.listdir):
     """The facts of this host (keys in FACT_KEYS minus `skip`) and notes on how they were found.
