@@ -8,6 +8,9 @@ log() { printf '[bootstrap %4ss] %s\n' "$SECONDS" "$*"; }
 need_packages=(docker.io debootstrap git openssh-client openssh-server python3 python3-venv
                iptables iproute2 ca-certificates curl xfsprogs e2fsprogs shellcheck libfaketime
                postgresql)
+# A job with needs of its own adds them here (scripts/emulated-arch.sh: qemu-user-static).
+read -r -a extra_packages <<< "${P2PVPS_EXTRA_PACKAGES:-}"
+need_packages+=("${extra_packages[@]}")
 missing=()
 for pkg in "${need_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -28,17 +28,8 @@ fi
 [ -n "$renter_recipe" ] || { echo "renter image recipe not found" >&2; exit 1; }
 
 setup_host() {
-    bash "$root/scripts/bootstrap.sh"
-    local missing=() pkg
-    for pkg in qemu-user-static debootstrap; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-    done
-    if [ "${#missing[@]}" -gt 0 ]; then
-        log "installing Debian packages: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    fi
+    # bootstrap.sh installs debootstrap and the rest; qemu-user-static is this job's own need.
+    P2PVPS_EXTRA_PACKAGES=qemu-user-static bash "$root/scripts/bootstrap.sh"
 }
 
 register_binfmt() {
