@@ -291,7 +291,6 @@ def info_from_cli(docker_host=None, docker='docker', timeout=15):
     return info if isinstance(info, dict) and info.get('ID') is not None and not info.get('ServerErrors') else None
 
 
-
 def gather(info, read=read_capped, statvfs=os.statvfs, lease_disk_problem=None, min_free_gb=DEFAULT_MIN_FREE_GB):
     """check() of this host, given the Engine's /info answer."""
     root = (info or {}).get('DockerRootDir') or '/var/lib/docker'
