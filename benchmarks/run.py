@@ -143,6 +143,8 @@ def converge_cycle(fleet, pis, playbook_name, label, floor=None):
         seconds, dummy = timed(playbook, fleet.inventory, playbook_name, limit)
         if floor is not None:
             floor.setdefault(case, []).append(timed(playbook, fleet.inventory, FLOOR_PB, limit)[0])
+        log(f"{label}, {len(pis)} hosts, {case}: {seconds:.1f} s"
+            + (f" (floor {floor[case][-1]:.1f} s)" if floor is not None else ""))
         return seconds
 
     rentals = fleet.rent(pis)
@@ -706,21 +708,44 @@ def _converge_lines(converge):
     for size, row in converge.items():
         if not str(size).isdigit():
             continue
+        when = f" (measured {row['measured']})" if row.get("measured") else ""
         for case, cell in row.items():
+            if case == "measured":
+                continue
             floor = cell.get("floor")   # none in a run from before the floor was measured
-            lines.append(f"| {size} | {case} | {_with_spread(cell['ours'])} | {_with_spread(cell['baseline'])} | "
+            lines.append(f"| {size}{when} | {case} | {_with_spread(cell['ours'])} | {_with_spread(cell['baseline'])} | "
                          f"{_with_spread(floor) if floor else '-'} | x{cell['speedup_median']:.2f} | "
                          + (f"x{cell['over_floor_median']:.2f} |" if floor else "- |"))
+    extras_when = f" (measured {converge['extras_measured']})" if converge.get("extras_measured") else ""
     for who, rows in (converge.get("profile") or {}).items():
-        lines += ["", f"profile_tasks, no-op converge, {who}:", "", "```text", *rows, "```"]
+        lines += ["", f"profile_tasks, no-op converge, {who}{extras_when}:", "", "```text", *rows, "```"]
     mitogen = converge.get("mitogen")
     if not mitogen:   # --no-extras
         return lines
-    lines += ["", "Mitogen (our no-op converge, whole fleet): " + (
+    lines += ["", f"Mitogen (our no-op converge, whole fleet){extras_when}: " + (
         mitogen.get("error", "")[:300] if "error" in mitogen else
         f"plain {mitogen['plain_noop']['median']:.1f} s, mitogen {mitogen['mitogen_noop']['median']:.1f} s, "
         f"x{mitogen['speedup_median']:.2f}")]
     return lines
+
+
+def merge_converge(earlier, source, new, extras):
+    """The converge rows of a run of some sizes (--sizes) next to the other sizes' rows of `earlier`
+    (the last run's, from `source`), each kept row saying when it was measured; the same for the
+    profile_tasks and Mitogen extras when this run did not make them (--no-extras)."""
+    merged = {}
+    for size, row in earlier.items():
+        if str(size).isdigit() and str(size) not in {str(key) for key in new}:
+            merged[str(size)] = dict(row, measured=row.get("measured") or source["started"])
+    if not extras:
+        for key in ("profile", "mitogen"):
+            if earlier.get(key):
+                merged[key] = earlier[key]
+        if merged.get("profile") or merged.get("mitogen"):
+            merged["extras_measured"] = earlier.get("extras_measured") or source["started"]
+    merged.update({str(key): value for key, value in new.items()})
+    return dict(sorted(merged.items(), key=lambda item: (not item[0].isdigit(),
+                                                         int(item[0]) if item[0].isdigit() else 0)))
 
 
 def _with_spread(cell):
@@ -900,7 +925,8 @@ def main(argv=None):
     parser.add_argument("--only", default=ALL_STEPS)
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default 3, 2 with --quick)")
     parser.add_argument("--sizes", default=None, help="fleet sizes of the converge benchmark, e.g. 5,20 "
-                        "(default 5,10,20; 5 with --quick)")
+                        "(default 5,10,20; 5 with --quick; the other sizes' rows of the last run are kept, "
+                        "each row saying when it was measured)")
     parser.add_argument("--before", default=None, help="module: a directory holding another copy of the "
                         "collection (ansible_collections/p2pvps/fleet) to compare with, e.g. from git archive")
     parser.add_argument("--no-extras", action="store_true", help="converge without the profile_tasks and "
@@ -950,6 +976,9 @@ def main(argv=None):
             kept = {size: dict(row, measured=row.get("measured") or source["started"])
                     for size, row in earlier["inventory"].items() if int(size) not in inventory_sizes}
             RESULTS["inventory"] = {**kept, **{str(size): row for size, row in RESULTS["inventory"].items()}}
+        if "converge" in only and "converge" in earlier:
+            RESULTS["converge"] = merge_converge(earlier["converge"], earlier.get("provenance", {}).get(
+                "converge") or earlier, RESULTS["converge"], not args.no_extras)
     (ROOT / "benchmarks" / f"{stem}.json").write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")
     (ROOT / "benchmarks" / f"{stem}.md").write_text(render(RESULTS))
     log(f"results in benchmarks/{stem}.md and .json")
