@@ -1,9 +1,12 @@
-"""The renter_image role's tarball source on a simulated Pi: check mode changes nothing, a tarball
-holding another image than the operator expects is refused, the image is loaded and named once
-(a second run changes nothing), a new tarball moves the name and keeps the old image. An unpinned
-`pull` is refused before anything runs. Small stand-in images keep it quick; that a rental runs with
-an image the role loaded is test_rental_agent.py (the real renter image, through this role)."""
+"""The renter_image role (through the playbook p2pvps.fleet.renter_images) on a simulated Pi.
+
+tarball: check mode changes nothing, a tarball holding another image than the operator expects is
+refused, the image is loaded and named once (a second run changes nothing), a new tarball moves the
+name and keeps the old image. pull: from a registry on the Pi's loopback by digest, once; an
+unpinned reference is refused before anything runs. Small stand-in images keep it quick; that a
+rental runs with an image the role loaded is test_rental_agent.py (the real renter image)."""
 import json
+import re
 import subprocess
 import uuid
 
@@ -38,11 +41,10 @@ def tarballs(tmp_path):
 
 
 def apply(fleet, tmp_path, *extra, **role_vars):
-    playbook = tmp_path / "renter_image.yml"
-    playbook.write_text(json.dumps([{"name": "Renter image", "hosts": "pis", "become": True, "gather_facts": False,
-                                     "roles": [{"role": "p2pvps.fleet.renter_image"}],
-                                     "vars": {"renter_image_name": NAME, **role_vars}}]))
-    return run_ansible(["ansible-playbook", "-i", str(fleet.inventory_path), str(playbook), *extra], check=False,
+    """The collection's playbook p2pvps.fleet.renter_images (the role on p2pvps_devices)."""
+    del tmp_path
+    return run_ansible(["ansible-playbook", "-i", str(fleet.inventory_path), "p2pvps.fleet.renter_images",
+                        "-e", json.dumps({"renter_image_name": NAME, **role_vars}), *extra], check=False,
                        timeout=300)
 
 
@@ -53,6 +55,7 @@ def image_id(pi, name):
 
 def test_tarball_is_loaded_once_checked_and_named(pi_fleet_factory, tmp_path, tarballs):
     fleet = pi_fleet_factory(count=1, image=DEVICE_DOCKER_IMAGE)
+    fleet.write_inventory(group="p2pvps_devices")
     pi = fleet.devices[0]
     (first, first_id), (second, second_id) = tarballs
 
@@ -84,3 +87,32 @@ def test_tarball_is_loaded_once_checked_and_named(pi_fleet_factory, tmp_path, ta
     moved = apply(fleet, tmp_path, renter_image_source="tarball", renter_image_tarball=str(second))
     assert moved.returncode == 0, moved.stdout[-3000:]
     assert image_id(pi, NAME) == second_id and image_id(pi, first_id) == first_id
+
+    # pull: a registry (Debian's docker-registry) on the Pi's loopback, which Docker trusts over HTTP.
+    # The first image goes there by digest and leaves the Pi; the role pulls it back by that digest.
+    digest = push_to_loopback_registry(pi, first_id, "127.0.0.1:5000/renter:1")
+    pi.exec("docker", "rmi", "127.0.0.1:5000/renter:1")   # its only name: the image goes with it
+    assert image_id(pi, first_id) is None
+    pinned = f"127.0.0.1:5000/renter@{digest}"
+    checked = apply(fleet, tmp_path, "--check", renter_image_source="pull", renter_image_pull=pinned)
+    assert checked.returncode == 0 and "changed=0" not in checked.stdout, checked.stdout[-3000:]
+    assert image_id(pi, first_id) is None
+    pulled = apply(fleet, tmp_path, renter_image_source="pull", renter_image_pull=pinned)
+    assert pulled.returncode == 0, pulled.stdout[-3000:]
+    assert image_id(pi, NAME) == first_id
+    again = apply(fleet, tmp_path, renter_image_source="pull", renter_image_pull=pinned)
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
+
+
+def push_to_loopback_registry(pi, image, reference):
+    """Start Debian's docker-registry on the Pi's 127.0.0.1:5000, push `image` as `reference`; its digest."""
+    subprocess.run(["docker", "cp", "/usr/bin/docker-registry", f"{pi.container_id}:/usr/local/bin/docker-registry"],
+                   check=True, timeout=60)
+    pi.exec("sh", "-c", "printf 'version: 0.1\\nstorage:\\n  filesystem:\\n    rootdirectory: /var/tmp/registry\\n"
+            "http:\\n  addr: 127.0.0.1:5000\\n' > /var/tmp/registry.yml && "
+            "setsid -f docker-registry serve /var/tmp/registry.yml >/var/tmp/registry.log 2>&1 < /dev/null")
+    pi.exec("sh", "-c", "for _ in $(seq 100); do curl -sf http://127.0.0.1:5000/v2/ >/dev/null && exit 0; "
+            "sleep 0.1; done; cat /var/tmp/registry.log; exit 1")
+    pi.exec("docker", "tag", image, reference)
+    pushed = pi.exec("docker", "push", reference).stdout
+    return re.search(r"digest: (sha256:[0-9a-f]{64})", pushed).group(1)
