@@ -40,9 +40,8 @@ def tarballs(tmp_path):
     return made
 
 
-def apply(fleet, tmp_path, *extra, **role_vars):
+def apply(fleet, *extra, **role_vars):
     """The collection's playbook p2pvps.fleet.renter_images (the role on p2pvps_devices)."""
-    del tmp_path
     return run_ansible(["ansible-playbook", "-i", str(fleet.inventory_path), "p2pvps.fleet.renter_images",
                         "-e", json.dumps({"renter_image_name": NAME, **role_vars}), *extra], check=False,
                        timeout=300)
@@ -53,54 +52,54 @@ def image_id(pi, name):
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def test_tarball_is_loaded_once_checked_and_named(pi_fleet_factory, tmp_path, tarballs):
+def test_tarball_is_loaded_once_checked_and_named(pi_fleet_factory, tarballs):
     fleet = pi_fleet_factory(count=1, image=DEVICE_DOCKER_IMAGE)
     fleet.write_inventory(group="p2pvps_devices")
     pi = fleet.devices[0]
     (first, first_id), (second, second_id) = tarballs
 
-    checked = apply(fleet, tmp_path, "--check", renter_image_source="tarball", renter_image_tarball=str(first))
+    checked = apply(fleet, "--check", renter_image_source="tarball", renter_image_tarball=str(first))
     assert checked.returncode == 0, checked.stdout[-3000:]
     assert "changed=0" not in checked.stdout
     assert image_id(pi, first_id) is None and image_id(pi, NAME) is None
     assert pi.exec("test", "-e", COPY, check=False).returncode != 0
 
-    wrong = apply(fleet, tmp_path, renter_image_source="tarball", renter_image_tarball=str(first),
+    wrong = apply(fleet, renter_image_source="tarball", renter_image_tarball=str(first),
                   renter_image_id=second_id)
     assert wrong.returncode != 0 and f"the first {first_id}" in wrong.stdout, wrong.stdout[-3000:]
     assert image_id(pi, first_id) is None
 
-    unpinned = apply(fleet, tmp_path, renter_image_source="pull", renter_image_pull="registry.example.org/renter:1")
+    unpinned = apply(fleet, renter_image_source="pull", renter_image_pull="registry.example.org/renter:1")
     assert unpinned.returncode != 0 and "pinned by digest" in unpinned.stdout, unpinned.stdout[-3000:]
 
-    loaded = apply(fleet, tmp_path, renter_image_source="tarball", renter_image_tarball=str(first),
+    loaded = apply(fleet, renter_image_source="tarball", renter_image_tarball=str(first),
                    renter_image_id=first_id)
     assert loaded.returncode == 0, loaded.stdout[-3000:]
     assert image_id(pi, NAME) == first_id
     assert pi.exec("test", "-e", COPY, check=False).returncode != 0
     for extra in ((), ("--check",)):
-        again = apply(fleet, tmp_path, *extra, renter_image_source="tarball", renter_image_tarball=str(first),
+        again = apply(fleet, *extra, renter_image_source="tarball", renter_image_tarball=str(first),
                       renter_image_id=first_id)
         assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
 
     # A new image: the name moves to it; the old one stays (a live lease may run it).
-    moved = apply(fleet, tmp_path, renter_image_source="tarball", renter_image_tarball=str(second))
+    moved = apply(fleet, renter_image_source="tarball", renter_image_tarball=str(second))
     assert moved.returncode == 0, moved.stdout[-3000:]
     assert image_id(pi, NAME) == second_id and image_id(pi, first_id) == first_id
 
     # pull: a registry (Debian's docker-registry) on the Pi's loopback, which Docker trusts over HTTP.
     # The first image goes there by digest and leaves the Pi; the role pulls it back by that digest.
     digest = push_to_loopback_registry(pi, first_id, "127.0.0.1:5000/renter:1")
-    pi.exec("docker", "rmi", "127.0.0.1:5000/renter:1")   # its only name: the image goes with it
+    pi.exec("docker", "rmi", "-f", first_id)   # all its names (the tarball's tag, the registry's) and the image
     assert image_id(pi, first_id) is None
     pinned = f"127.0.0.1:5000/renter@{digest}"
-    checked = apply(fleet, tmp_path, "--check", renter_image_source="pull", renter_image_pull=pinned)
+    checked = apply(fleet, "--check", renter_image_source="pull", renter_image_pull=pinned)
     assert checked.returncode == 0 and "changed=0" not in checked.stdout, checked.stdout[-3000:]
     assert image_id(pi, first_id) is None
-    pulled = apply(fleet, tmp_path, renter_image_source="pull", renter_image_pull=pinned)
+    pulled = apply(fleet, renter_image_source="pull", renter_image_pull=pinned)
     assert pulled.returncode == 0, pulled.stdout[-3000:]
     assert image_id(pi, NAME) == first_id
-    again = apply(fleet, tmp_path, renter_image_source="pull", renter_image_pull=pinned)
+    again = apply(fleet, renter_image_source="pull", renter_image_pull=pinned)
     assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
 
 
