@@ -2,22 +2,28 @@
 
 tarball: check mode changes nothing, a tarball holding another image than the operator expects is
 refused, the image is loaded and named once (a second run changes nothing), a new tarball moves the
-name and keeps the old image. pull: from a registry on the Pi's loopback by digest, once; an
-unpinned reference is refused before anything runs. Small stand-in images keep it quick; that a
-rental runs with an image the role loaded is test_rental_agent.py (the real renter image)."""
+name and keeps the old image; an unpinned `pull` is refused before anything runs.
+
+pull: from a registry on the Pi's loopback by digest (check mode, once, then no change); the same
+image by its tag alone is refused.
+
+Small stand-in images keep it quick; that a rental runs with an image the role loaded is
+test_rental_agent.py (the real renter image)."""
 import json
 import re
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
 
-from tests.fixtures.common import run_ansible
+from tests.fixtures.common import require, run_ansible
 from tests.fixtures.devices import DEVICE_DOCKER_IMAGE
 
 pytestmark = [pytest.mark.docker]
 NAME = "p2pvps-renterimg/renter:current"
 COPY = "/var/tmp/p2pvps-renter-image.tar"
+REGISTRY = "/usr/bin/docker-registry"
 
 
 @pytest.fixture
@@ -87,31 +93,46 @@ def test_tarball_is_loaded_once_checked_and_named(pi_fleet_factory, tarballs):
     assert moved.returncode == 0, moved.stdout[-3000:]
     assert image_id(pi, NAME) == second_id and image_id(pi, first_id) == first_id
 
-    # pull: a registry (Debian's docker-registry) on the Pi's loopback, which Docker trusts over HTTP.
-    # The first image goes there by digest and leaves the Pi; the role pulls it back by that digest.
-    digest = push_to_loopback_registry(pi, first_id, "127.0.0.1:5000/renter:1")
-    pi.exec("docker", "rmi", "-f", first_id)   # all its names (the tarball's tag, the registry's) and the image
-    assert image_id(pi, first_id) is None
-    pinned = f"127.0.0.1:5000/renter@{digest}"
+
+def test_pull_by_digest_from_a_loopback_registry(pi_fleet_factory):
+    """The operator's registry is Debian's docker-registry on the Pi's loopback (Docker trusts
+    127.0.0.1 over plain HTTP): an image is pushed there, leaves the Pi and comes back by digest."""
+    require(Path(REGISTRY).exists(), f"{REGISTRY} (Debian's docker-registry; scripts/bootstrap.sh installs it)")
+    fleet = pi_fleet_factory(count=1, image=DEVICE_DOCKER_IMAGE)
+    fleet.write_inventory(group="p2pvps_devices")
+    pi = fleet.devices[0]
+    start_loopback_registry(pi)
+    tagged = "127.0.0.1:5000/renter:1"
+    pi.exec("sh", "-c", f"mkdir -p /var/tmp/stand-in && echo {uuid.uuid4()} > /var/tmp/stand-in/version && "
+            f"tar -C /var/tmp/stand-in -c . | docker import - {tagged}")
+    want = image_id(pi, tagged)
+    pushed = pi.exec("docker", "push", tagged).stdout
+    digest = re.search(r"digest: (sha256:[0-9a-f]{64})", pushed)
+    assert digest, pushed
+    pinned = f"127.0.0.1:5000/renter@{digest.group(1)}"
+    pi.exec("docker", "rmi", "-f", want)
+    assert image_id(pi, want) is None
+
+    # The registry has the tag, but a tag alone can change under the fleet: refused.
+    unpinned = apply(fleet, renter_image_source="pull", renter_image_pull=tagged)
+    assert unpinned.returncode != 0 and "pinned by digest" in unpinned.stdout, unpinned.stdout[-3000:]
     checked = apply(fleet, "--check", renter_image_source="pull", renter_image_pull=pinned)
     assert checked.returncode == 0 and "changed=0" not in checked.stdout, checked.stdout[-3000:]
-    assert image_id(pi, first_id) is None
+    assert image_id(pi, want) is None and image_id(pi, NAME) is None
     pulled = apply(fleet, renter_image_source="pull", renter_image_pull=pinned)
     assert pulled.returncode == 0, pulled.stdout[-3000:]
-    assert image_id(pi, NAME) == first_id
-    again = apply(fleet, renter_image_source="pull", renter_image_pull=pinned)
-    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
+    assert image_id(pi, NAME) == want
+    for extra in ((), ("--check",)):
+        again = apply(fleet, *extra, renter_image_source="pull", renter_image_pull=pinned)
+        assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
 
 
-def push_to_loopback_registry(pi, image, reference):
-    """Start Debian's docker-registry on the Pi's 127.0.0.1:5000, push `image` as `reference`; its digest."""
-    subprocess.run(["docker", "cp", "/usr/bin/docker-registry", f"{pi.container_id}:/usr/local/bin/docker-registry"],
+def start_loopback_registry(pi):
+    """Debian's docker-registry (the host's binary) on the Pi's 127.0.0.1:5000, storing in /var/tmp."""
+    subprocess.run(["docker", "cp", REGISTRY, f"{pi.container_id}:/usr/local/bin/docker-registry"],
                    check=True, timeout=60)
     pi.exec("sh", "-c", "printf 'version: 0.1\\nstorage:\\n  filesystem:\\n    rootdirectory: /var/tmp/registry\\n"
             "http:\\n  addr: 127.0.0.1:5000\\n' > /var/tmp/registry.yml && "
             "setsid -f docker-registry serve /var/tmp/registry.yml >/var/tmp/registry.log 2>&1 < /dev/null")
     pi.exec("sh", "-c", "for _ in $(seq 100); do curl -sf http://127.0.0.1:5000/v2/ >/dev/null && exit 0; "
             "sleep 0.1; done; cat /var/tmp/registry.log; exit 1")
-    pi.exec("docker", "tag", image, reference)
-    pushed = pi.exec("docker", "push", reference).stdout
-    return re.search(r"digest: (sha256:[0-9a-f]{64})", pushed).group(1)
