@@ -25,6 +25,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
     if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
         systemctl disable --now ssh.service >/dev/null 2>&1 || true
         systemctl disable --now docker-registry.service >/dev/null 2>&1 || true
+    elif [[ " ${missing[*]} " == *" docker-registry "* ]]; then
+        # Without systemd the package's init script may have started it (port 5000, every address).
+        /etc/init.d/docker-registry stop >/dev/null 2>&1 || true
+        update-rc.d docker-registry disable >/dev/null 2>&1 || true
     fi
 fi
 
