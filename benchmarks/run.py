@@ -107,11 +107,16 @@ class Fleet:
                      # these Pis get Docker from their image, not from the docker role: no isolation rules
                      "rental_agent_require_isolation": False,
                      # no registry here: the renter image from a tarball, by the renter_image role
+                     "p2pvps_renter_image": RENTER_IMAGE,
                      "renter_image_source": "tarball", "renter_image_tarball": str(image_tar)},
             "children": {"p2pvps_devices": {"hosts": {
                 pi.name: {"ansible_host": pi.ip, "p2pvps_device_id": self.devices[pi.name][0],
                           "p2pvps_device_token": self.devices[pi.name][1]} for pi in self.pis}}}}}))
-        playbook(self.inventory, "p2pvps.fleet.renter_images")
+        try:
+            playbook(self.inventory, "p2pvps.fleet.renter_images")
+        except Exception:
+            self.destroy()
+            raise
 
     def rent(self, pis):
         key = ed25519_public_key()
