@@ -88,10 +88,6 @@ class Fleet:
         self.pis = self.fleet.add(count, image=DEVICE_DOCKER_IMAGE, timeout=180)
         image_tar = workdir / "renter.tar"
         subprocess.run(["docker", "save", "-o", str(image_tar), RENTER_IMAGE], check=True)
-        for pi in self.pis:
-            with open(image_tar, "rb") as tar:
-                subprocess.run(["docker", "exec", "-i", pi.container_id, "docker", "load", "-q"], stdin=tar,
-                               check=True, capture_output=True, timeout=600)
         self.market = Marketplace(workdir / "marketplace", bind_host=self.fleet.gateway(),
                                   checkin_interval=120, offline_after=3600).start()
         self.devices = {}
@@ -109,10 +105,18 @@ class Fleet:
                                                 "-o LogLevel=ERROR",
                      "p2pvps_marketplace_url": self.market.url, "p2pvps_validate_certs": False,
                      # these Pis get Docker from their image, not from the docker role: no isolation rules
-                     "rental_agent_require_isolation": False},
+                     "rental_agent_require_isolation": False,
+                     # no registry here: the renter image from a tarball, by the renter_image role
+                     "p2pvps_renter_image": RENTER_IMAGE,
+                     "renter_image_source": "tarball", "renter_image_tarball": str(image_tar)},
             "children": {"p2pvps_devices": {"hosts": {
                 pi.name: {"ansible_host": pi.ip, "p2pvps_device_id": self.devices[pi.name][0],
                           "p2pvps_device_token": self.devices[pi.name][1]} for pi in self.pis}}}}}))
+        try:
+            playbook(self.inventory, "p2pvps.fleet.renter_images")
+        except Exception:
+            self.destroy()
+            raise
 
     def rent(self, pis):
         key = ed25519_public_key()
@@ -629,7 +633,6 @@ def bench_hosting(workdir, seconds):
     try:
         fleet.up()
         fleet.apply_site()
-        fleet.load_renter_image()
         pi = fleet.pis[0]
         fleet.wait_tunnel(pi)
         key = workdir / "renter"

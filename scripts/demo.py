@@ -48,8 +48,8 @@ def apply_site(fleet):
     step("marketplace inventory:\n" + "\n".join("    " + line for line in graph.splitlines()))
     seconds, recap = fleet.apply_site()
     step(f"p2pvps.fleet.site applied in {seconds:.0f} s:\n" + "\n".join("    " + line for line in recap))
-    fleet.load_renter_image()
-    step(f"renter image {RENTER_IMAGE} loaded into each Pi (no registry here)")
+    step(f"renter image {RENTER_IMAGE} put on each Pi by the site's renter_image role "
+         "(from a `docker save` tarball: no registry here)")
 
 
 def renter_key(workdir):

@@ -140,6 +140,20 @@ def volumes(rig, lease_id=None):
     return sorted(rig.sh(f"docker volume ls -q {flt}").split())
 
 
+def put_renter_image(fleet, workdir):
+    """The Pi's Docker has no registry: the renter image is a `docker save` tarball on the
+    controller, which the renter_image role loads into the Pi (as an operator's would)."""
+    tarball = workdir / "renter.tar"
+    subprocess.run(["docker", "save", "-o", str(tarball), RENTER_IMAGE], check=True, timeout=300)
+    playbook = workdir / "renter_image.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Renter image", "hosts": "pis", "become": True, "gather_facts": False,
+        "roles": [{"role": "p2pvps.fleet.renter_image"}],
+        "vars": {"renter_image_name": RENTER_IMAGE, "renter_image_source": "tarball",
+                 "renter_image_tarball": str(tarball)}}]))
+    run_ansible(["ansible-playbook", "-i", str(fleet.inventory_path), str(playbook)], timeout=600)
+
+
 @pytest.fixture(scope="module")
 def rig(docker_engine, tmp_path_factory):
     for image in (DEVICE_DOCKER_IMAGE, RENTER_IMAGE):
@@ -150,11 +164,7 @@ def rig(docker_engine, tmp_path_factory):
     try:
         pi = fleet.add(1, image=DEVICE_DOCKER_IMAGE)[0]
         marketplace = Marketplace(workdir / "marketplace", bind_host=fleet.gateway(), disk_reserve_gb=0).start()
-        # The Pi's Docker has no registry: give it the renter image.
-        saved = subprocess.Popen(["docker", "save", RENTER_IMAGE], stdout=subprocess.PIPE)
-        subprocess.run(["docker", "exec", "-i", pi.container_id, "docker", "load", "-q"],
-                       stdin=saved.stdout, check=True, capture_output=True, timeout=300)
-        saved.wait(timeout=60)
+        put_renter_image(fleet, workdir)
         # The state directory on its own partition, mounted at boot like any /etc/fstab entry.
         pi.exec("sh", "-c", f"""set -e
             truncate -s {STATE_PARTITION_MB}M {STATE_PARTITION}

@@ -49,7 +49,6 @@ def fleet(tmp_path_factory):
         the_fleet.up()
         seconds, recap = the_fleet.apply_site()
         print(f"MEASURED p2pvps.fleet.site on 2 Pis and the tunnel server: {seconds:.0f} s", *recap, sep="\n")
-        the_fleet.load_renter_image()
         yield the_fleet
     finally:
         the_fleet.down()
