@@ -544,7 +544,9 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _docker, _facts, _lease, _receipts, _rental, _sandbox
+from ansible_collections.p2pvps.fleet.plugins.module_utils import (
+    _clock, _docker, _facts, _lease, _receipts, _rental, _renter_login, _sandbox,
+)
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
@@ -567,6 +569,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
     StateLock,
     StateLockTimeout,
     read_anchor,
+    read_host_key,
     read_lease_etag,
     read_local_state,
     read_state,
@@ -673,8 +676,13 @@ class RentalManager:
                        'actions': [], 'api_error': None, 'disk_limit_enforced': None,
                        'disk_limit_reason': None, 'checkin_interval_s': None, 'refused': None,
                        'sandbox': None, 'clock': None, 'frozen': None,
-                       'receipts': {'signed': [], 'acknowledged': [], 'pending': 0}}
+                       'receipts': {'signed': [], 'acknowledged': [], 'pending': 0},
+                       'host_key': None, 'login_message': None}
         self.owner = _UNKNOWN
+        # (lease id, public line) of the host key this module made for the lease's container; a new one is
+        # reported to the marketplace at once (one more check-in)
+        self.host_key = None
+        self.new_host_key = False
         self.outbox = _receipts.Outbox(self.params['state_dir'], self.params['device_id'])
         self.wiped = {}      # lease id -> what this run removed of it (for its wipe receipt)
         self.now = None      # the marketplace's time this run judges by
@@ -759,6 +767,10 @@ class RentalManager:
         report, warnings = self.outbox.report(create_key=not self.module.check_mode)
         for warning in warnings:
             self.module.warn(warning)
+        host_key = self.lease_host_key(observed.get('lease_id'))
+        if host_key is not None:
+            # v1: an added field; the marketplace shows it (and its fingerprint) to the lease's renter
+            report = dict(report, host_public_key=host_key)
         answer = client_from_module(self.module).checkin(observed, report, lease_etag=lease_etag, wait_s=wait_s)
         if report.get('receipts') and isinstance(answer, dict) and not self.module.check_mode:
             acknowledged, warnings = self.outbox.settle(answer)
@@ -767,10 +779,16 @@ class RentalManager:
                 self.module.warn(warning)
         return answer
 
+    def lease_host_key(self, lease_id):
+        """The host public key line this module made for lease `lease_id`, or None."""
+        if self.host_key is None or lease_id is None or self.host_key[0] != lease_id:
+            return None
+        return self.host_key[1]
+
     def deliver_receipts(self, api_ok):
-        """Report the receipts this run signed at once, in one more check-in (only when the marketplace
-        answered this run's check-in; otherwise the next runs report them)."""
-        if api_ok and self.result['receipts']['signed'] and not self.module.check_mode:
+        """Report the receipts this run signed, and a host key it made, at once, in one more check-in (only
+        when the marketplace answered this run's check-in; otherwise the next runs report them)."""
+        if api_ok and (self.result['receipts']['signed'] or self.new_host_key) and not self.module.check_mode:
             running = self.result['container_id'] is not None
             observed = dict(self.observed([], None), lease_id=self.result['lease_id'],
                             container='running' if running else 'absent', renter_containers=int(running))
@@ -823,6 +841,7 @@ class RentalManager:
         (local_state, frozen_at), warning = read_local_state(self.state_path)
         if warning:
             self.module.warn(warning)
+        self.host_key = read_host_key(self.state_path) if local_state is not None else None
         PHASES.mark('read the state file')
         volumes = self.docker.lease_volumes()
         PHASES.mark('docker: lease volumes')
@@ -866,6 +885,8 @@ class RentalManager:
             self.result['frozen'] = {'since': _lease.format_time(plan.frozen_at),
                                      'wipe_at': _lease.format_time(plan.frozen_at + grace)}
         if lease is not None:
+            self.login_message(plan, lease, container_id)
+            PHASES.mark('login message')
             fresh = bool(plan.actions) and not self.module.check_mode
             self.result['disk_limit_enforced'], self.result['disk_limit_reason'] = self.disk_status(lease, fresh)
             self.report_sandbox(plan, container_id)
@@ -952,6 +973,7 @@ class RentalManager:
                 container_id = None
         elif kind == 'remove_volume':
             removed = self.docker.remove_volume(action.lease_id)
+            _renter_login.remove_login_dir(self.params['state_dir'], action.lease_id)
             self.sign_wipe(action.lease_id, removed, action.reason)
         elif kind == 'mount_disk':
             self.docker.mount_disk(action.lease_id)
@@ -961,7 +983,12 @@ class RentalManager:
             owner = self.engine_owner()
             self.docker.ensure_network(self.sandbox.bridge)
             self.docker.ensure_volume(lease, self.require_disk_limit(), owner)
-            container_id = self.docker.create(lease, self.publish, self.sandbox, owner)
+            login_dir = _renter_login.login_dir(self.params['state_dir'], lease.id)
+            os.makedirs(login_dir, mode=0o755, exist_ok=True)
+            container_id = self.docker.create(lease, self.publish, self.sandbox, owner, login_dir=login_dir,
+                                              prepare=lambda new_id: self.prepare_container(new_id, lease))
+            # the host key is remembered with the lease at once (a recreated container may need no write_state)
+            write_state(self.state_path, lease, plan.frozen_at, self.lease_host_key(lease.id))
         elif kind == 'start':
             self.docker.start(action.container_id, action.lease_id)
         elif kind == 'stop':
@@ -975,8 +1002,70 @@ class RentalManager:
         elif kind == 'resize_disk':
             self.resize_disk(lease, container_id)
         elif kind == 'write_state':
-            write_state(self.state_path, lease, plan.frozen_at)
+            write_state(self.state_path, lease, plan.frozen_at,
+                        None if lease is None else self.lease_host_key(lease.id))
         return container_id
+
+    def prepare_container(self, container_id, lease):
+        """Before the first start of a new renter container: its host key, and its login message.
+
+        The key is made here (ssh-keygen), written into the container's /etc/ssh (whose init keeps a key it
+        finds) and dropped from memory; only its public line is kept, in the state file. A container made
+        again for the same lease keeps the key its /etc volume holds when it is the one remembered."""
+        remembered = self.lease_host_key(lease.id)
+        current = self.docker.host_public_key(container_id)
+        try:
+            same = remembered is not None and current is not None and \
+                _renter_login.parse_host_public_key(current) == remembered
+        except ValueError:
+            same = False
+        if not same:
+            try:
+                host_key = _renter_login.generate_host_key(self.params['state_dir'])
+            except _renter_login.HostKeyError as exc:
+                raise RentalDockerError('the host key of lease %s could not be made: %s' % (lease.id, exc))
+            self.docker.put_host_key(container_id, host_key)
+            self.host_key = (lease.id, host_key.public)
+            self.new_host_key = True
+            del host_key
+        text = self.motd_text(lease, self.engine_owner() is not None)
+        _renter_login.write_motd(self.params['state_dir'], lease.id, text)
+
+    def motd_text(self, lease, root_login):
+        return _renter_login.motd_text(lease, self.lease_host_key(lease.id),
+                                       web_port=int(_rental.WEB_PORT.split('/', maxsplit=1)[0]),
+                                       root_login=root_login)
+
+    def login_message(self, plan, lease, container_id):
+        """Keep the lease's login message up to date (an extension changes its expiry): written into the lease's
+        login directory, which its container mounts read-only, so the renter sees it at the next login without
+        a restart. A container made by a version without that mount is left alone (no recreation, no data lost):
+        its renter sees the message its init wrote at start, without the expiry, until the next lease."""
+        public = self.lease_host_key(lease.id)
+        self.result['host_key'] = None if public is None else {
+            'public_key': public, 'fingerprint': _renter_login.host_key_fingerprint(public)}
+        if 'create' in plan.kinds():
+            self.result['login_message'] = 'written'   # with the new container, before its first start
+            return
+        if container_id is None:
+            return
+        if not self.docker.has_login_dir(container_id):
+            self.result['login_message'] = 'not mounted'
+            return
+        text = self.motd_text(lease, self.docker.root_login(container_id))
+        before = _renter_login.read_motd(self.params['state_dir'], lease.id)
+        if before == text:
+            self.result['login_message'] = 'unchanged'
+            return
+        if not self.module.check_mode:
+            _renter_login.write_motd(self.params['state_dir'], lease.id, text)
+        self.result['login_message'] = 'written'
+        self.result['changed'] = True
+        self.result['actions'].append({'action': 'write_login_message', 'lease_id': lease.id, 'container': None,
+                                       'reason': 'expires %s' % _lease.format_time(lease.expires_at)})
+        if self.module._diff and isinstance(self.result.get('diff'), dict):
+            self.result['diff']['before']['login_message'] = before or ''
+            self.result['diff']['after']['login_message'] = text
 
     def end_sessions(self, action):
         """End the SSH sessions of the running container from the host; the count goes into the action's reason."""
