@@ -89,6 +89,26 @@ description:
     the C(lease_etag) of its check-in answer, kept in C(checkin.json) in O(state_dir) after a successful
     converge (written atomically and only when it changes; never in check mode). The check-in is held
     without the state lock, so a push-mode converge meanwhile is not kept waiting.
+  - The lease's SSH host key. The module makes it on the device (C(ssh-keygen -t ed25519) in a private
+    temporary directory of O(state_dir), removed at once), writes it into the new container's
+    C(/etc/ssh) before its first start (the renter image's init keeps a key it finds) and keeps only its
+    public line, in C(lease.json). Every check-in reports it for that lease as C(host_public_key), and a
+    run that made one reports it at once in one more check-in, so the marketplace can show the renter its
+    fingerprint to check at the first login. The private key is never printed, logged or kept on the
+    device. A container made again for the same lease keeps the key its C(/etc) holds when it is the one
+    remembered, else gets a new one. See RV(host_key).
+  - The login message. What the renter sees when they log in over SSH - the lease's limits, its expiry
+    (UTC), its web address, the host key's fingerprint - is written by the module from the lease into
+    C(login/<lease id>/motd) in O(state_dir) (a root-owned directory, printable ASCII only, so marketplace
+    strings cannot bring terminal escape sequences), which the container mounts read-only at
+    C(/etc/p2pvps-lease) (the renter image's C(/etc/motd) points there). It is rewritten when the lease
+    changes (an extension, new limits) and seen at the next login, without recreating or restarting the
+    container; it is removed with the lease's volumes. See RV(login_message).
+  - Upgrading from a version without host keys and login directories. A renter container made by such
+    a version is kept as it is (never recreated for this, no data lost, not restarted) - its renter sees
+    the message its image's init wrote at the start (limits and web address, no expiry) and the host key
+    the init made inside the container, which is not reported to the marketplace (it shows none for that
+    rental). The lease's next container (the next lease, or a recreation) gets both.
 author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
@@ -238,7 +258,7 @@ options:
 requirements:
   - Docker SDK for Python (C(docker)) 5.0 or newer; 7.1 or newer when C(requests) is 2.32 or newer
   - requests
-  - C(ssh-keygen) (OpenSSH client) on the device for the wipe receipts; without it leases are
+  - C(ssh-keygen) (OpenSSH client) on the device for the wipe receipts and the leases' host keys; without it leases are
     still wiped, with a warning that no receipt was signed
   - Root for the enforced per-lease disk (loop devices, C(mkfs.ext4), C(mount)), the bandwidth cap
     (C(tc), C(nsenter)) and ending SSH sessions (signals to the container's processes)
@@ -365,7 +385,7 @@ actions:
       description: >-
         One of V(mount_disk), V(remove_container), V(remove_volume), V(reset_system), V(create),
         V(start), V(stop) (a lease frozen), V(update_keys), V(end_sessions), V(update_limits), V(resize_disk), V(write_state),
-        V(limit_bandwidth).
+        V(limit_bandwidth), V(write_login_message) (the login message of a kept container changed, see RV(login_message)).
       type: str
     lease_id:
       description: The lease concerned.
@@ -529,9 +549,32 @@ phases:
   sample: {sdk_imported: false, items: [{phase: 'docker: lease volumes', wall_ms: 1.9, cpu_ms: 0.6,
            docker_calls: [{call: GET /volumes, wall_ms: 1.7}]}]}
 diff:
-  description: Before and after (the remembered lease and the renter containers).
+  description: Before and after (the remembered lease and the renter containers; the login message
+    when it changes for a container that is kept).
   returned: when diff mode is on
   type: dict
+host_key:
+  description: The SSH host key this module made for the lease's container (the public half only), as
+    the check-ins report it; null when there is no lease or its container was made by a version that did
+    not make host keys (or, in check mode, before the container is created).
+  returned: always
+  type: dict
+  contains:
+    public_key:
+      description: The public key line, C(ssh-ed25519 BASE64).
+      type: str
+    fingerprint:
+      description: Its SHA256 fingerprint, as C(ssh-keygen -lf) and the renter's C(ssh) print it.
+      type: str
+  sample: {public_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOf...', fingerprint: 'SHA256:9hZc1m...'}
+login_message:
+  description: The lease's login message - C(written) (this run wrote it, or would in check mode;
+    a new container gets it before its first start), C(unchanged), C(not mounted) (the container was
+    made by a version without login directories; nothing is written for it) - or null without a lease
+    or container.
+  returned: always
+  type: str
+  sample: written
 """
 
 import contextlib
