@@ -754,6 +754,7 @@ class RentalManager:
         """The check-in with O(wait_s), without the state lock (the marketplace may hold it that long): answered
         when this device's lease differs from the one it converged to last, or when the wait is over."""
         local_state, dummy = read_state(self.state_path)   # warnings come with the converge's own read
+        self.host_key = read_host_key(self.state_path) if local_state is not None else None
         recorded_keys = {} if local_state is None else {local_state.id: local_state.keys_hash}
         observed = self.observed(self.docker.renter_containers(recorded_keys), local_state)
         known = self.known_etag()
