@@ -96,8 +96,8 @@ def ssh(port, user, key, command='id -un', password_only=False):
                  '-o', 'NumberOfPasswordPrompts=1', '-o', 'BatchMode=yes']
     else:
         opts += ['-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-i', key]
-    return subprocess.run(['ssh', *opts, '-p', str(port), '%s@127.0.0.1' % user, command],
-                          capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+    return subprocess.run(['ssh', *opts, '-p', str(port), '%s@127.0.0.1' % user],
+                          input='%s\nexit\n' % command, capture_output=True, text=True, timeout=30, check=False)
 
 
 def wait_login(port, user, key, timeout=30):
@@ -153,7 +153,7 @@ def run_rental(args, check_mode=False, diff=False, clock=None, collections=None)
     env = ansible_env(ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1',
                       **(shifted_clock(clock) if clock else {}))
     if collections:
-        env['ANSIBLE_COLLECTIONS_PATH'] = str(collections)
+        env['ANSIBLE_COLLECTIONS_PATH'] = '%s:%s' % (collections, env['ANSIBLE_COLLECTIONS_PATH'])
     proc = run_ansible(cmd, env=env, check=False, timeout=300)
     try:
         data = json.loads(proc.stdout)
@@ -1063,13 +1063,14 @@ def test_long_poll_runs_last_wait_s_unless_the_lease_changed(docker_engine, fake
 # ------------------------------------------------------------------ host key and login message
 
 def strict_ssh(port, user, key, known_hosts, command='echo logged-in'):
-    """A login that checks the host key against `known_hosts` only (StrictHostKeyChecking=yes), with a
-    terminal (-tt): sshd prints the login message (pam_motd) for sessions with a terminal only."""
+    """An interactive login that checks the host key against `known_hosts` only (StrictHostKeyChecking=yes):
+    sshd prints the login message (pam_motd) only for a login shell with a terminal, so the command is
+    typed into that shell (-tt, stdin), not given on the command line."""
     opts = ['-o', 'StrictHostKeyChecking=yes', '-o', 'UserKnownHostsFile=%s' % known_hosts,
             '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=3', '-o', 'LogLevel=ERROR',
             '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-i', key, '-tt']
-    return subprocess.run(['ssh', *opts, '-p', str(port), '%s@127.0.0.1' % user, command],
-                          capture_output=True, text=True, timeout=30, check=False, stdin=subprocess.DEVNULL)
+    return subprocess.run(['ssh', *opts, '-p', str(port), '%s@127.0.0.1' % user],
+                          input='%s\nexit\n' % command, capture_output=True, text=True, timeout=30, check=False)
 
 
 def known_hosts_file(path, port, public_key):
