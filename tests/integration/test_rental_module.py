@@ -1217,7 +1217,8 @@ def test_a_container_made_by_an_older_version_is_kept_on_upgrade(renter_image, m
         container_id = old['container_id']
         assert not any(m['Type'] == 'bind' for m in inspect(container_id)['Mounts'])
         wait_login(port, user, key, timeout=60)
-        assert (ssh(port, user, key, 'cat /etc/motd').stdout or '').count('p2pvps rented VPS') == 1
+        old_motd = ssh(port, user, key, 'cat /etc/motd').stdout
+        assert 'p2pvps rented VPS for %s' % user in old_motd and 'expires' not in old_motd, old_motd
         started_at = inspect(container_id)['State']['StartedAt']
         (state_dir / 'marker').write_text('x')
         assert ssh(port, user, key, 'echo kept > ~/data').returncode == 0
