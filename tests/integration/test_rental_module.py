@@ -1217,7 +1217,7 @@ def test_a_container_made_by_an_older_version_is_kept_on_upgrade(renter_image, m
         container_id = old['container_id']
         assert not any(m['Type'] == 'bind' for m in inspect(container_id)['Mounts'])
         wait_login(port, user, key, timeout=60)
-        old_motd = ssh(port, user, key, 'cat /etc/motd').stdout
+        old_motd = docker('exec', container_id, 'cat', '/etc/motd')
         assert 'p2pvps rented VPS for %s' % user in old_motd and 'expires' not in old_motd, old_motd
         started_at = inspect(container_id)['State']['StartedAt']
         (state_dir / 'marker').write_text('x')
@@ -1230,8 +1230,8 @@ def test_a_container_made_by_an_older_version_is_kept_on_upgrade(renter_image, m
         assert new['container_id'] == container_id and new['login_message'] == 'not mounted'
         assert new['host_key'] is None
         assert inspect(container_id)['State']['StartedAt'] == started_at
-        assert ssh(port, user, key, 'cat ~/data').stdout.strip() == 'kept'
-        assert 'p2pvps rented VPS' in ssh(port, user, key, 'cat /etc/motd').stdout
+        assert ssh(port, user, key, 'cat ~/data').stdout.splitlines()[-1] == 'kept'   # after the login message
+        assert docker('exec', container_id, 'cat', '/etc/motd') == old_motd
         assert marketplace.get_rental(lease_id)['ssh_host_key'] is None
         # an extension changes the state only
         marketplace.extend_rental(lease_id, user, time.strftime(
