@@ -705,7 +705,8 @@ def test_rental_expired_with_api_down_is_frozen_then_resumed_or_wiped(renter_ima
         extended = marketplace.extend_rental(lease_id, user, utc_text(int(time.time()) + 15))
         assert extended['id'] == lease_id and extended['active'] is True
         resumed = run_rental(args)
-        assert kinds(resumed) == ['start', 'write_state', 'limit_bandwidth'], resumed
+        # the login message follows the extension (new expiry)
+        assert kinds(resumed) == ['start', 'write_state', 'limit_bandwidth', 'write_login_message'], resumed
         assert 'extended' in resumed['actions'][0]['reason'] and resumed['frozen'] is None
         assert resumed['container_id'] == container_id and renter_containers(lease_id) == [container_id]
         assert wait_login(port, user, key).returncode == 0
