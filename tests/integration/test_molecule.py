@@ -37,7 +37,7 @@ def covered_roles():
 
 def scenario_secrets(scenario):
     config = yaml.safe_load((MOLECULE_DIR / scenario / "molecule.yml").read_text())
-    group_vars = config["provisioner"]["inventory"]["group_vars"]
+    group_vars = config["provisioner"].get("inventory", {}).get("group_vars", {})
     return [str(group[name]) for group in group_vars.values() for name in SECRETS.get(scenario, ())
             if name in group]
 
