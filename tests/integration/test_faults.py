@@ -37,6 +37,8 @@ from tests.fixtures.server import Marketplace, assert_receipt_verifies
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 RENTER_IMAGE = "p2pvps/renter:latest"
+# The inventory group of the collection's playbooks (p2pvps.fleet.renter_images runs on it).
+DEVICES = "p2pvps_devices"
 STATE_DIR = "/var/lib/p2pvps"
 DISK_DIR = STATE_DIR + "/disks"
 STATE_PARTITION = "/var/lib/p2pvps-state.img"   # the state partition of the simulated Pi
@@ -67,7 +69,7 @@ class Rig:
                 "disk_reserve_mb": 32}
 
     def converge_cmd(self, **extra):
-        cmd = [str(Path(".venv/bin/ansible").resolve()), "pis", "-i", str(self.fleet.inventory_path),
+        cmd = [str(Path(".venv/bin/ansible").resolve()), DEVICES, "-i", str(self.fleet.inventory_path),
                "-m", "p2pvps.fleet.rental", "-a", json.dumps(dict(self.args, **extra))]
         return cmd, ansible_env(ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
 
@@ -142,16 +144,13 @@ def volumes(rig, lease_id=None):
 
 def put_renter_image(fleet, workdir):
     """The Pi's Docker has no registry: the renter image is a `docker save` tarball on the
-    controller, which the renter_image role loads into the Pi (as an operator's would)."""
+    controller, which the collection's playbook p2pvps.fleet.renter_images loads into the Pi (as an
+    operator's would)."""
     tarball = workdir / "renter.tar"
     subprocess.run(["docker", "save", "-o", str(tarball), RENTER_IMAGE], check=True, timeout=300)
-    playbook = workdir / "renter_image.yml"
-    playbook.write_text(json.dumps([{
-        "name": "Renter image", "hosts": "pis", "become": True, "gather_facts": False,
-        "roles": [{"role": "p2pvps.fleet.renter_image"}],
-        "vars": {"renter_image_name": RENTER_IMAGE, "renter_image_source": "tarball",
-                 "renter_image_tarball": str(tarball)}}]))
-    run_ansible(["ansible-playbook", "-i", str(fleet.inventory_path), str(playbook)], timeout=600)
+    run_ansible(["ansible-playbook", "-i", str(fleet.inventory_path), "p2pvps.fleet.renter_images",
+                 "-e", json.dumps({"renter_image_name": RENTER_IMAGE, "renter_image_source": "tarball",
+                                   "renter_image_tarball": str(tarball)})], timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +162,7 @@ def rig(docker_engine, tmp_path_factory):
     marketplace = None
     try:
         pi = fleet.add(1, image=DEVICE_DOCKER_IMAGE)[0]
+        fleet.write_inventory(group=DEVICES)
         marketplace = Marketplace(workdir / "marketplace", bind_host=fleet.gateway(), disk_reserve_gb=0).start()
         put_renter_image(fleet, workdir)
         # The state directory on its own partition, mounted at boot like any /etc/fstab entry.
