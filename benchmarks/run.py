@@ -732,14 +732,23 @@ def _converge_lines(converge):
     return lines
 
 
+def rows_of_other_sizes(earlier_rows, sizes, started):
+    """The rows of `earlier_rows` for fleet sizes not in `sizes` (strings), each saying when it was
+    measured (its own stamp, else `started`, the run it came from)."""
+    return {str(size): dict(row, measured=row.get("measured") or started)
+            for size, row in earlier_rows.items() if str(size).isdigit() and str(size) not in sizes}
+
+
+def provenance_of(earlier, name):
+    """Where the step `name` of an earlier results file came from: {started, machine}."""
+    return earlier.get("provenance", {}).get(name) or earlier
+
+
 def merge_converge(earlier, source, new, extras):
     """The converge rows of a run of some sizes (--sizes) next to the other sizes' rows of `earlier`
     (the last run's, from `source`), each kept row saying when it was measured; the same for the
     profile_tasks and Mitogen extras when this run did not make them (--no-extras)."""
-    merged = {}
-    for size, row in earlier.items():
-        if str(size).isdigit() and str(size) not in {str(key) for key in new}:
-            merged[str(size)] = dict(row, measured=row.get("measured") or source["started"])
+    merged = rows_of_other_sizes(earlier, {str(key) for key in new}, source["started"])
     if not extras:
         for key in ("profile", "mitogen"):
             if earlier.get(key):
@@ -972,16 +981,15 @@ def main(argv=None):
         for name, dummy in steps:
             if name not in only and name in earlier:
                 RESULTS[name] = earlier[name]
-                RESULTS["provenance"][name] = earlier.get("provenance", {}).get(name) or {
-                    "started": earlier["started"], "machine": earlier["machine"]}
+                source = provenance_of(earlier, name)
+                RESULTS["provenance"][name] = {"started": source["started"], "machine": source["machine"]}
         if args.inventory_sizes and "inventory" in only and "inventory" in earlier:
-            source = earlier.get("provenance", {}).get("inventory") or earlier
-            kept = {size: dict(row, measured=row.get("measured") or source["started"])
-                    for size, row in earlier["inventory"].items() if int(size) not in inventory_sizes}
+            kept = rows_of_other_sizes(earlier["inventory"], {str(size) for size in inventory_sizes},
+                                       provenance_of(earlier, "inventory")["started"])
             RESULTS["inventory"] = {**kept, **{str(size): row for size, row in RESULTS["inventory"].items()}}
         if "converge" in only and "converge" in earlier:
-            RESULTS["converge"] = merge_converge(earlier["converge"], earlier.get("provenance", {}).get(
-                "converge") or earlier, RESULTS["converge"], not args.no_extras)
+            RESULTS["converge"] = merge_converge(earlier["converge"], provenance_of(earlier, "converge"),
+                                                 RESULTS["converge"], not args.no_extras)
     (ROOT / "benchmarks" / f"{stem}.json").write_text(json.dumps(RESULTS, indent=2, default=str) + "\n")
     (ROOT / "benchmarks" / f"{stem}.md").write_text(render(RESULTS))
     log(f"results in benchmarks/{stem}.md and .json")
