@@ -1,0 +1,89 @@
+"""The module_runtime role on this machine (local connection): it installs the modules and their
+module_utils once, copies nothing while the sources are unchanged, and installs an edited source
+on the next run. The role runs from a copy of the collection, so a test can edit a source."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.fixtures.common import ROOT, ansible_env, run_ansible
+
+COPY_TASKS = ("Install the modules (the same code push mode runs)",
+              "Install the module_utils they import (sources only, no byte code)")
+
+
+@pytest.fixture
+def collection(tmp_path):
+    """A copy of the role and the plugins it installs, as an installed collection."""
+    if os.geteuid() != 0:
+        pytest.fail("the role installs root-owned files: run as root (CI does)")
+    target = tmp_path / "collections" / "ansible_collections" / "p2pvps" / "fleet"
+    target.mkdir(parents=True)
+    for part in ("galaxy.yml", "meta", "roles/module_runtime", "plugins/modules", "plugins/module_utils"):
+        source = ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, target / part, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, target / part)
+    return target
+
+
+def converge(collection, install_dir, check=False):
+    """One run of the role; its task results per name (the json callback)."""
+    playbook = collection.parent.parent.parent / "runtime.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Module runtime", "hosts": "localhost", "gather_facts": False,
+        "roles": [{"role": "p2pvps.fleet.module_runtime"}],
+        "vars": {"module_runtime_modules": ["rental"], "module_runtime_install_dir": str(install_dir),
+                 "module_runtime_install_ansible": False, "module_runtime_packages": []}}]))
+    env = ansible_env(ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+    # this copy first, the project's other collections (ansible.posix's json callback) after it
+    env["ANSIBLE_COLLECTIONS_PATH"] = "%s:%s" % (collection.parent.parent.parent, env["ANSIBLE_COLLECTIONS_PATH"])
+    cmd = ["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook),
+           "-e", "ansible_python_interpreter=%s" % sys.executable] + (["--check"] if check else [])
+    proc = run_ansible(cmd, env=env)
+    tasks = json.loads(proc.stdout)["plays"][0]["tasks"]
+    return {task["task"]["name"].split(" : ", 1)[-1]: task["hosts"]["localhost"] for task in tasks}
+
+
+def installed(install_dir):
+    plugins = install_dir / "ansible_collections" / "p2pvps" / "fleet" / "plugins"
+    return {str(path.relative_to(plugins)): path.read_text() for path in plugins.rglob("*.py")}
+
+
+def test_the_runtime_is_installed_once_and_follows_an_edited_source(collection, tmp_path):
+    install_dir = tmp_path / "runtime"
+    utils = sorted(path.name for path in (collection / "plugins" / "module_utils").glob("*.py"))
+
+    dry = converge(collection, install_dir, check=True)
+    assert all(dry[name].get("changed") for name in COPY_TASKS), dry
+    assert not install_dir.exists()
+
+    first = converge(collection, install_dir)
+    assert all(first[name].get("changed") for name in COPY_TASKS), first
+    files = installed(install_dir)
+    assert sorted(files) == ["module_utils/" + name for name in utils] + ["modules/rental.py"]
+    assert files["modules/rental.py"] == (ROOT / "plugins" / "modules" / "rental.py").read_text()
+    # the installed code runs: the module refuses an empty argument file
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {}}))
+    run = subprocess.run([sys.executable, "-m", "ansible_collections.p2pvps.fleet.plugins.modules.rental", str(args)],
+                         env=dict(os.environ, PYTHONPATH=str(install_dir), PYTHONDONTWRITEBYTECODE="1"),
+                         capture_output=True, text=True, check=False, timeout=60)
+    assert "marketplace_url is required" in run.stdout, (run.stdout, run.stderr)
+
+    second = converge(collection, install_dir)
+    assert all(second[name].get("skipped") for name in COPY_TASKS), second
+    assert not any(result.get("changed") for result in second.values()), second
+
+    # a new version of one module_util (an upgraded collection) is installed on the next run
+    edited = collection / "plugins" / "module_utils" / utils[0]
+    edited.write_text(edited.read_text() + "\n# edited\n")
+    third = converge(collection, install_dir)
+    changed_items = [item["item"] for item in third[COPY_TASKS[1]]["results"] if item["changed"]]
+    assert [os.path.basename(item) for item in changed_items] == [utils[0]], third[COPY_TASKS[1]]
+    assert installed(install_dir)["module_utils/" + utils[0]].endswith("# edited\n")
+    assert not converge(collection, install_dir)[COPY_TASKS[1]].get("changed")
