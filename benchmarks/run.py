@@ -6,10 +6,12 @@ Writes benchmarks/results.md (and results.json). Not a test: nothing here passes
 on timings. Loopback and the project's own test containers only; every load is bounded.
 """
 import argparse
+import contextlib
 import json
 import math
 import os
 import platform
+import pwd
 import random
 import re
 import statistics
@@ -32,7 +34,8 @@ from tests.fixtures.devices import DEVICE_DOCKER_IMAGE, create_fleet  # noqa: E4
 from tests.fixtures.fleet import Fleet as HostingFleet  # noqa: E402
 from tests.fixtures.fleet import first_byte_seconds, lift_bandwidth_cap, web_speeds_mbit  # noqa: E402
 from tests.fixtures.proxies import RecordingForwarder  # noqa: E402
-from tests.fixtures.server import DEFAULT_FACTS, Marketplace, ed25519_public_key  # noqa: E402
+from tests.fixtures.common import free_port  # noqa: E402
+from tests.fixtures.server import DEFAULT_FACTS, Marketplace, ed25519_public_key, new_database_url  # noqa: E402
 
 RENTER_IMAGE = "p2pvps/renter:latest"
 ANSIBLE_CFG = ROOT / "inventory.example" / "ansible.cfg"
@@ -489,30 +492,61 @@ def _checkin_load():
     return checkin_load
 
 
-def bench_load(workdir, seconds, fleets=((10000, 10000 / 120), (100000, 100000 / 120))):
-    """Check-ins of whole fleets at a 120 s interval, open loop, on SQLite; server CPU apart from ours."""
-    checkin_load = _checkin_load()
+LOAD_FLEETS = ((10000, 10000 / 120), (100000, 100000 / 120))
+# (database, server worker processes): SQLite serves one process; PostgreSQL one, and one per core.
+LOAD_SERVERS = (("sqlite", 1), ("postgresql", 1), ("postgresql", 2))
+
+
+@contextlib.contextmanager
+def postgres_cluster():
+    """A throw-away PostgreSQL cluster (scripts/postgres.sh, Debian's server) -> its admin URL."""
+    directory = tempfile.mkdtemp(prefix="p2pvps-bench-pg-", dir="/var/tmp")
+    port = free_port()
+    try:
+        url = subprocess.run(["bash", "scripts/postgres.sh", "start", directory, str(port)], cwd=ROOT,
+                             capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+        yield url
+    finally:
+        subprocess.run(["bash", "scripts/postgres.sh", "stop", directory], cwd=ROOT, check=False, timeout=120)
+
+
+def bench_load(workdir, seconds, fleets=LOAD_FLEETS, servers=LOAD_SERVERS):
+    """Check-ins of whole fleets at a 120 s interval, open loop, on SQLite and on PostgreSQL with one and
+    two server processes; the server's CPU and PostgreSQL's apart from the load generator's."""
     table = {}
-    for devices_count, rate in fleets:
-        data_dir = workdir / f"load-{devices_count}"
-        market = Marketplace(data_dir).start()
-        market.stop()   # the schema exists now; the devices go straight into the database
-        devices = checkin_load.seed_devices(f"sqlite:///{market.db_path}", devices_count, DEFAULT_FACTS)
-        market.start()
-        try:
-            pid = market._process.pid   # pylint: disable=protected-access
-            server_before, ours_before = checkin_load.process_cpu_s(pid), time.process_time()
-            row = checkin_load.open_loop(market.url, devices, rate, seconds)
-            row["server_cpu_core_share"] = (checkin_load.process_cpu_s(pid) - server_before) / seconds
-            row["generator_cpu_core_share"] = (time.process_time() - ours_before) / seconds
-        finally:
-            market.stop()
-        table[devices_count] = dict(row, devices=devices_count)
-        log(f"load {devices_count} devices at {rate:.0f}/s: {row['achieved_per_s']:.0f}/s, p50 {row['p50_ms']} ms, "
-            f"p99 {row['p99_ms']} ms, {row['errors']} errors {row['error_kinds']}, {row['unanswered']} unanswered, server CPU "
-            f"{100 * row['server_cpu_core_share']:.0f} % of a core, generator "
-            f"{100 * row['generator_cpu_core_share']:.0f} %")
+    with postgres_cluster() as admin_url:
+        for database, workers in servers:
+            for devices_count, rate in fleets:
+                row = _load_run(workdir, database, workers, devices_count, rate, seconds, admin_url)
+                table[f"{database}-{workers}-{devices_count}"] = row
+                log(f"load {database} x{workers} {devices_count} devices at {rate:.0f}/s: {row['achieved_per_s']:.0f}/s, "
+                    f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, {row['errors']} errors {row['error_kinds']}, "
+                    f"{row['unanswered']} unanswered, server CPU {100 * row['server_cpu_core_share']:.0f} % of a "
+                    f"core, PostgreSQL {100 * row['database_cpu_core_share']:.0f} %, generator "
+                    f"{100 * row['generator_cpu_core_share']:.0f} %")
     RESULTS["load"] = table
+
+
+def _load_run(workdir, database, workers, devices_count, rate, seconds, admin_url):
+    checkin_load = _checkin_load()
+    data_dir = workdir / f"load-{database}-{workers}-{devices_count}"
+    data_dir.mkdir(parents=True)
+    url = new_database_url(data_dir / "marketplace.db", admin_url if database == "postgresql" else None)
+    market = Marketplace(data_dir, database=url, workers=workers if workers > 1 else None).start()
+    market.stop()   # the schema exists now; the devices go straight into the database
+    devices = checkin_load.seed_devices(url, devices_count, DEFAULT_FACTS)
+    market.start()
+    postgres_uid = pwd.getpwnam("postgres").pw_uid
+    try:
+        pid = market._process.pid   # pylint: disable=protected-access
+        before = (checkin_load.tree_cpu_s(pid), checkin_load.user_cpu_s(postgres_uid), time.process_time())
+        row = checkin_load.open_loop(market.url, devices, rate, seconds)
+        after = (checkin_load.tree_cpu_s(pid), checkin_load.user_cpu_s(postgres_uid), time.process_time())
+    finally:
+        market.stop()
+    server, postgres, generator = ((end - begin) / seconds for begin, end in zip(before, after))
+    return dict(row, devices=devices_count, database=database, workers=workers, server_cpu_core_share=server,
+                database_cpu_core_share=postgres, generator_cpu_core_share=generator)
 
 
 # ---------------------------------------------------------------- 6. lease latency
@@ -846,25 +880,28 @@ def _checkin_lines(checkin):
 
 
 def _load_lines(load):
-    lines = ["", "## Check-in load of whole fleets (SQLite, one server process, open loop at the fleet's rate, "
-             "120 s interval, loopback; latency counts from each request's scheduled start)", "",
-             "| devices | target /s | achieved /s | p50 ms | p99 ms | errors | unanswered | server CPU (core) | "
-             "server CPU ms per check-in | generator CPU (core) |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["", "## Check-in load of whole fleets (open loop at the fleet's rate, 120 s interval, loopback; latency "
+             "counts from each request's scheduled start; CPU in cores, the load generator sharing the 2 cores)", "",
+             "| database | server processes | devices | target /s | achieved /s | p50 ms | p99 ms | errors | "
+             "unanswered | server CPU | PostgreSQL CPU | server + database CPU ms per check-in | generator CPU |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
 
     def ms(value):
         return "-" if value is None else f"{value:.1f}"
 
-    for size, row in load.items():
-        lines.append(f"| {size} | {row['target_per_s']:.0f} | {row['achieved_per_s']:.0f} | {ms(row['p50_ms'])} | "
-                     f"{ms(row['p99_ms'])} | {row['errors']} | {row['unanswered']} | "
-                     f"{100 * row['server_cpu_core_share']:.0f} % | "
-                     f"{1000 * row['server_cpu_core_share'] / max(row['achieved_per_s'], 1e-9):.1f} | "
-                     f"{100 * row['generator_cpu_core_share']:.0f} % |")
-    return lines + ["", "One server process (uvicorn, one worker; check-ins are sync routes in its thread pool, "
-                    "their writes serialised by one lock, as SQLite allows one writer): it cannot pass about one "
-                    "core divided by its CPU per check-in. PostgreSQL and several workers are not measured yet "
-                    "(issue 14, item 1)."]
+    for row in load.values():
+        if "database" not in row:
+            continue   # a row of the SQLite-only table before PostgreSQL was measured
+        spent = row["server_cpu_core_share"] + row["database_cpu_core_share"]
+        errors = f"{row['errors']} {row['error_kinds']}" if row["errors"] else "0"
+        lines.append(f"| {row['database']} | {row['workers']} | {row['devices']} | {row['target_per_s']:.0f} | "
+                     f"{row['achieved_per_s']:.0f} | {ms(row['p50_ms'])} | {ms(row['p99_ms'])} | {errors} | "
+                     f"{row['unanswered']} | {row['server_cpu_core_share']:.2f} | {row['database_cpu_core_share']:.2f} | "
+                     f"{1000 * spent / max(row['achieved_per_s'], 1e-9):.1f} | {row['generator_cpu_core_share']:.2f} |")
+    return lines + ["", "SQLite serves one process (uvicorn, one worker; check-ins are sync routes in its thread "
+                    "pool, their writes serialised by one lock, as SQLite allows one writer). PostgreSQL runs with "
+                    "fsync off (scripts/postgres.sh: a throw-away cluster), so its commits cost no disk flush; on a "
+                    "real server with fsync on, each check-in's commit waits for one."]
 
 
 def _latency_lines(latency):

@@ -24,6 +24,39 @@ def process_cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def _processes():
+    """{pid: (parent pid, uid, CPU s)} of the processes running now."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            uid = os.stat(f"/proc/{entry}").st_uid
+        except OSError:   # gone meanwhile
+            continue
+        table[int(entry)] = (int(fields[1]), uid, (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return table
+
+
+def tree_cpu_s(pid):
+    """User + system CPU seconds so far of process `pid` and its descendants alive now (the server and
+    its --workers processes)."""
+    table = _processes()
+    members, grew = {pid}, True
+    while grew:
+        found = {child for child, (parent, dummy, dummy2) in table.items() if parent in members}
+        grew = not found <= members
+        members |= found
+    return sum(table[member][2] for member in members if member in table)
+
+
+def user_cpu_s(uid):
+    """User + system CPU seconds so far of the processes of user `uid` alive now (PostgreSQL's)."""
+    return sum(cpu for dummy, owner, cpu in _processes().values() if owner == uid)
+
+
 def seed_devices(database_url, count, facts, name="load-{:06d}"):
     """`count` registered devices written straight into the server's database (the API would take
     minutes for 100,000) -> [(device_id, token)]. The server must be stopped."""
