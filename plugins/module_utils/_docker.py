@@ -577,6 +577,21 @@ class LeaseDisk:
                 os.unlink(path)
 
 
+def root_owned_tar(files):
+    """A tar archive (bytes) of (name, content bytes, mode) files owned by root, for put_archive."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w') as tar:
+        for name, content, mode in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mode = mode
+            info.uid = info.gid = 0
+            info.mtime = int(time.time())
+            info.uname = info.gname = 'root'
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
 class RenterDocker:
     """Renter containers and lease volumes on one Docker Engine."""
 
@@ -940,18 +955,9 @@ class RenterDocker:
     def put_host_key(self, container_id, host_key):
         """Write the lease's host key pair into the container's /etc/ssh (root-owned; the private key 0600)."""
         directory, name = _renter_login.HOST_KEY_PATH.rsplit('/', 1)
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode='w') as tar:
-            for member, content, mode in ((name, host_key.private, 0o600),
-                                          (name + '.pub', (host_key.public + '\n').encode('ascii'), 0o644)):
-                info = tarfile.TarInfo(member)
-                info.size = len(content)
-                info.mode = mode
-                info.uid = info.gid = 0
-                info.mtime = int(time.time())
-                info.uname = info.gname = 'root'
-                tar.addfile(info, io.BytesIO(content))
-        if not self.api.put_archive(container_id, directory, buf.getvalue()):
+        archive = root_owned_tar(((name, host_key.private, 0o600),
+                                  (name + '.pub', (host_key.public + '\n').encode('ascii'), 0o644)))
+        if not self.api.put_archive(container_id, directory, archive):
             raise RentalDockerError('writing the host key into the container failed')
 
     def _write_budget(self, lease_id, sandbox):
@@ -984,17 +990,8 @@ class RenterDocker:
         root's copy is only read by sshd where the renter may log in as root (user namespaces).
         """
         content = lease.authorized_keys.encode('utf-8')
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode='w') as tar:
-            for name in (lease.username, 'root'):
-                info = tarfile.TarInfo(name)
-                info.size = len(content)
-                info.mode = 0o644
-                info.uid = info.gid = 0
-                info.mtime = int(time.time())
-                info.uname = info.gname = 'root'
-                tar.addfile(info, io.BytesIO(content))
-        if not self.api.put_archive(container_id, AUTHORIZED_KEYS_DIR, buf.getvalue()):
+        archive = root_owned_tar((name, content, 0o644) for name in (lease.username, 'root'))
+        if not self.api.put_archive(container_id, AUTHORIZED_KEYS_DIR, archive):
             raise RentalDockerError('writing the authorized keys into the container failed')
 
     def update_limits(self, container_id, lease):
