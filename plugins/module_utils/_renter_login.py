@@ -26,6 +26,9 @@ LOGIN_DIR = 'login'
 #: Where the renter container sees that directory; the image's /etc/motd points at MOTD_FILE in it.
 CONTAINER_LOGIN_DIR = '/etc/p2pvps-lease'
 MOTD_FILE = 'motd'
+#: The lease's host public key, next to the message: the record of the key this module made, kept when the
+#: state file is lost (the renter may read it: it is the public half, shown by the marketplace too).
+HOST_PUBLIC_KEY_FILE = 'ssh_host_ed25519_key.pub'
 #: The lease's host key in the renter container (the image's sshd HostKey; its init keeps a key it finds).
 HOST_KEY_PATH = '/etc/ssh/ssh_host_ed25519_key'
 MAX_FIELD = 200
@@ -135,30 +138,51 @@ def motd_text(lease, host_public_key=None, web_port=8080, root_login=None):
 
 def read_motd(state_dir, lease_id):
     """The message written for the lease, or None."""
+    return _read_login_file(state_dir, lease_id, MOTD_FILE)
+
+
+def write_motd(state_dir, lease_id, text):
+    _write_login_file(state_dir, lease_id, MOTD_FILE, text)
+
+
+def read_host_public_key(state_dir, lease_id):
+    """The host public key line this module made for the lease (from its login directory), or None."""
+    raw = _read_login_file(state_dir, lease_id, HOST_PUBLIC_KEY_FILE)
     try:
-        with open(os.path.join(login_dir(state_dir, lease_id), MOTD_FILE), 'r', encoding='ascii',
+        return None if raw is None else parse_host_public_key(raw)
+    except _ssh_key.PublicKeyError:
+        return None
+
+
+def write_host_public_key(state_dir, lease_id, public):
+    _write_login_file(state_dir, lease_id, HOST_PUBLIC_KEY_FILE, parse_host_public_key(public) + '\n')
+
+
+def _read_login_file(state_dir, lease_id, name):
+    try:
+        with open(os.path.join(login_dir(state_dir, lease_id), name), 'r', encoding='ascii',
                   errors='replace') as handle:
             return handle.read(64 * 1024)
     except OSError:
         return None
 
 
-def write_motd(state_dir, lease_id, text):
-    """Write the lease's message atomically (0644, in a root-owned 0755 directory: the container's root
-    cannot write through the read-only mount, the renter can read it). The directory itself is kept:
-    the container's mount holds it (a rename inside a mounted directory is seen at once)."""
+def _write_login_file(state_dir, lease_id, name, text):
+    """Write a file of the lease's login directory atomically (0644, in a root-owned 0755 directory: the
+    container's root cannot write through the read-only mount, the renter can read it). The directory itself
+    is kept: the container's mount holds it (a rename inside a mounted directory is seen at once)."""
     directory = login_dir(state_dir, lease_id)
     os.makedirs(directory, mode=0o755, exist_ok=True)
     os.chmod(directory, 0o755)
     os.chmod(os.path.dirname(directory), 0o755)
-    fd, tmp = tempfile.mkstemp(prefix='.motd.', dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix='.%s.' % name, dir=directory)
     try:
         with os.fdopen(fd, 'w', encoding='ascii') as handle:
             handle.write(text)
             handle.flush()
             os.fchmod(handle.fileno(), 0o644)
             os.fsync(handle.fileno())
-        os.replace(tmp, os.path.join(directory, MOTD_FILE))
+        os.replace(tmp, os.path.join(directory, name))
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -824,9 +824,15 @@ class RentalManager:
         return answer
 
     def lease_host_key(self, lease_id):
-        """The host public key line this module made for lease `lease_id`, or None."""
-        if self.host_key is None or lease_id is None or self.host_key[0] != lease_id:
+        """The host public key line this module made for lease `lease_id`, or None: the state file's record,
+        else (a lost state file) the copy kept in the lease's login directory."""
+        if lease_id is None:
             return None
+        if self.host_key is None or self.host_key[0] != lease_id:
+            public = _renter_login.read_host_public_key(self.params['state_dir'], lease_id)
+            if public is None:
+                return None
+            self.host_key = (lease_id, public)
         return self.host_key[1]
 
     def deliver_receipts(self, api_ok):
@@ -1069,6 +1075,7 @@ class RentalManager:
             except _renter_login.HostKeyError as exc:
                 raise RentalDockerError('the host key of lease %s could not be made: %s' % (lease.id, exc))
             self.docker.put_host_key(container_id, host_key)
+            _renter_login.write_host_public_key(self.params['state_dir'], lease.id, host_key.public)
             self.host_key = (lease.id, host_key.public)
             self.new_host_key = True
             del host_key

@@ -917,6 +917,9 @@ def test_noop_converge_makes_one_api_call_and_few_docker_calls(renter_image, mar
         engine.reset()
         relearn = run_rental(args)
         assert kinds(relearn) == ['write_state'], relearn
+        # the host key this module made is known again (from the lease's login directory): same message
+        assert relearn['host_key'] == created['host_key'] and relearn['host_key'] is not None, relearn
+        assert relearn['login_message'] == 'unchanged', relearn
         assert len([path for dummy, path in engine.calls() if '/archive' in path]) == 1
     finally:
         api.close()

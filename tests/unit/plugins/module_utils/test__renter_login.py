@@ -122,3 +122,18 @@ def test_the_state_file_keeps_the_host_key_of_its_lease(tmp_path):
         json.dump(dict(_lease.state_content(current), host_key={'lease_id': current.id, 'public_key': 'x'}), handle)
     assert _state.read_host_key(path) is None and _state.read_state(path)[0] == current
     assert _state.read_host_key(str(tmp_path / 'missing.json')) is None
+
+
+def test_the_login_directory_keeps_the_host_public_key(tmp_path):
+    """The copy read back when the state file is lost; a damaged copy counts as none."""
+    state_dir = str(tmp_path / 'state')
+    lease_id = lease().id
+    public = ' '.join(KEY_A.split(' ')[:2])
+    assert _renter_login.read_host_public_key(state_dir, lease_id) is None
+    _renter_login.write_host_public_key(state_dir, lease_id, KEY_A)        # the comment is dropped
+    assert _renter_login.read_host_public_key(state_dir, lease_id) == public
+    path = os.path.join(_renter_login.login_dir(state_dir, lease_id), _renter_login.HOST_PUBLIC_KEY_FILE)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    with open(path, 'w') as handle:
+        handle.write('ssh-rsa AAAA not-a-host-key\n')
+    assert _renter_login.read_host_public_key(state_dir, lease_id) is None
