@@ -73,9 +73,12 @@ def rent_and_return(fleet, pi):
          f"waiting for the device's agent (timer every {AGENT_INTERVAL_S} s)")
     waited = fleet.wait_login(pi, "alice", key, AGENT_INTERVAL_S * 2 + 90)
     login = fleet.renter_ssh(pi, "alice", key, "uname -a; id").stdout.strip()
+    shown = fleet.marketplace.get_rental(rental["id"])
     step(f"renter logged in {waited:.1f} s after the rental was created:\n"
          f"    $ ssh -i {key} -p {port} alice@{fleet.tunnel.ip} 'uname -a; id'\n"
-         + "\n".join("    " + line for line in login.splitlines()))
+         + "\n".join("    " + line for line in login.splitlines())
+         + f"\n    the host key ssh shows at the first login is the one the marketplace shows for the rental: "
+         f"{shown.get('ssh_host_key_fingerprint') or 'not reported yet'}")
     show_root(fleet, pi, key, port)
     fleet.renter_ssh(pi, "alice", key, SITE)
     step(f"alice started a web server in her container: ssh ... alice@{fleet.tunnel.ip} "

@@ -30,7 +30,7 @@ from urllib.parse import quote, urlencode
 from ansible.module_utils.basic import missing_required_lib
 from ansible.module_utils.compat.version import LooseVersion
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _lease, _rental
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _facts, _lease, _rental, _renter_login
 
 # The Docker SDK is not imported by a converge that changes nothing (its import and its client's
 # set-up are measured in benchmarks/results.md): such a run reads the Engine with EngineReader below.
@@ -577,6 +577,21 @@ class LeaseDisk:
                 os.unlink(path)
 
 
+def root_owned_tar(files):
+    """A tar archive (bytes) of (name, content bytes, mode) files owned by root, for put_archive."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w') as tar:
+        for name, content, mode in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            info.mode = mode
+            info.uid = info.gid = 0
+            info.mtime = int(time.time())
+            info.uname = info.gname = 'root'
+            tar.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
 class RenterDocker:
     """Renter containers and lease volumes on one Docker Engine."""
 
@@ -862,15 +877,17 @@ class RenterDocker:
             self._remove_volume_named(name)
         LeaseDisk(self.disk_dir, lease_id).reset_system(owner)
 
-    def create(self, lease, publish, sandbox, owner=None):
+    def create(self, lease, publish, sandbox, owner=None, login_dir=None, prepare=None):
         """Create and start the renter container of `lease` (its volumes must exist); its id.
 
         owner: the renter's root on the host under user-namespace remapping (see engine_owner);
         only then may the renter log in as root (root in the container, nobody on the device).
+        login_dir: the lease's login directory on the device, mounted read-only (_renter_login).
+        prepare: called with the new container's id before its first start (the host key goes in then).
         """
         root_login = owner is not None
         host_config = self.api.create_host_config(
-            binds=self._binds(lease),
+            binds=self._binds(lease, login_dir),
             port_bindings=_port_bindings(publish),
             # Never started by dockerd itself: at boot that would be before the agent mounts the lease
             # disk, onto the bare mountpoints (writes land on the device's disk; Docker 20.10 also
@@ -900,14 +917,48 @@ class RenterDocker:
             host_config=host_config,
             hostname=lease.container_name[:63],
         )
+        if prepare is not None:
+            prepare(created['Id'])
         self.api.start(created['Id'])
         return created['Id']
 
-    def _binds(self, lease):
+    def _binds(self, lease, login_dir=None):
         binds = {lease.volume_name: {'bind': '%s/%s' % (RENTER_HOME, lease.username), 'mode': 'rw'}}
         for name in SYSTEM_DIRS:
             binds[system_volume_name(lease.id, name)] = {'bind': '/' + name, 'mode': 'rw'}
+        if login_dir is not None:
+            binds[login_dir] = {'bind': _renter_login.CONTAINER_LOGIN_DIR, 'mode': 'ro'}
         return binds
+
+    def has_login_dir(self, container_id):
+        """Whether the container mounts a lease login directory (containers made before it existed do not)."""
+        mounts = self._inspect(container_id, False).get('Mounts') or []
+        return any(m.get('Destination') == _renter_login.CONTAINER_LOGIN_DIR for m in mounts)
+
+    def root_login(self, container_id):
+        """Whether the renter of the container may log in as root (what its init was told at creation)."""
+        env = self._inspect(container_id, False).get('Config', {}).get('Env') or []
+        return 'P2PVPS_ROOT_LOGIN=1' in env
+
+    def host_public_key(self, container_id):
+        """The host public key line in the container (its /etc volume), or None."""
+        try:
+            stream, dummy = self.read.get_archive(container_id, _renter_login.HOST_KEY_PATH + '.pub')
+        except (NotFound, APIError):
+            return None
+        with tarfile.open(fileobj=io.BytesIO(b''.join(stream))) as tar:
+            member = tar.next()
+            if member is None or not member.isfile() or member.size > 4096:
+                return None
+            return tar.extractfile(member).read().decode('ascii', 'replace')
+
+    def put_host_key(self, container_id, host_key):
+        """Write the lease's host key pair into the container's /etc/ssh (root-owned; the private key 0600)."""
+        directory, name = _renter_login.HOST_KEY_PATH.rsplit('/', 1)
+        archive = root_owned_tar(((name, host_key.private, 0o600),
+                                  (name + '.pub', (host_key.public + '\n').encode('ascii'), 0o644)))
+        if not self.api.put_archive(container_id, directory, archive):
+            raise RentalDockerError('writing the host key into the container failed')
 
     def _write_budget(self, lease_id, sandbox):
         """Docker's write limits on the lease disk's loop device (through the link that follows it)."""
@@ -939,17 +990,8 @@ class RenterDocker:
         root's copy is only read by sshd where the renter may log in as root (user namespaces).
         """
         content = lease.authorized_keys.encode('utf-8')
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode='w') as tar:
-            for name in (lease.username, 'root'):
-                info = tarfile.TarInfo(name)
-                info.size = len(content)
-                info.mode = 0o644
-                info.uid = info.gid = 0
-                info.mtime = int(time.time())
-                info.uname = info.gname = 'root'
-                tar.addfile(info, io.BytesIO(content))
-        if not self.api.put_archive(container_id, AUTHORIZED_KEYS_DIR, buf.getvalue()):
+        archive = root_owned_tar((name, content, 0o644) for name in (lease.username, 'root'))
+        if not self.api.put_archive(container_id, AUTHORIZED_KEYS_DIR, archive):
             raise RentalDockerError('writing the authorized keys into the container failed')
 
     def update_limits(self, container_id, lease):

@@ -392,9 +392,25 @@ def parse_local_state(raw):
     return lease, (None if frozen is None or lease is None else parse_time(frozen, 'frozen_at'))
 
 
-def state_content(lease, frozen_at=None):
-    """What the state file holds for `lease` (None: no lease), frozen since `frozen_at` (None: not frozen)."""
+def state_content(lease, frozen_at=None, host_public_key=None):
+    """What the state file holds for `lease` (None: no lease), frozen since `frozen_at` (None: not frozen),
+    with the public line of the host key the module made for its container (None: not known)."""
     content = {'version': STATE_VERSION, 'lease': None if lease is None else lease.to_dict()}
     if lease is not None and frozen_at is not None:
         content['frozen_at'] = format_time(frozen_at)
+    if lease is not None and host_public_key is not None:
+        content['host_key'] = {'lease_id': lease.id, 'public_key': host_public_key}
     return content
+
+
+def parse_state_host_key(raw):
+    """(lease id, host public key line) from the state file's content, or None when it has none (a state
+    written by a version before host keys) or an unusable one."""
+    if not isinstance(raw, dict) or not isinstance(raw.get('host_key'), dict):
+        return None
+    lease_id, key = raw['host_key'].get('lease_id'), raw['host_key'].get('public_key')
+    try:
+        parsed = _ssh_key.parse_public_key(key, key_types=('ssh-ed25519',))
+        return parse_lease_id(lease_id), ' '.join(parsed.split(' ')[:2])
+    except (LeaseError, _ssh_key.PublicKeyError):
+        return None

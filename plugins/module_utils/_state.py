@@ -78,8 +78,18 @@ def _parse_checkin_file(raw):
     return _lease.parse_lease_etag(raw)
 
 
-def write_state(path, lease, frozen_at=None):
-    write_json_atomic(path, _lease.state_content(lease, frozen_at))
+def read_host_key(path):
+    """(lease id, host public key line) remembered in the state file, or None."""
+    host_key, dummy = read_parsed(path, 'local lease state', _parse_host_key)
+    return host_key
+
+
+def _parse_host_key(raw):
+    return _lease.parse_state_host_key(raw)
+
+
+def write_state(path, lease, frozen_at=None, host_public_key=None):
+    write_json_atomic(path, _lease.state_content(lease, frozen_at, host_public_key))
 
 
 def write_anchor(path, anchor):

@@ -89,6 +89,26 @@ description:
     the C(lease_etag) of its check-in answer, kept in C(checkin.json) in O(state_dir) after a successful
     converge (written atomically and only when it changes; never in check mode). The check-in is held
     without the state lock, so a push-mode converge meanwhile is not kept waiting.
+  - The lease's SSH host key. The module makes it on the device (C(ssh-keygen -t ed25519) in a private
+    temporary directory of O(state_dir), removed at once), writes it into the new container's
+    C(/etc/ssh) before its first start (the renter image's init keeps a key it finds) and keeps only its
+    public line, in C(lease.json). Every check-in reports it for that lease as C(host_public_key), and a
+    run that made one reports it at once in one more check-in, so the marketplace can show the renter its
+    fingerprint to check at the first login. The private key is never printed, logged or kept on the
+    device. A container made again for the same lease keeps the key its C(/etc) holds when it is the one
+    remembered, else gets a new one. See RV(host_key).
+  - The login message. What the renter sees when they log in over SSH - the lease's limits, its expiry
+    (UTC), its web address, the host key's fingerprint - is written by the module from the lease into
+    C(login/<lease id>/motd) in O(state_dir) (a root-owned directory, printable ASCII only, so marketplace
+    strings cannot bring terminal escape sequences), which the container mounts read-only at
+    C(/etc/p2pvps-lease) (the renter image's C(/etc/motd) points there). It is rewritten when the lease
+    changes (an extension, new limits) and seen at the next login, without recreating or restarting the
+    container; it is removed with the lease's volumes. See RV(login_message).
+  - Upgrading from a version without host keys and login directories. A renter container made by such
+    a version is kept as it is (never recreated for this, no data lost, not restarted) - its renter sees
+    the message its image's init wrote at the start (limits and web address, no expiry) and the host key
+    the init made inside the container, which is not reported to the marketplace (it shows none for that
+    rental). The lease's next container (the next lease, or a recreation) gets both.
 author:
   - p2pvps.fleet developers (@p2pvps)
 extends_documentation_fragment:
@@ -238,7 +258,7 @@ options:
 requirements:
   - Docker SDK for Python (C(docker)) 5.0 or newer; 7.1 or newer when C(requests) is 2.32 or newer
   - requests
-  - C(ssh-keygen) (OpenSSH client) on the device for the wipe receipts; without it leases are
+  - C(ssh-keygen) (OpenSSH client) on the device for the wipe receipts and the leases' host keys; without it leases are
     still wiped, with a warning that no receipt was signed
   - Root for the enforced per-lease disk (loop devices, C(mkfs.ext4), C(mount)), the bandwidth cap
     (C(tc), C(nsenter)) and ending SSH sessions (signals to the container's processes)
@@ -365,7 +385,7 @@ actions:
       description: >-
         One of V(mount_disk), V(remove_container), V(remove_volume), V(reset_system), V(create),
         V(start), V(stop) (a lease frozen), V(update_keys), V(end_sessions), V(update_limits), V(resize_disk), V(write_state),
-        V(limit_bandwidth).
+        V(limit_bandwidth), V(write_login_message) (the login message of a kept container changed, see RV(login_message)).
       type: str
     lease_id:
       description: The lease concerned.
@@ -529,9 +549,32 @@ phases:
   sample: {sdk_imported: false, items: [{phase: 'docker: lease volumes', wall_ms: 1.9, cpu_ms: 0.6,
            docker_calls: [{call: GET /volumes, wall_ms: 1.7}]}]}
 diff:
-  description: Before and after (the remembered lease and the renter containers).
+  description: Before and after (the remembered lease and the renter containers; the login message
+    when it changes for a container that is kept).
   returned: when diff mode is on
   type: dict
+host_key:
+  description: The SSH host key this module made for the lease's container (the public half only), as
+    the check-ins report it; null when there is no lease or its container was made by a version that did
+    not make host keys (or, in check mode, before the container is created).
+  returned: always
+  type: dict
+  contains:
+    public_key:
+      description: The public key line, C(ssh-ed25519 BASE64).
+      type: str
+    fingerprint:
+      description: Its SHA256 fingerprint, as C(ssh-keygen -lf) and the renter's C(ssh) print it.
+      type: str
+  sample: {public_key: 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOf...', fingerprint: 'SHA256:9hZc1m...'}
+login_message:
+  description: The lease's login message - C(written) (this run wrote it, or would in check mode;
+    a new container gets it before its first start), C(unchanged), C(not mounted) (the container was
+    made by a version without login directories; nothing is written for it) - or null without a lease
+    or container.
+  returned: always
+  type: str
+  sample: written
 """
 
 import contextlib
@@ -544,7 +587,9 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_native
 
-from ansible_collections.p2pvps.fleet.plugins.module_utils import _clock, _docker, _facts, _lease, _receipts, _rental, _sandbox
+from ansible_collections.p2pvps.fleet.plugins.module_utils import (
+    _clock, _docker, _facts, _lease, _receipts, _rental, _renter_login, _sandbox,
+)
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
@@ -567,6 +612,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._state import (
     StateLock,
     StateLockTimeout,
     read_anchor,
+    read_host_key,
     read_lease_etag,
     read_local_state,
     read_state,
@@ -673,8 +719,13 @@ class RentalManager:
                        'actions': [], 'api_error': None, 'disk_limit_enforced': None,
                        'disk_limit_reason': None, 'checkin_interval_s': None, 'refused': None,
                        'sandbox': None, 'clock': None, 'frozen': None,
-                       'receipts': {'signed': [], 'acknowledged': [], 'pending': 0}}
+                       'receipts': {'signed': [], 'acknowledged': [], 'pending': 0},
+                       'host_key': None, 'login_message': None}
         self.owner = _UNKNOWN
+        # (lease id, public line) of the host key this module made for the lease's container; a new one is
+        # reported to the marketplace at once (one more check-in)
+        self.host_key = None
+        self.new_host_key = False
         self.outbox = _receipts.Outbox(self.params['state_dir'], self.params['device_id'])
         self.wiped = {}      # lease id -> what this run removed of it (for its wipe receipt)
         self.now = None      # the marketplace's time this run judges by
@@ -703,6 +754,7 @@ class RentalManager:
         """The check-in with O(wait_s), without the state lock (the marketplace may hold it that long): answered
         when this device's lease differs from the one it converged to last, or when the wait is over."""
         local_state, dummy = read_state(self.state_path)   # warnings come with the converge's own read
+        self.host_key = read_host_key(self.state_path) if local_state is not None else None
         recorded_keys = {} if local_state is None else {local_state.id: local_state.keys_hash}
         observed = self.observed(self.docker.renter_containers(recorded_keys), local_state)
         known = self.known_etag()
@@ -759,6 +811,10 @@ class RentalManager:
         report, warnings = self.outbox.report(create_key=not self.module.check_mode)
         for warning in warnings:
             self.module.warn(warning)
+        host_key = self.lease_host_key(observed.get('lease_id'))
+        if host_key is not None:
+            # v1: an added field; the marketplace shows it (and its fingerprint) to the lease's renter
+            report = dict(report, host_public_key=host_key)
         answer = client_from_module(self.module).checkin(observed, report, lease_etag=lease_etag, wait_s=wait_s)
         if report.get('receipts') and isinstance(answer, dict) and not self.module.check_mode:
             acknowledged, warnings = self.outbox.settle(answer)
@@ -767,10 +823,22 @@ class RentalManager:
                 self.module.warn(warning)
         return answer
 
+    def lease_host_key(self, lease_id):
+        """The host public key line this module made for lease `lease_id`, or None: the state file's record,
+        else (a lost state file) the copy kept in the lease's login directory."""
+        if lease_id is None:
+            return None
+        if self.host_key is None or self.host_key[0] != lease_id:
+            public = _renter_login.read_host_public_key(self.params['state_dir'], lease_id)
+            if public is None:
+                return None
+            self.host_key = (lease_id, public)
+        return self.host_key[1]
+
     def deliver_receipts(self, api_ok):
-        """Report the receipts this run signed at once, in one more check-in (only when the marketplace
-        answered this run's check-in; otherwise the next runs report them)."""
-        if api_ok and self.result['receipts']['signed'] and not self.module.check_mode:
+        """Report the receipts this run signed, and a host key it made, at once, in one more check-in (only
+        when the marketplace answered this run's check-in; otherwise the next runs report them)."""
+        if api_ok and (self.result['receipts']['signed'] or self.new_host_key) and not self.module.check_mode:
             running = self.result['container_id'] is not None
             observed = dict(self.observed([], None), lease_id=self.result['lease_id'],
                             container='running' if running else 'absent', renter_containers=int(running))
@@ -823,6 +891,7 @@ class RentalManager:
         (local_state, frozen_at), warning = read_local_state(self.state_path)
         if warning:
             self.module.warn(warning)
+        self.host_key = read_host_key(self.state_path) if local_state is not None else None
         PHASES.mark('read the state file')
         volumes = self.docker.lease_volumes()
         PHASES.mark('docker: lease volumes')
@@ -866,6 +935,8 @@ class RentalManager:
             self.result['frozen'] = {'since': _lease.format_time(plan.frozen_at),
                                      'wipe_at': _lease.format_time(plan.frozen_at + grace)}
         if lease is not None:
+            self.login_message(plan, lease, container_id)
+            PHASES.mark('login message')
             fresh = bool(plan.actions) and not self.module.check_mode
             self.result['disk_limit_enforced'], self.result['disk_limit_reason'] = self.disk_status(lease, fresh)
             self.report_sandbox(plan, container_id)
@@ -952,6 +1023,7 @@ class RentalManager:
                 container_id = None
         elif kind == 'remove_volume':
             removed = self.docker.remove_volume(action.lease_id)
+            _renter_login.remove_login_dir(self.params['state_dir'], action.lease_id)
             self.sign_wipe(action.lease_id, removed, action.reason)
         elif kind == 'mount_disk':
             self.docker.mount_disk(action.lease_id)
@@ -961,7 +1033,12 @@ class RentalManager:
             owner = self.engine_owner()
             self.docker.ensure_network(self.sandbox.bridge)
             self.docker.ensure_volume(lease, self.require_disk_limit(), owner)
-            container_id = self.docker.create(lease, self.publish, self.sandbox, owner)
+            login_dir = _renter_login.login_dir(self.params['state_dir'], lease.id)
+            os.makedirs(login_dir, mode=0o755, exist_ok=True)
+            container_id = self.docker.create(lease, self.publish, self.sandbox, owner, login_dir=login_dir,
+                                              prepare=lambda new_id: self.prepare_container(new_id, lease))
+            # the host key is remembered with the lease at once (a recreated container may need no write_state)
+            write_state(self.state_path, lease, plan.frozen_at, self.lease_host_key(lease.id))
         elif kind == 'start':
             self.docker.start(action.container_id, action.lease_id)
         elif kind == 'stop':
@@ -975,8 +1052,71 @@ class RentalManager:
         elif kind == 'resize_disk':
             self.resize_disk(lease, container_id)
         elif kind == 'write_state':
-            write_state(self.state_path, lease, plan.frozen_at)
+            write_state(self.state_path, lease, plan.frozen_at,
+                        None if lease is None else self.lease_host_key(lease.id))
         return container_id
+
+    def prepare_container(self, container_id, lease):
+        """Before the first start of a new renter container: its host key, and its login message.
+
+        The key is made here (ssh-keygen), written into the container's /etc/ssh (whose init keeps a key it
+        finds) and dropped from memory; only its public line is kept, in the state file. A container made
+        again for the same lease keeps the key its /etc volume holds when it is the one remembered."""
+        remembered = self.lease_host_key(lease.id)
+        current = self.docker.host_public_key(container_id)
+        try:
+            same = remembered is not None and current is not None and \
+                _renter_login.parse_host_public_key(current) == remembered
+        except ValueError:
+            same = False
+        if not same:
+            try:
+                host_key = _renter_login.generate_host_key(self.params['state_dir'])
+            except _renter_login.HostKeyError as exc:
+                raise RentalDockerError('the host key of lease %s could not be made: %s' % (lease.id, exc))
+            self.docker.put_host_key(container_id, host_key)
+            _renter_login.write_host_public_key(self.params['state_dir'], lease.id, host_key.public)
+            self.host_key = (lease.id, host_key.public)
+            self.new_host_key = True
+            del host_key
+        text = self.motd_text(lease, self.engine_owner() is not None)
+        _renter_login.write_motd(self.params['state_dir'], lease.id, text)
+
+    def motd_text(self, lease, root_login):
+        return _renter_login.motd_text(lease, self.lease_host_key(lease.id),
+                                       web_port=int(_rental.WEB_PORT.split('/', maxsplit=1)[0]),
+                                       root_login=root_login)
+
+    def login_message(self, plan, lease, container_id):
+        """Keep the lease's login message up to date (an extension changes its expiry): written into the lease's
+        login directory, which its container mounts read-only, so the renter sees it at the next login without
+        a restart. A container made by a version without that mount is left alone (no recreation, no data lost):
+        its renter sees the message its init wrote at start, without the expiry, until the next lease."""
+        public = self.lease_host_key(lease.id)
+        self.result['host_key'] = None if public is None else {
+            'public_key': public, 'fingerprint': _renter_login.host_key_fingerprint(public)}
+        if 'create' in plan.kinds():
+            self.result['login_message'] = 'written'   # with the new container, before its first start
+            return
+        if container_id is None:
+            return
+        if not self.docker.has_login_dir(container_id):
+            self.result['login_message'] = 'not mounted'
+            return
+        text = self.motd_text(lease, self.docker.root_login(container_id))
+        before = _renter_login.read_motd(self.params['state_dir'], lease.id)
+        if before == text:
+            self.result['login_message'] = 'unchanged'
+            return
+        if not self.module.check_mode:
+            _renter_login.write_motd(self.params['state_dir'], lease.id, text)
+        self.result['login_message'] = 'written'
+        self.result['changed'] = True
+        self.result['actions'].append({'action': 'write_login_message', 'lease_id': lease.id, 'container': None,
+                                       'reason': 'expires %s' % _lease.format_time(lease.expires_at)})
+        if self.module._diff and isinstance(self.result.get('diff'), dict):
+            self.result['diff']['before']['login_message'] = before or ''
+            self.result['diff']['after']['login_message'] = text
 
     def end_sessions(self, action):
         """End the SSH sessions of the running container from the host; the count goes into the action's reason."""

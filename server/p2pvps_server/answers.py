@@ -156,6 +156,12 @@ class Rental(BaseModel):
     active: bool
     tunnel: RentalTunnel
     web: Web | None = _web()
+    ssh_host_key: str | None = Field(
+        default=None, description="the SSH host key ('ssh-ed25519 BASE64') the device reported for the lease's "
+                                  "renter container; null until it did")
+    ssh_host_key_fingerprint: str | None = Field(
+        default=None, description="its SHA256 fingerprint as ssh-keygen -lf prints it ('SHA256:...'), computed "
+                                  "by the server; the renter checks it at the first login")
 
 
 class Route(BaseModel):

@@ -32,6 +32,9 @@ UTC = dt.UTC
 MIGRATIONS = Path(__file__).with_name("migrations")
 #: The first revision: the schema of the last version without migrations.
 BASELINE_REVISION = "0001"
+#: Columns added by the migrations after the baseline: a database made before the migrations is brought
+#: to the baseline without them (the migrations add them).
+POST_BASELINE_COLUMNS = frozenset(("rentals.ssh_host_key",))
 #: Any number shared by every server process: on PostgreSQL, one process migrates at a time.
 MIGRATION_LOCK_KEY = 0x70327076
 
@@ -113,6 +116,8 @@ class Rental(Base):
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     web_hostname: Mapped[str | None] = mapped_column(String(253), nullable=True)
+    # The renter container's SSH host key as the device reported it (migration 0002)
+    ssh_host_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
 
 class WipeReceipt(Base):
@@ -158,7 +163,7 @@ def add_missing_columns(connection: Connection) -> list[str]:
             continue
         present = {column["name"] for column in inspector.get_columns(table.name)}
         for column in table.columns:
-            if column.name not in present:
+            if column.name not in present and f"{table.name}.{column.name}" not in POST_BASELINE_COLUMNS:
                 _add_column(connection, table, column)
                 added.append(f"{table.name}.{column.name}")
     return added

@@ -16,6 +16,7 @@ Description = Annotated[str, Field(max_length=500), AfterValidator(lambda s: v.c
 Owner = Annotated[str, Field(min_length=1, max_length=64),
                   AfterValidator(lambda s: _pattern(s, v.OWNER_RE, "owner"))]
 PublicKey = Annotated[str, Field(max_length=v.MAX_KEY_LEN), AfterValidator(v.check_ssh_public_key)]
+HostPublicKey = Annotated[str, Field(max_length=v.MAX_HOST_KEY_LEN), AfterValidator(v.check_host_public_key)]
 ReceiptPublicKey = Annotated[str, Field(max_length=v.MAX_KEY_LEN), AfterValidator(v.check_receipt_public_key)]
 TunnelPublicKey = Annotated[str, Field(max_length=v.MAX_KEY_LEN), AfterValidator(v.check_tunnel_public_key)]
 KeyList = Annotated[list[str], Field(max_length=v.MAX_KEYS), AfterValidator(v.check_key_list)]
@@ -109,6 +110,10 @@ class CheckinRequest(BaseModel):
     observed: Annotated[dict[str, Any], AfterValidator(v.check_observed)] | None = None
     receipt_public_key: ReceiptPublicKey | None = Field(
         default=None, description="the ed25519 key the device signs its wipe receipts with")
+    host_public_key: HostPublicKey | None = Field(
+        default=None, description="the SSH host key ('ssh-ed25519 BASE64') the device made for the renter "
+                                  "container of the lease in observed.lease_id; stored on that rental when it "
+                                  "is the device's current one, shown to its renter with its fingerprint")
     receipts: list[ReceiptIn] | None = Field(
         default=None, max_length=receipts.MAX_RECEIPTS,
         description="signed wipe receipts not acknowledged yet; the answer acknowledges them by lease id")

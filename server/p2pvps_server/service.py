@@ -283,8 +283,21 @@ class MarketplaceService:
             if body is not None and body.receipt_public_key is not None:
                 device.receipt_public_key = body.receipt_public_key
             acknowledged, refused = self._store_receipts(session, device, checked, now)
-            answer = checkin_view(self._active_rental(session, device.id, now), self.settings, now)
+            active = self._active_rental(session, device.id, now)
+            self._store_host_key(active, body)
+            answer = checkin_view(active, self.settings, now)
         return dict(answer, receipts_acknowledged=acknowledged, receipts_refused=refused)
+
+    @staticmethod
+    def _store_host_key(rental: Rental | None, body: schemas.CheckinRequest | None) -> None:
+        """Keep the reported host key on the device's current rental only: the key must name that rental in
+        observed.lease_id (a key for an ended or another lease is ignored, never stored elsewhere)."""
+        if rental is None or body is None or body.host_public_key is None:
+            return
+        if (body.observed or {}).get("lease_id") != rental.id:
+            return
+        if rental.ssh_host_key != body.host_public_key:
+            rental.ssh_host_key = body.host_public_key
 
     def checkin_answer(self, device_id: str) -> dict[str, Any]:
         """The check-in answer as it is now, recording nothing (a held check-in's answer, which carries

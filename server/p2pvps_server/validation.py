@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import json
 import re
 import struct
@@ -132,6 +133,37 @@ def check_receipt_public_key(value: str) -> str:
     if not key.startswith("ssh-ed25519 "):
         raise ValueError("a receipt key must be an ssh-ed25519 key")
     return key
+
+
+HOST_KEY_RE = re.compile(r"^ssh-ed25519 [A-Za-z0-9+/]{68}$")
+# An ssh-ed25519 public key blob: string "ssh-ed25519", string of the 32-byte key.
+_ED25519_HEAD = struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32)
+MAX_HOST_KEY_LEN = 128
+
+
+def check_host_public_key(value: str) -> str:
+    """A lease's SSH host key as the device reports it: exactly one 'ssh-ed25519 BASE64' line (no options,
+    no comment, surrounding white space dropped); the blob must be a well-formed ed25519 key."""
+    if len(value) > MAX_HOST_KEY_LEN:
+        raise ValueError(f"a host key line has at most {MAX_HOST_KEY_LEN} characters")
+    key = value.strip()
+    if not HOST_KEY_RE.fullmatch(key):
+        raise ValueError("must be one line 'ssh-ed25519 BASE64' (an ed25519 public key without comment)")
+    try:
+        blob = base64.b64decode(key.split(" ")[1].encode("ascii"), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("the key body is not valid base64") from None
+    if len(blob) != len(_ED25519_HEAD) + 32 or not blob.startswith(_ED25519_HEAD):
+        raise ValueError("the key body does not hold an ssh-ed25519 key")
+    return key
+
+
+def host_key_fingerprint(key: str | None) -> str | None:
+    """SHA256:<base64 without padding> of a public key line, as `ssh-keygen -lf` prints it."""
+    if key is None:
+        return None
+    blob = base64.b64decode(key.split(" ")[1].encode("ascii"))
+    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode("ascii").rstrip("=")
 
 
 def check_key_list(values: list[str]) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 from p2pvps_server import receipts
 from p2pvps_server.db import UTC, Device, Rental, WipeReceipt
 from p2pvps_server.settings import Settings
+from p2pvps_server.validation import host_key_fingerprint
 
 
 def format_time(value: dt.datetime | None) -> str | None:
@@ -153,6 +154,9 @@ def rental_view(rental: Rental, device: Device | None, settings: Settings, now: 
             "web_remote_port": web_port(device, settings),
         },
         "web": web_view(rental, settings),
+        # what the device reported for this lease's container: a renter checks it at the first login
+        "ssh_host_key": rental.ssh_host_key,
+        "ssh_host_key_fingerprint": host_key_fingerprint(rental.ssh_host_key),
     }
 
 

@@ -141,8 +141,9 @@ def shifted_clock(shift):
     return {'LD_PRELOAD': libraries[0], 'FAKETIME': shift}
 
 
-def run_rental(args, check_mode=False, diff=False, clock=None):
-    """Run the module once through `ansible` (its wall clock shifted by `clock`); returns its result dict."""
+def run_rental(args, check_mode=False, diff=False, clock=None, collections=None):
+    """Run the module once through `ansible` (its wall clock shifted by `clock`; `collections`: another
+    ANSIBLE_COLLECTIONS_PATH, e.g. an older version of the collection); returns its result dict."""
     cmd = ['ansible', 'localhost', '-i', 'localhost,', '-c', 'local', '-m', 'p2pvps.fleet.rental',
            '-a', json.dumps(args), '-e', 'ansible_python_interpreter=%s' % sys.executable]
     if check_mode:
@@ -151,6 +152,8 @@ def run_rental(args, check_mode=False, diff=False, clock=None):
         cmd.append('--diff')
     env = ansible_env(ANSIBLE_STDOUT_CALLBACK='json', ANSIBLE_LOAD_CALLBACK_PLUGINS='1',
                       **(shifted_clock(clock) if clock else {}))
+    if collections:
+        env['ANSIBLE_COLLECTIONS_PATH'] = '%s:%s' % (collections, env['ANSIBLE_COLLECTIONS_PATH'])
     proc = run_ansible(cmd, env=env, check=False, timeout=300)
     try:
         data = json.loads(proc.stdout)
@@ -546,7 +549,10 @@ def test_rental_lifecycle(renter_image, marketplace, tmp_path):
                                         '8080/tcp': [{'HostIp': '127.0.0.1', 'HostPort': str(web_port)}]}
         assert not any('docker.sock' in (m.get('Source') or '') for m in info['Mounts'])
         assert info['Config']['Labels']['p2pvps.lease'] == lease_id
-        volumes = sorted((m['Name'], m['Destination']) for m in info['Mounts'])
+        volumes = sorted((m['Name'], m['Destination']) for m in info['Mounts'] if m['Type'] == 'volume')
+        # the lease's login directory of the device, read-only (the login message follows the lease)
+        binds = [(m['Source'], m['Destination'], m['RW']) for m in info['Mounts'] if m['Type'] == 'bind']
+        assert binds == [(str(state_dir / 'login' / lease_id), '/etc/p2pvps-lease', False)], binds
         assert volumes == sorted([('p2pvps-lease-%s' % lease_id, '/home/%s' % user)] + [
             ('p2pvps-lease-%s-%s' % (lease_id, name), '/' + name) for name in ('etc', 'usr', 'var', 'opt', 'srv', 'root')])
         assert first['disk_limit_enforced'] is True, first['disk_limit_reason']
@@ -579,7 +585,9 @@ def test_rental_lifecycle(renter_image, marketplace, tmp_path):
         # limits patched -> docker update, same container
         marketplace.patch_rental(lease_id, limits={'memory_mb': 512, 'cpus': 1, 'pids': 256, 'disk_gb': 1})
         limits = run_rental(args)
-        assert kinds(limits) == ['update_limits', 'write_state'] and limits['container_id'] == container_id
+        # the login message names the limits: rewritten in place
+        assert kinds(limits) == ['update_limits', 'write_state', 'write_login_message'] and \
+            limits['container_id'] == container_id
         host = inspect(container_id)['HostConfig']
         assert (host['Memory'], host['NanoCpus'], host['PidsLimit']) == (512 * 1024 ** 2, 10 ** 9, 256)
         assert run_rental(args)['changed'] is False
@@ -697,11 +705,12 @@ def test_rental_expired_with_api_down_is_frozen_then_resumed_or_wiped(renter_ima
         extended = marketplace.extend_rental(lease_id, user, utc_text(int(time.time()) + 15))
         assert extended['id'] == lease_id and extended['active'] is True
         resumed = run_rental(args)
-        assert kinds(resumed) == ['start', 'write_state', 'limit_bandwidth'], resumed
+        # the login message follows the extension (new expiry)
+        assert kinds(resumed) == ['start', 'write_state', 'limit_bandwidth', 'write_login_message'], resumed
         assert 'extended' in resumed['actions'][0]['reason'] and resumed['frozen'] is None
         assert resumed['container_id'] == container_id and renter_containers(lease_id) == [container_id]
         assert wait_login(port, user, key).returncode == 0
-        assert ssh(port, user, key, 'cat ~/kept').stdout.strip() == 'renter-data'
+        assert ssh(port, user, key, 'cat ~/kept').stdout == 'renter-data\n'   # a command session prints no login message
         assert 'frozen_at' not in json.loads((state_dir / 'lease.json').read_text())
 
         # expired again with the marketplace down: frozen; once frozen for grace_s, wiped
@@ -908,6 +917,9 @@ def test_noop_converge_makes_one_api_call_and_few_docker_calls(renter_image, mar
         engine.reset()
         relearn = run_rental(args)
         assert kinds(relearn) == ['write_state'], relearn
+        # the host key this module made is known again (from the lease's login directory): same message
+        assert relearn['host_key'] == created['host_key'] and relearn['host_key'] is not None, relearn
+        assert relearn['login_message'] == 'unchanged', relearn
         assert len([path for dummy, path in engine.calls() if '/archive' in path]) == 1
     finally:
         api.close()
@@ -1050,3 +1062,193 @@ def test_long_poll_runs_last_wait_s_unless_the_lease_changed(docker_engine, fake
         # a run that fails (here: on the API error, as asked) is paced too
         took, failed = Timed(dict(args, fail_on_api_error=True)).join()
         assert failed.get('failed') is True and took >= 6, (took, failed)
+
+
+# ------------------------------------------------------------------ host key and login message
+
+def strict_ssh(port, user, key, known_hosts, command='echo logged-in'):
+    """An interactive login that checks the host key against `known_hosts` only (StrictHostKeyChecking=yes):
+    sshd prints the login message (pam_motd) only for a login shell with a terminal, so the command is
+    typed into that shell (-tt, stdin), not given on the command line."""
+    opts = ['-o', 'StrictHostKeyChecking=yes', '-o', 'UserKnownHostsFile=%s' % known_hosts,
+            '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'ConnectTimeout=3', '-o', 'LogLevel=ERROR',
+            '-o', 'BatchMode=yes', '-o', 'IdentitiesOnly=yes', '-i', key, '-tt']
+    return subprocess.run(['ssh', *opts, '-p', str(port), '%s@127.0.0.1' % user],
+                          input='%s\nexit\n' % command, capture_output=True, text=True, timeout=30, check=False)
+
+
+def known_hosts_file(path, port, public_key):
+    path.write_text('[127.0.0.1]:%d %s\n' % (port, public_key))
+    return str(path)
+
+
+def keygen_fingerprint(path):
+    return subprocess.run(['ssh-keygen', '-lf', str(path)], capture_output=True, text=True,
+                          check=True).stdout.split()[1]
+
+
+def test_the_marketplace_shows_the_host_key_and_the_login_message_follows_an_extension(
+        renter_image, marketplace_factory, tmp_path):
+    """The module makes the lease's host key, the marketplace shows it: a renter who trusts only that key
+    (StrictHostKeyChecking=yes) logs in, sees the lease's limits, expiry and web address, and after an
+    extension the new expiry, with the same container never restarted."""
+    marketplace = marketplace_factory(web_domain='web.test')
+    device = new_device(marketplace)
+    key, pub = make_keypair(tmp_path / 'key')
+    port = free_port()
+    state_dir = tmp_path / 'state'
+    args = real_args(marketplace, device, state_dir, port)
+    user = 'hk' + uuid.uuid4().hex[:6]
+    rental = None
+    try:
+        rental = marketplace.create_rental(device['id'], renter=user, ssh_public_key=pub, hours=1,
+                                           limits={'memory_mb': 256, 'cpus': 0.5, 'pids': 128, 'disk_gb': 1})
+        lease_id = rental['id']
+        assert rental['ssh_host_key'] is None and rental['ssh_host_key_fingerprint'] is None
+        assert rental['web'] is not None
+
+        dry = run_rental(args, check_mode=True)
+        assert kinds(dry) == ['create', 'write_state'] and dry['login_message'] == 'written'
+        assert dry['host_key'] is None and not (state_dir / 'login').exists()
+
+        first = run_rental(args)
+        assert kinds(first) == CREATED, first
+        container_id = first['container_id']
+        host_key = first['host_key']
+        shown = marketplace.get_rental(lease_id)
+        # reported at once (one more check-in), stored on the rental, fingerprint as ssh-keygen -lf prints it
+        assert shown['ssh_host_key'] == host_key['public_key']
+        assert shown['ssh_host_key_fingerprint'] == host_key['fingerprint']
+        known = known_hosts_file(tmp_path / 'known_hosts', port, shown['ssh_host_key'])
+        assert keygen_fingerprint(known) == shown['ssh_host_key_fingerprint']
+        # the container's key is that key; its private half is nowhere on the device nor in the output
+        assert host_keys(container_id) == {'ssh_host_ed25519_key': shown['ssh_host_key']}
+        private = docker('exec', container_id, 'cat', '/etc/ssh/ssh_host_ed25519_key').splitlines()
+        assert private[0] == '-----BEGIN OPENSSH PRIVATE KEY-----'
+        assert private[1] not in first['_stdout']
+        leftovers = subprocess.run(['grep', '-rl', 'PRIVATE KEY', str(state_dir / 'login'), str(state_dir / 'lease.json')],
+                                   capture_output=True, text=True, check=False).stdout
+        assert leftovers == ''
+        assert not glob.glob(str(state_dir / '.hostkey.*'))
+        state = json.loads((state_dir / 'lease.json').read_text())
+        assert state['host_key'] == {'lease_id': lease_id, 'public_key': shown['ssh_host_key']}
+
+        wait_login(port, user, key, timeout=60)
+        login = strict_ssh(port, user, key, known)
+        assert login.returncode == 0 and 'logged-in' in login.stdout, login.stderr
+        motd = login.stdout
+        assert 'p2pvps rented VPS for %s' % user in motd
+        assert 'expires: %s' % rental['expires_at'].replace('T', ' ').replace('Z', ' UTC') in motd
+        assert '256 MB memory, 0.5 CPU, 128 processes, 1 GB disk' in motd
+        assert rental['web']['url'] in motd
+        assert 'host key: %s' % shown['ssh_host_key_fingerprint'] in motd
+        # the check can fail: another key in known_hosts is refused
+        other = known_hosts_file(tmp_path / 'other_known_hosts', port, fake_key(7))
+        refused = strict_ssh(port, user, key, other)
+        assert refused.returncode != 0 and 'verification failed' in refused.stderr, refused.stderr
+        # the renter cannot change the message: the mount is read-only even for root in the container
+        assert docker('exec', container_id, 'sh', '-c', 'echo x > /etc/p2pvps-lease/motd 2>&1 || echo refused'
+                      ).endswith('refused')
+
+        second = run_rental(args)
+        assert second['changed'] is False and second['actions'] == [] and second['login_message'] == 'unchanged'
+
+        # extension: the message follows, the container is neither recreated nor restarted
+        started_at = inspect(container_id)['State']['StartedAt']
+        new_expiry = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(calendar_epoch(rental['expires_at']) + 7200))
+        marketplace.extend_rental(lease_id, user, new_expiry)
+        dry = run_rental(args, check_mode=True, diff=True)
+        assert kinds(dry) == ['write_state', 'write_login_message'], dry
+        assert new_expiry.replace('T', ' ').replace('Z', ' UTC') in dry['diff']['after']['login_message']
+        assert 'expires: %s' % rental['expires_at'].replace('T', ' ').replace('Z', ' UTC') in \
+            (state_dir / 'login' / lease_id / 'motd').read_text()          # check mode wrote nothing
+        extended = run_rental(args)
+        assert kinds(extended) == ['write_state', 'write_login_message'], extended
+        assert extended['container_id'] == container_id
+        assert inspect(container_id)['State']['StartedAt'] == started_at
+        login = strict_ssh(port, user, key, known)
+        assert login.returncode == 0, login.stderr
+        assert 'expires: %s' % new_expiry.replace('T', ' ').replace('Z', ' UTC') in login.stdout, login.stdout
+        assert run_rental(args)['changed'] is False
+        assert marketplace.get_rental(lease_id)['ssh_host_key'] == shown['ssh_host_key']
+
+        # a restart keeps the key (the init keeps the key it finds)
+        docker('restart', container_id)
+        run_rental(args)
+        wait_login(port, user, key)
+        assert strict_ssh(port, user, key, known).returncode == 0
+
+        marketplace.end_rental(lease_id)
+        rental = None
+        gone = run_rental(args)
+        assert kinds(gone) == ['remove_container', 'remove_volume', 'write_state']
+        assert not (state_dir / 'login' / lease_id).exists()
+    finally:
+        if rental is not None:
+            marketplace.end_rental(rental['id'])
+            cleanup_lease(rental['id'], state_dir)
+
+
+# main before the lease host key and the login message (the last commit whose containers have neither)
+OLDER_COLLECTION_COMMIT = '0fa986ad1bbc9939ebf4b1d08f42fb19dac926a4'
+
+
+def older_collection(tmp_path, ref=OLDER_COLLECTION_COMMIT):
+    """The collection as it is at `ref` (git archive), for upgrade tests; its ANSIBLE_COLLECTIONS_PATH."""
+    root = tmp_path / 'older-collections'
+    target = root / 'ansible_collections' / 'p2pvps' / 'fleet'
+    target.mkdir(parents=True)
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.run('git -C %s archive %s plugins meta galaxy.yml | tar -x -C %s' % (repo, ref, target),
+                          shell=True, capture_output=True, text=True, check=False)
+    require(proc.returncode == 0, 'the collection at %s (git archive: %s)' % (ref, proc.stderr.strip()[:200]))
+    return root
+
+
+def test_a_container_made_by_an_older_version_is_kept_on_upgrade(renter_image, marketplace, tmp_path):
+    """Upgrade: a renter container made by the collection without login directories (main before this
+    change) is neither recreated nor restarted; its renter keeps the message the init wrote (no expiry)
+    and the key the init made, which the marketplace is not told of, until the next lease."""
+    older = older_collection(tmp_path)
+    device = new_device(marketplace)
+    key, pub = make_keypair(tmp_path / 'key')
+    port = free_port()
+    state_dir = tmp_path / 'state'
+    args = real_args(marketplace, device, state_dir, port)
+    user = 'up' + uuid.uuid4().hex[:6]
+    rental = None
+    try:
+        rental = marketplace.create_rental(device['id'], renter=user, ssh_public_key=pub, hours=1)
+        lease_id = rental['id']
+        old = run_rental(args, collections=older)
+        assert old.get('failed') is not True, old
+        container_id = old['container_id']
+        assert not any(m['Type'] == 'bind' for m in inspect(container_id)['Mounts'])
+        wait_login(port, user, key, timeout=60)
+        old_motd = docker('exec', container_id, 'cat', '/etc/motd')
+        assert 'p2pvps rented VPS for %s' % user in old_motd and 'expires' not in old_motd, old_motd
+        started_at = inspect(container_id)['State']['StartedAt']
+        (state_dir / 'marker').write_text('x')
+        assert ssh(port, user, key, 'echo kept > ~/data').returncode == 0
+
+        new = run_rental(args, check_mode=True, diff=True)
+        assert new['changed'] is False and new['actions'] == [], new
+        new = run_rental(args)
+        assert new['changed'] is False and new['actions'] == [], new
+        assert new['container_id'] == container_id and new['login_message'] == 'not mounted'
+        assert new['host_key'] is None
+        assert inspect(container_id)['State']['StartedAt'] == started_at
+        assert ssh(port, user, key, 'cat ~/data').stdout == 'kept\n'   # no login message before a command's output
+        assert docker('exec', container_id, 'cat', '/etc/motd') == old_motd
+        assert marketplace.get_rental(lease_id)['ssh_host_key'] is None
+        # an extension changes the state only
+        marketplace.extend_rental(lease_id, user, time.strftime(
+            '%Y-%m-%dT%H:%M:%SZ', time.gmtime(calendar_epoch(rental['expires_at']) + 3600)))
+        extended = run_rental(args)
+        assert kinds(extended) == ['write_state'] and extended['container_id'] == container_id
+        assert inspect(container_id)['State']['StartedAt'] == started_at
+        assert not (state_dir / 'login').exists()
+    finally:
+        if rental is not None:
+            marketplace.end_rental(rental['id'])
+            cleanup_lease(rental['id'], state_dir)

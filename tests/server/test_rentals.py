@@ -8,7 +8,8 @@ from tests.fixtures.server import ed25519_public_key
 from tests.server.helpers import assert_error, parse_time
 
 RENTAL_KEYS = {"id", "device_id", "renter", "username", "ssh_authorized_keys", "image", "limits",
-               "created_at", "expires_at", "ended_at", "active", "tunnel", "web"}
+               "created_at", "expires_at", "ended_at", "active", "tunnel", "web", "ssh_host_key",
+               "ssh_host_key_fingerprint"}
 LIMITS = {"memory_mb": 256, "cpus": 0.5, "pids": 128, "disk_gb": 1}
 
 

@@ -235,11 +235,11 @@ def test_old_database_gets_the_new_columns(tmp_path):
 
 
 def test_the_schema_is_made_by_the_migrations_and_a_restart_changes_nothing(marketplace):
-    assert marketplace.sql("SELECT version_num FROM alembic_version") == [("0001",)]
+    assert marketplace.sql("SELECT version_num FROM alembic_version") == [("0002",)]
     device_id, _token = marketplace.create_device("pi-migrated")
     marketplace.stop()
     marketplace.start()
-    assert marketplace.sql("SELECT version_num FROM alembic_version") == [("0001",)]
+    assert marketplace.sql("SELECT version_num FROM alembic_version") == [("0002",)]
     assert marketplace.request("GET", f"/api/v1/devices/{device_id}").json()["name"] == "pi-migrated"
 
 

@@ -14,3 +14,7 @@ HostKey /etc/ssh/ssh_host_ed25519_key
 PrintMotd no
 CONF
 chmod 0755 /usr/local/sbin/p2pvps-renter-init
+# The login message: the rental module writes it into a root-owned directory of the device that it
+# mounts read-only at /etc/p2pvps-lease, and rewrites it when the lease changes (an extension).
+install -d -m 0755 /etc/p2pvps-lease
+ln -sfn /etc/p2pvps-lease/motd /etc/motd

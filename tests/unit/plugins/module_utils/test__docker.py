@@ -3,8 +3,10 @@
 """The Docker SDK layer's parts that need no Docker Engine."""
 from __future__ import annotations
 
+import io
 import json
 import socketserver
+import tarfile
 import threading
 import urllib.parse
 
@@ -162,3 +164,14 @@ def test_other_engines_are_read_through_the_sdk():
     assert _docker.EngineReader.for_host('tcp://127.0.0.1:2376') is None
     assert _docker.EngineReader.for_host('ssh://pi@kitchen') is None
     assert _docker.RenterDocker('tcp://127.0.0.1:2376', '/nonexistent').reader is None
+
+
+def test_root_owned_tar_keeps_each_files_content_and_mode_owned_by_root():
+    archive = _docker.root_owned_tar([('key', b'secret', 0o600), ('key.pub', b'public\n', 0o644)])
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        members = {m.name: m for m in tar.getmembers()}
+        assert sorted(members) == ['key', 'key.pub']
+        assert (members['key'].mode, members['key.pub'].mode) == (0o600, 0o644)
+        assert all(m.uid == 0 and m.gid == 0 and m.uname == 'root' for m in members.values())
+        assert tar.extractfile('key').read() == b'secret'
+        assert tar.extractfile('key.pub').read() == b'public\n'
