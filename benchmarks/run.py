@@ -14,6 +14,7 @@ import platform
 import pwd
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,7 +41,7 @@ from tests.fixtures.server import DEFAULT_FACTS, Marketplace, ed25519_public_key
 RENTER_IMAGE = "p2pvps/renter:latest"
 ANSIBLE_CFG = ROOT / "inventory.example" / "ansible.cfg"
 RESULTS = {}
-ALL_STEPS = "converge,noop,agent,module,inventory,checkin,load,latency,leasewait,hosting"
+ALL_STEPS = "converge,noop,agent,module,inventory,checkin,load,latency,leasewait,hosting,curve"
 START = time.monotonic()
 
 
@@ -213,6 +214,56 @@ def bench_converge(workdir, sizes, reps, extras=True):
     finally:
         fleet.destroy()
     RESULTS["converge"] = table
+
+
+CURVE_PNG = ROOT / "benchmarks" / "converge-curve.png"
+
+
+def bench_curve(workdir, sizes, reps):
+    """Our converge (create, no-op, expiry) and the floor against the fleet size, up to the largest fleet
+    of simulated Pis this machine holds; a PNG of seconds against hosts next to the table."""
+    fleet = Fleet(max(sizes), workdir)
+    table = {}
+    try:
+        converge_cycle(fleet, fleet.pis, "p2pvps.fleet.converge", "warm-up ours")
+        for size in sorted(sizes):
+            floor, runs = {}, []
+            for dummy in range(reps):
+                runs.append(converge_cycle(fleet, fleet.pis[:size], "p2pvps.fleet.converge", "curve", floor))
+            table[str(size)] = {case: {"ours": statistics.median(run[case] for run in runs),
+                                       "floor": statistics.median(floor[case]),
+                                       "values": [round(run[case], 2) for run in runs]}
+                                for case in ("create", "noop", "expiry")}
+    finally:
+        fleet.destroy()
+    RESULTS["curve"] = {"sizes": table, "forks": FORKS, "reps": reps, "png": plot_curve(table)}
+
+
+def plot_curve(table):
+    """benchmarks/converge-curve.png with gnuplot (Debian's gnuplot-nox); the path, or why there is none."""
+    if shutil.which("gnuplot") is None:
+        return "no PNG: gnuplot is not installed (benchmarks/run.sh installs gnuplot-nox)"
+    data = "\n".join(" ".join([size] + [f"{row[case][who]:.2f}" for case in ("create", "noop", "expiry")
+                                        for who in ("ours", "floor")])
+                     for size, row in sorted(table.items(), key=lambda item: int(item[0])))
+    script = "\n".join([
+        "set terminal pngcairo size 900,540 noenhanced" if _gnuplot_has("pngcairo") else "set terminal png size 900,540",
+        f"set output '{CURVE_PNG}'",
+        f"set title 'p2pvps.fleet.converge on N simulated Pis ({FORKS} forks, 2 cores; median seconds)'",
+        "set xlabel 'hosts (N)'", "set ylabel 'seconds'", "set key left top", "set grid",
+        "$data << EOD", data, "EOD",
+        "plot $data using 1:2 with linespoints title 'create', $data using 1:4 with linespoints title 'no-op', "
+        "$data using 1:6 with linespoints title 'expiry', $data using 1:3 with lines dashtype 2 title "
+        "'floor (one ping per host)'"])
+    proc = subprocess.run(["gnuplot"], input=script, capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode != 0:
+        return f"no PNG: gnuplot failed: {proc.stderr[-300:]}"
+    return str(CURVE_PNG.relative_to(ROOT))
+
+
+def _gnuplot_has(terminal):
+    proc = subprocess.run(["gnuplot", "-e", "set terminal"], capture_output=True, text=True, timeout=30, check=False)
+    return f" {terminal} " in proc.stdout + proc.stderr
 
 
 def profile_noop(fleet):
@@ -517,7 +568,13 @@ def bench_load(workdir, seconds, fleets=LOAD_FLEETS, servers=LOAD_SERVERS):
     with postgres_cluster() as admin_url:
         for database, workers in servers:
             for devices_count, rate in fleets:
-                row = _load_run(workdir, database, workers, devices_count, rate, seconds, admin_url)
+                try:
+                    row = _load_run(workdir, database, workers, devices_count, rate, seconds, admin_url)
+                except (OSError, RuntimeError, subprocess.SubprocessError) as exc:   # the next runs still run
+                    table[f"{database}-{workers}-{devices_count}"] = {
+                        "database": database, "workers": workers, "devices": devices_count, "failed": repr(exc)[:300]}
+                    log(f"load {database} x{workers} {devices_count} devices failed: {exc!r}")
+                    continue
                 table[f"{database}-{workers}-{devices_count}"] = row
                 log(f"load {database} x{workers} {devices_count} devices at {rate:.0f}/s: {row['achieved_per_s']:.0f}/s, "
                     f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, {row['errors']} errors {row['error_kinds']}, "
@@ -892,6 +949,10 @@ def _load_lines(load):
     for row in load.values():
         if "database" not in row:
             continue   # a row of the SQLite-only table before PostgreSQL was measured
+        if "failed" in row:
+            lines.append(f"| {row['database']} | {row['workers']} | {row['devices']} | the run failed: "
+                         f"{row['failed']} |" + " |" * 9)
+            continue
         spent = row["server_cpu_core_share"] + row["database_cpu_core_share"]
         errors = f"{row['errors']} {row['error_kinds']}" if row["errors"] else "0"
         lines.append(f"| {row['database']} | {row['workers']} | {row['devices']} | {row['target_per_s']:.0f} | "
@@ -951,10 +1012,24 @@ def _hosting_lines(hosting):
         f"{caps['lifted']['up_mbit']:.0f} | {caps['lifted']['direct_write_MB_s']:.0f} |"]
 
 
+def _curve_lines(curve):
+    lines = ["", f"## Converge against the fleet size (p2pvps.fleet.converge, {curve['forks']} forks, median of "
+             f"{curve['reps']} run(s), seconds; the floor is one ansible.builtin.ping per host right after each step)", "",
+             "| hosts | create | no-op | expiry | floor after create | floor after no-op | floor after expiry |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for size, row in sorted(curve["sizes"].items(), key=lambda item: int(item[0])):
+        lines.append(f"| {size} | " + " | ".join(f"{row[case]['ours']:.1f}" for case in ("create", "noop", "expiry"))
+                     + " | " + " | ".join(f"{row[case]['floor']:.1f}" for case in ("create", "noop", "expiry")) + " |")
+    png = curve["png"]
+    return lines + ["", f"![converge time against hosts]({Path(png).name})" if png.endswith(".png") else png]
+
+
 SECTIONS = (("converge", _converge_lines), ("noop", _noop_lines), ("agent", _agent_lines), ("module", _module_lines),
             ("inventory", _inventory_lines), ("checkin", _checkin_lines), ("load", _load_lines),
             ("latency", _latency_lines),
-            ("leasewait", _leasewait_lines), ("hosting", _hosting_lines))
+            ("leasewait", _leasewait_lines), ("hosting", _hosting_lines), ("curve", _curve_lines))
+# Analysis written by hand about the runs above (targets, bounds): kept below the generated sections.
+NOTES = ROOT / "benchmarks" / "results-notes.md"
 
 
 def render(results):
@@ -965,6 +1040,8 @@ def render(results):
         if results.get(key):
             source = results.get("provenance", {}).get(key) or results
             lines += section(results[key]) + ["", f"_Measured {source['started']} on {source['machine']}._"]
+    if NOTES.exists():
+        lines += ["", NOTES.read_text().rstrip()]
     return "\n".join(lines) + "\n"
 
 
@@ -983,12 +1060,16 @@ def main(argv=None):
     parser.add_argument("--inventory-sizes", default=None,
                         help="device counts of benchmark 4, e.g. 20000 (the other sizes' rows of the last "
                              "run are kept, each row saying when it was measured)")
+    parser.add_argument("--curve-sizes", default=None,
+                        help="fleet sizes of the converge curve (default 1,5,10,20,40; 1,5 with --quick)")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     reps = args.reps or (2 if args.quick else 3)
     sizes = [int(size) for size in args.sizes.split(",")] if args.sizes else [5] if args.quick else [5, 10, 20]
     RESULTS["machine"] = machine()
     RESULTS["started"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    curve_sizes = ([int(size) for size in args.curve_sizes.split(",")] if args.curve_sizes
+                   else [1, 5] if args.quick else [1, 5, 10, 20, 40])
     inventory_sizes = ([int(size) for size in args.inventory_sizes.split(",")] if args.inventory_sizes
                        else [1000] if args.quick else [1000, 5000, 20000])
     with tempfile.TemporaryDirectory(prefix="p2pvps-bench-") as tmp:
@@ -1004,6 +1085,7 @@ def main(argv=None):
             ("latency", bench_latency),
             ("leasewait", lambda: bench_lease_wait(workdir, reps)),
             ("hosting", lambda: bench_hosting(workdir, 5 if args.quick else 15)),
+            ("curve", lambda: bench_curve(workdir, curve_sizes, 1 if args.quick else reps)),
         ]
         for name, step in steps:
             if name in only:

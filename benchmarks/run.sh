@@ -7,5 +7,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bash scripts/bootstrap.sh
+# gnuplot draws the converge curve (benchmarks/converge-curve.png); from the configured apt sources
+command -v gnuplot >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gnuplot-nox
 . scripts/env.sh
 exec flock /tmp/p2pvps-docker.lock python benchmarks/run.py "$@"

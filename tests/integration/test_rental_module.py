@@ -313,14 +313,18 @@ def test_fake_marketplace_offline_expiry(renter_image, fake_market, tmp_path):
     args = {'marketplace_url': fake_market.url, 'device_id': 'dev-1', 'device_token': 'offline-test-token-1',
             'state_dir': str(tmp_path / 'state'), 'local_port': port, 'web_local_port': free_port(), 'timeout': 5,
             'require_isolation': False, 'grace_s': 0}
-    expires_epoch = int(time.time()) + 20
-    expires = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires_epoch))
     try:
-        fake_market.answer({'lease': fake_lease(lease_id, [pub], expires_at=expires)})
+        fake_market.answer({'lease': fake_lease(lease_id, [pub])})
         assert kinds(run_rental(args)) == CREATED
+        # the lease now ends in 20 s (the create, minutes on a busy machine, is not in that window)
+        expires_epoch = int(time.time()) + 20
+        expires = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(expires_epoch))
+        fake_market.answer({'lease': fake_lease(lease_id, [pub], expires_at=expires)})
+        assert 'write_state' in kinds(run_rental(args))
         fake_market.answer({'error': 'unavailable'}, status=503)
         kept = run_rental(args)
-        assert kept['changed'] is False and kept['lease_id'] == lease_id and kept['api_error']
+        assert time.time() < expires_epoch, 'the converges took longer than the lease had left'
+        assert kept['changed'] is False and kept['lease_id'] == lease_id and kept['api_error'], kept
         assert renter_containers(lease_id)
         while time.time() < expires_epoch + 1:
             time.sleep(0.5)
