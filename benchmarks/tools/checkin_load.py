@@ -92,7 +92,6 @@ def open_loop(url, devices, rate, seconds, workers=64, drain_s=10):
 
     def worker():
         conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
-        mine = []
         while True:
             job = jobs.get()
             if job is None:
@@ -112,9 +111,9 @@ def open_loop(url, devices, rate, seconds, workers=64, drain_s=10):
                 conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
                 ok = False
                 failures.append(type(exc).__name__)
-            mine.append((scheduled, started, time.monotonic(), ok))
-        with lock:
-            results.extend(mine)
+            # recorded at once: a worker still busy with the backlog at the deadline keeps what it answered
+            with lock:
+                results.append((scheduled, started, time.monotonic(), ok))
 
     pool = [threading.Thread(target=worker, daemon=True) for dummy in range(workers)]
     for thread in pool:
