@@ -568,14 +568,15 @@ def bench_load(workdir, seconds, fleets=LOAD_FLEETS, servers=LOAD_SERVERS):
     with postgres_cluster() as admin_url:
         for database, workers in servers:
             for devices_count, rate in fleets:
+                key = f"{database}-{workers}-{devices_count}"
                 try:
                     row = _load_run(workdir, database, workers, devices_count, rate, seconds, admin_url)
                 except (OSError, RuntimeError, subprocess.SubprocessError) as exc:   # the next runs still run
-                    table[f"{database}-{workers}-{devices_count}"] = {
-                        "database": database, "workers": workers, "devices": devices_count, "failed": repr(exc)[:300]}
+                    table[key] = {"database": database, "workers": workers, "devices": devices_count,
+                                  "failed": repr(exc)[:300]}
                     log(f"load {database} x{workers} {devices_count} devices failed: {exc!r}")
                     continue
-                table[f"{database}-{workers}-{devices_count}"] = row
+                table[key] = row
                 log(f"load {database} x{workers} {devices_count} devices at {rate:.0f}/s: {row['achieved_per_s']:.0f}/s, "
                     f"p50 {row['p50_ms']} ms, p99 {row['p99_ms']} ms, {row['errors']} errors {row['error_kinds']}, "
                     f"{row['unanswered']} unanswered, server CPU {100 * row['server_cpu_core_share']:.0f} % of a "

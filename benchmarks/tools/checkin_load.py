@@ -17,13 +17,6 @@ from urllib.parse import urlsplit
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def process_cpu_s(pid):
-    """User + system CPU seconds of process `pid` so far (/proc/<pid>/stat, fields 14 and 15)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
 def _processes():
     """{pid: (parent pid, uid, CPU s)} of the processes running now."""
     table = {}
