@@ -20,8 +20,9 @@ step "pytest"
 # Three workers on CI's two cores, a test file each at a time (--dist loadfile): much of an
 # integration test is waiting (device timers, tunnels, the devices' own work), so a third worker
 # fills that time. The demo fleet, the molecule scenarios and the host's renter containers
-# (test_rental_module.py) each stay on one worker.
-python -m pytest -n "${P2PVPS_TEST_WORKERS:-3}" --dist loadfile --durations=40 "$@"
+# (test_rental_module.py) each stay on one worker. Files are handed out in the order
+# tests/conftest.py sorts them (the longest first), not by their number of tests.
+python -m pytest -n "${P2PVPS_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder --durations=40 "$@"
 
 if [ "$#" -eq 0 ]; then
     step "server suite on PostgreSQL"

@@ -58,7 +58,10 @@ options:
         waits between them, and reading the whole answer. A server that answers very slowly
         cannot hold the task longer than this.
       - Connection errors and HTTP 502, 503 and 504 are retried with exponential backoff
-        (C(Retry-After) is honoured up to 10 seconds) while the deadline allows.
+        (C(Retry-After) is honoured up to 10 seconds) while the deadline allows. A call that only
+        reads or sets a state is also retried when the server closes or resets the connection
+        before answering (a kept-alive connection the server has just timed out); a call that
+        creates something is not, since the server may have done it.
     type: int
     default: 30
 requirements:

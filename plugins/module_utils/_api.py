@@ -15,7 +15,9 @@ Robustness against a marketplace that misbehaves (docs/threat-model.md):
   second (in the TLS handshake, the headers or the body) or goes silent cannot hold a call
   longer than that;
 * a plain retry loop with exponential backoff on connection errors (the request was never
-  sent) and on HTTP 502/503/504 (503 only for calls that are not idempotent), honouring
+  sent), on a connection the server closed or reset before answering (idempotent calls only:
+  a kept-alive connection the server has just timed out looks the same) and on HTTP
+  502/503/504 (503 only for calls that are not idempotent), honouring
   ``Retry-After`` up to a cap, and never retrying when the wait would not fit before the
   deadline;
 * answers bigger than ``max_body`` bytes are refused, compressed answers are refused;
@@ -40,6 +42,7 @@ import threading
 import time
 import traceback
 import warnings
+from http.client import RemoteDisconnected
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from ansible.module_utils.basic import env_fallback, missing_required_lib
@@ -47,7 +50,7 @@ from ansible.module_utils.basic import env_fallback, missing_required_lib
 REQUESTS_IMPORT_ERROR = None
 try:
     import requests
-    from urllib3.exceptions import InsecureRequestWarning, NewConnectionError
+    from urllib3.exceptions import InsecureRequestWarning, NewConnectionError, ProtocolError
 except ImportError:
     REQUESTS_IMPORT_ERROR = traceback.format_exc()
     HAS_REQUESTS = False
@@ -272,6 +275,15 @@ def is_connect_error(exc):
     return isinstance(getattr(_first_arg(exc), 'reason', None), NewConnectionError)
 
 
+def is_dropped_before_answer(exc):
+    """Whether a requests exception means that the server closed or reset the connection before
+    any answer: the request may have been sent, so only an idempotent call may be retried."""
+    error = _first_arg(exc)
+    reason = error.args[1] if isinstance(error, ProtocolError) and len(error.args) > 1 else None
+    return isinstance(exc, requests.exceptions.ConnectionError) and isinstance(
+        reason, (RemoteDisconnected, ConnectionResetError))
+
+
 def _first_arg(exc):
     return exc.args[0] if exc.args else None
 
@@ -418,7 +430,7 @@ class MarketplaceClient(object):
             try:
                 status, headers, body = self._attempt(method, url, params, data, deadline)
             except requests.exceptions.RequestException as exc:
-                wait = self._wait_after_error(exc, attempts)
+                wait = self._wait_after_error(exc, attempts, idempotent)
                 if not self._retry_fits(wait, attempts, deadline):
                     raise self._request_error(exc, method, url, attempts)
             else:
@@ -428,9 +440,11 @@ class MarketplaceClient(object):
             time.sleep(wait)
             attempts += 1
 
-    def _wait_after_error(self, exc, attempts):
-        """Seconds to wait before retrying after `exc`; None when the request may have been sent."""
-        return backoff_seconds(self.backoff, attempts) if is_connect_error(exc) else None
+    def _wait_after_error(self, exc, attempts, idempotent):
+        """Seconds to wait before retrying after `exc`; None when it is not retried."""
+        if is_connect_error(exc) or (idempotent and is_dropped_before_answer(exc)):
+            return backoff_seconds(self.backoff, attempts)
+        return None
 
     def _wait_after_answer(self, status, headers, attempts, idempotent):
         """Seconds to wait before retrying after an HTTP `status`; None when it is not retried."""

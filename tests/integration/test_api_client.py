@@ -439,6 +439,30 @@ def test_connection_dropped_mid_answer(raw_server):
     assert_clean(exc)
 
 
+@pytest.mark.parametrize('how', ['close', 'reset'])
+def test_a_connection_dropped_before_the_answer_is_retried_for_idempotent_calls_only(raw_server, how):
+    """What a kept-alive connection looks like when the server has just timed it out: the request
+    goes out and the connection closes (or is reset) with no answer."""
+    calls = []
+
+    def drop_first(conn, req):
+        calls.append(req['method'])
+        if len(calls) > 1:
+            conn.sendall(answer(200, {'id': 'r1', 'device_id': 'd1', 'renter': 'alice'}))
+        elif how == 'reset':
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))
+
+    server = raw_server(drop_first)
+    client = client_for(server.url, retries=2, backoff=0.1)
+    assert client.get_rental('r1')['id'] == 'r1'
+    assert calls == ['GET', 'GET']
+
+    del calls[:]
+    exc, dummy = timed(lambda: client.create_rental('d1', 'alice', ssh_public_key='ssh-ed25519 AAAA x', hours=1))
+    assert isinstance(exc, MarketplaceUnreachable) and calls == ['POST'], (exc, calls)
+    assert_clean(exc)
+
+
 def test_nothing_listening_fails_fast_after_retries():
     port = free_port()
     exc, elapsed = timed(lambda: client_for('http://127.0.0.1:%d/' % port, timeout=10, retries=2,

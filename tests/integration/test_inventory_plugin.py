@@ -3,6 +3,7 @@
 A recording forwarder between `ansible-inventory` and the server counts the listing calls.
 """
 import json
+import os
 import subprocess
 import threading
 import time
@@ -141,24 +142,32 @@ def test_groups_paging_and_cache(fleet_market, tmp_path):
 
 
 def test_cache_ttl_is_not_reset_by_reads(fleet_market, tmp_path):
-    # A TTL well above one ansible-inventory start: on a busy CI machine a start took more than 3 s,
-    # so a read meant for +3 s of a 6 s TTL came after the expiry.
-    ttl = 15
+    # The jsonfile cache expires by its file's age: the test ages the file instead of sleeping, so
+    # a slow ansible-inventory start on a busy machine cannot move a read across the TTL.
+    ttl = 600
     market, forwarder = fleet_market
     config = write_config(tmp_path, forwarder, market, cache_timeout=ttl)
     forwarder.reset()
     inventory(config)
-    fetched = time.monotonic()
     assert listing_calls(forwarder) == DEVICES // PAGE
-    time.sleep(max(0.0, fetched + 2 - time.monotonic()))
+    cache_files = list((tmp_path / "cache").iterdir())
+    assert cache_files, "no cache file was written"
+
+    def age_cache(seconds):
+        then = time.time() - seconds
+        for path in cache_files:
+            os.utime(path, (then, then))
+        return then
+
+    halfway = age_cache(ttl / 2)
     forwarder.reset()
     inventory(config)
-    assert time.monotonic() < fetched + ttl, "the read within the TTL came after it (machine too slow)"
-    assert listing_calls(forwarder) == 0
-    time.sleep(max(0.0, fetched + ttl + 1 - time.monotonic()))
+    assert listing_calls(forwarder) == 0, "a read within the TTL must come from the cache"
+    assert all(path.stat().st_mtime == halfway for path in cache_files), "the read within the TTL rewrote the cache"
+    age_cache(ttl + 1)
     forwarder.reset()
     inventory(config)
-    assert listing_calls(forwarder) == DEVICES // PAGE, "the read at +2 s must not have extended the TTL"
+    assert listing_calls(forwarder) == DEVICES // PAGE, "a read after the TTL must fetch again"
 
 
 def test_builtin_groups_can_be_turned_off(fleet_market, tmp_path):
