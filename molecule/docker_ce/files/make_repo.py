@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build signed apt repositories of stand-in Docker CE packages on the simulated Pi.
 
 Docker's own packages cannot be downloaded here, so the stand-ins are Debian's: docker-ce is
