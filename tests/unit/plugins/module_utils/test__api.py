@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from http.client import RemoteDisconnected
 
 import pytest
 import requests
@@ -147,7 +148,7 @@ def test_backoff_grows_and_is_capped():
     assert [api.backoff_seconds(0.5, retry) for retry in (1, 2, 3, 4)] == [0.0, 1.0, 2.0, 4.0]
     assert api.backoff_seconds(100, 4) == api.MAX_BACKOFF
     client = make_client(retries=10, backoff=100)
-    assert client._wait_after_error(_connect_error(), 5) == api.MAX_BACKOFF
+    assert client._wait_after_error(_connect_error(), 5, False) == api.MAX_BACKOFF
     assert client._wait_after_answer(502, {}, 5, True) == api.MAX_BACKOFF
 
 
@@ -156,8 +157,18 @@ def test_only_connection_errors_and_busy_statuses_are_retried():
     assert api.is_connect_error(_connect_error())
     for sent in (requests.exceptions.ReadTimeout(), requests.exceptions.SSLError('bad certificate'),
                  requests.exceptions.ConnectionError(ProtocolError('Connection aborted.'))):
-        assert not api.is_connect_error(sent)
-        assert client._wait_after_error(sent, 1) is None
+        assert not api.is_connect_error(sent) and not api.is_dropped_before_answer(sent)
+        assert client._wait_after_error(sent, 1, True) is None and client._wait_after_error(sent, 1, False) is None
+
+
+@pytest.mark.parametrize('reason', [RemoteDisconnected('Remote end closed connection without response'),
+                                    ConnectionResetError(104, 'Connection reset by peer')])
+def test_a_connection_dropped_before_the_answer_is_retried_only_when_idempotent(reason):
+    dropped = requests.exceptions.ConnectionError(ProtocolError('Connection aborted.', reason))
+    assert api.is_dropped_before_answer(dropped) and not api.is_connect_error(dropped)
+    client = make_client()
+    assert client._wait_after_error(dropped, 1, True) == 0.0
+    assert client._wait_after_error(dropped, 1, False) is None
     for status in (200, 301, 404, 500):
         assert client._wait_after_answer(status, {}, 1, True) is None
     assert client._wait_after_answer(502, {}, 1, False) is None       # may come after the work was done
@@ -184,7 +195,7 @@ def test_retry_gives_up_when_the_retries_are_used_up():
 
 def test_retry_gives_up_on_errors_after_the_deadline():
     client = make_client()
-    wait = client._wait_after_error(_connect_error(), 1)
+    wait = client._wait_after_error(_connect_error(), 1, False)
     assert wait == 0.0 and client._retry_fits(wait, 1, time.monotonic() + 60)
     assert not client._retry_fits(wait, 1, time.monotonic() - 1)
 
