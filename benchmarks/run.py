@@ -89,7 +89,12 @@ class Fleet:
     def __init__(self, count, workdir):
         self.name = f"b{uuid.uuid4().hex[:5]}"
         self.fleet = create_fleet(self.name, workdir / "fleet")
-        self.pis = self.fleet.add(count, image=DEVICE_DOCKER_IMAGE, timeout=180)
+        try:
+            # the Pis boot at once on the machine's cores: the wait for each grows with the fleet
+            self.pis = self.fleet.add(count, image=DEVICE_DOCKER_IMAGE, timeout=max(180, 12 * count))
+        except Exception:
+            self.fleet.destroy()
+            raise
         image_tar = workdir / "renter.tar"
         subprocess.run(["docker", "save", "-o", str(image_tar), RENTER_IMAGE], check=True)
         self.market = Marketplace(workdir / "marketplace", bind_host=self.fleet.gateway(),
