@@ -27,6 +27,10 @@ def run(*cmd, **kwargs):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kwargs).stdout
 
 
+def gpg(home, *args):
+    return run("gpg", "--batch", "--homedir", str(home), "--pinentry-mode", "loopback", "--passphrase", "", *args)
+
+
 def codename():
     fields = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
     return fields["VERSION_CODENAME"].strip('"')
@@ -79,13 +83,11 @@ def release(suite, arch, indexes):
 
 def make_key(home, who):
     home.mkdir(mode=0o700, parents=True)
-    run("gpg", "--batch", "--homedir", str(home), "--pinentry-mode", "loopback", "--passphrase", "",
-        "--quick-gen-key", who, "ed25519", "sign", "never")
+    gpg(home, "--quick-gen-key", who, "ed25519", "sign", "never")
     return home
 
 
-def make_repo(repo, key_home, debs):
-    arch = run("dpkg", "--print-architecture").strip()
+def make_repo(repo, key_home, debs, arch):
     suite = codename()
     pool = repo / "pool" / COMPONENT
     pool.mkdir(parents=True)
@@ -97,8 +99,7 @@ def make_repo(repo, key_home, debs):
     (dists / index).parent.mkdir(parents=True)
     (dists / index).write_text(packages)
     (dists / "Release").write_text(release(suite, arch, {index: packages.encode()}))
-    run("gpg", "--batch", "--homedir", str(key_home), "--pinentry-mode", "loopback", "--passphrase", "",
-        "--clearsign", "-o", str(dists / "InRelease"), str(dists / "Release"))
+    gpg(key_home, "--clearsign", "-o", str(dists / "InRelease"), str(dists / "Release"))
 
 
 def main(repo, key_file, rogue_repo):
@@ -110,9 +111,10 @@ def main(repo, key_file, rogue_repo):
     built = work / "built"
     built.mkdir()
     debs = [build_deb(name, source, arch, built, downloads) for name, source in STAND_INS.items()]
-    make_repo(Path(repo), make_key(work / "trusted", "Docker CE stand-in <docker-ce@p2pvps.invalid>"), debs)
-    make_repo(Path(rogue_repo), make_key(work / "rogue", "Rogue repository <rogue@p2pvps.invalid>"), debs)
-    Path(key_file).write_text(run("gpg", "--batch", "--homedir", str(work / "trusted"), "--armor", "--export"))
+    trusted = make_key(work / "trusted", "Docker CE stand-in <docker-ce@p2pvps.invalid>")
+    make_repo(Path(repo), trusted, debs, arch)
+    make_repo(Path(rogue_repo), make_key(work / "rogue", "Rogue repository <rogue@p2pvps.invalid>"), debs, arch)
+    Path(key_file).write_text(gpg(trusted, "--armor", "--export"))
     shutil.rmtree(downloads)
 
 
