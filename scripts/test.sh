@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README; .ci/run calls exactly this). Sets up a fresh machine
-# first, then runs: changelog lint, collection build + ansible-doc, ansible-lint,
-# ansible-test sanity, the pytest suite (unit, server, integration, molecule), and the
+# first, then runs: changelog lint, collection build + ansible-doc, ansible-lint and
+# ansible-test sanity (side by side), the pytest suite (unit, server, integration, molecule), and the
 # server suite again on PostgreSQL (a throw-away cluster: scripts/postgres.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -10,12 +10,30 @@ bash scripts/bootstrap.sh
 . scripts/env.sh
 step() { printf '\n==== [%4ss] %s\n' "$SECONDS" "$*"; }
 
-step "collection build, install and ansible-doc"
-bash scripts/check-collection.sh
-step "ansible-lint (production profile)"
-ansible-lint --profile production --nocolor -q
-step "ansible-test sanity"
-bash scripts/sanity.sh
+# The three static checks run side by side: each is mostly one process, and they write to
+# separate places (.cache/build, .cache/sanity). Each one's output is shown whole once all end.
+run_check() {   # name, command...: output to $checks/name, "rc seconds" to $checks/name.rc
+    local name="$1" started="$SECONDS" rc=0
+    shift
+    "$@" > "$checks/$name" 2>&1 || rc=$?
+    echo "$rc $((SECONDS - started))" > "$checks/$name.rc"
+}
+step "static checks, side by side: collection build + ansible-doc, ansible-lint, ansible-test sanity"
+checks="$(mktemp -d)"
+run_check "collection build, install and ansible-doc" bash scripts/check-collection.sh &
+run_check "ansible-lint (production profile)" ansible-lint --profile production --nocolor -q &
+run_check "ansible-test sanity" bash scripts/sanity.sh &
+wait
+failed=0
+[ "$(find "$checks" -name '*.rc' | wc -l)" = 3 ] || failed=1   # a check killed before its end
+for log in "$checks"/*.rc; do
+    read -r rc seconds < "$log"
+    printf '\n---- %s: exit %s after %s s\n' "$(basename "$log" .rc)" "$rc" "$seconds"
+    cat "${log%.rc}"
+    [ "$rc" = 0 ] || failed=1
+done
+rm -rf "$checks"
+[ "$failed" = 0 ] || { echo "a static check failed (above)" >&2; exit 1; }
 step "pytest"
 # Three workers on CI's two cores, a test file each at a time (--dist loadfile): much of an
 # integration test is waiting (device timers, tunnels, the devices' own work), so a third worker
