@@ -15,7 +15,8 @@ from tests.fixtures.common import ROOT, ansible_env, run_ansible
 
 INSTALL = "Install the modules and module_utils (the same code push mode runs)"
 STAMP = "Write the fingerprint of the installed code"
-CODE_TASKS = ("Create the install directory", "Make a temporary archive on the controller", INSTALL, STAMP)
+COMPILE = "Compile the installed code for the interpreter that runs it"
+CODE_TASKS = ("Create the install directory", "Make a temporary archive on the controller", INSTALL, COMPILE, STAMP)
 
 
 @pytest.fixture
@@ -41,7 +42,8 @@ def converge(collection, install_dir, check=False):
         "name": "Module runtime", "hosts": "localhost", "gather_facts": False,
         "roles": [{"role": "p2pvps.fleet.module_runtime"}],
         "vars": {"module_runtime_modules": ["rental"], "module_runtime_install_dir": str(install_dir),
-                 "module_runtime_install_ansible": False, "module_runtime_packages": []}}]))
+                 "module_runtime_install_ansible": False, "module_runtime_packages": [],
+                 "module_runtime_python": sys.executable}}]))
     env = ansible_env(ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
     # this copy first, the project's other collections (ansible.posix's json callback) after it
     env["ANSIBLE_COLLECTIONS_PATH"] = "%s:%s" % (collection.parent.parent.parent, env["ANSIBLE_COLLECTIONS_PATH"])
@@ -55,6 +57,26 @@ def converge(collection, install_dir, check=False):
 def installed(install_dir):
     plugins = install_dir / "ansible_collections" / "p2pvps" / "fleet" / "plugins"
     return {str(path.relative_to(plugins)): path.read_text() for path in plugins.rglob("*.py")}
+
+
+def assert_runs_from_byte_code(install_dir, tmp_path):
+    """Run the installed module as a unit does; every collection file it loads comes from byte code
+    the role compiled (python -v says which cached file matched each source)."""
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {}}))
+    run = subprocess.run([sys.executable, "-v", "-m", "ansible_collections.p2pvps.fleet.plugins.modules.rental",
+                          str(args)], env=dict(os.environ, PYTHONPATH=str(install_dir), PYTHONDONTWRITEBYTECODE="1"),
+                         capture_output=True, text=True, check=False, timeout=60)
+    assert "marketplace_url is required" in run.stdout, (run.stdout, run.stderr[-3000:])
+    plugins = install_dir / "ansible_collections" / "p2pvps" / "fleet" / "plugins"
+    loaded = {line.split(" matches ", 1)[1].strip() for line in run.stderr.splitlines()
+              if line.startswith("# ") and " matches " in line}
+    used = {str(plugins / "modules" / "rental.py"), str(plugins / "module_utils" / "_api.py"),
+            str(plugins / "module_utils" / "_docker.py")}
+    assert used <= loaded, sorted(used - loaded)
+    for cached in plugins.rglob("*.pyc"):
+        assert (cached.stat().st_uid, cached.stat().st_mode & 0o7777) == (0, 0o644), cached
+    assert "# code object from '%s'" % (plugins / "modules" / "rental.py") not in run.stderr
 
 
 def controller_archives():
@@ -80,13 +102,9 @@ def test_the_runtime_is_installed_once_and_follows_an_edited_source(collection, 
     for path in [plugins / "modules", *plugins.rglob("*.py")]:
         mode = 0o755 if path.is_dir() else 0o644
         assert (path.stat().st_uid, path.stat().st_mode & 0o7777) == (0, mode), path
-    # the installed code runs: the module refuses an empty argument file
-    args = tmp_path / "args.json"
-    args.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {}}))
-    run = subprocess.run([sys.executable, "-m", "ansible_collections.p2pvps.fleet.plugins.modules.rental", str(args)],
-                         env=dict(os.environ, PYTHONPATH=str(install_dir), PYTHONDONTWRITEBYTECODE="1"),
-                         capture_output=True, text=True, check=False, timeout=60)
-    assert "marketplace_url is required" in run.stdout, (run.stdout, run.stderr)
+    # the installed code runs from the byte code the role compiled (the units write none): the module
+    # refuses an empty argument file
+    assert_runs_from_byte_code(install_dir, tmp_path)
 
     second = converge(collection, install_dir)
     assert all(second[name].get("skipped") for name in CODE_TASKS), second
@@ -101,6 +119,7 @@ def test_the_runtime_is_installed_once_and_follows_an_edited_source(collection, 
     assert not installed(install_dir)["module_utils/" + utils[0]].endswith("# edited\n")
     assert converge(collection, install_dir)[INSTALL].get("changed")
     assert installed(install_dir)["module_utils/" + utils[0]].endswith("# edited\n")
+    assert_runs_from_byte_code(install_dir, tmp_path)   # compiled again, the edited file too
     assert converge(collection, install_dir)[INSTALL].get("skipped")
     # the controller's temporary archives are removed, check mode's too
     assert controller_archives() <= archives_before
