@@ -344,7 +344,8 @@ def bench_agent(workdir, reps):
     pi = fleet.pis[0]
     try:
         apply_agent(fleet, workdir, rental_agent_enabled=False)
-        module = ["env", "PYTHONPATH=/usr/local/lib/p2pvps", "python3", "-m",
+        # as the unit runs it (p2pvps-rental-agent.service): no byte code written at run time
+        module = ["env", "PYTHONPATH=/usr/local/lib/p2pvps", "PYTHONDONTWRITEBYTECODE=1", "python3", "-m",
                   "ansible_collections.p2pvps.fleet.plugins.modules.rental", "/etc/p2pvps/rental-agent.json"]
         bare = ["python3", "-c", "pass"]
 
