@@ -3,6 +3,7 @@ module_utils once, copies nothing while the sources are unchanged, and installs 
 on the next run. The role runs from a copy of the collection, so a test can edit a source."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -54,8 +55,12 @@ def converge(collection, install_dir, check=False):
     return {task["task"]["name"].split(" : ", 1)[-1]: task["hosts"]["localhost"] for task in tasks}
 
 
+def plugins_of(install_dir):
+    return install_dir / "ansible_collections" / "p2pvps" / "fleet" / "plugins"
+
+
 def installed(install_dir):
-    plugins = install_dir / "ansible_collections" / "p2pvps" / "fleet" / "plugins"
+    plugins = plugins_of(install_dir)
     return {str(path.relative_to(plugins)): path.read_text() for path in plugins.rglob("*.py")}
 
 
@@ -68,7 +73,7 @@ def assert_runs_from_byte_code(install_dir, tmp_path):
                           str(args)], env=dict(os.environ, PYTHONPATH=str(install_dir), PYTHONDONTWRITEBYTECODE="1"),
                          capture_output=True, text=True, check=False, timeout=60)
     assert "marketplace_url is required" in run.stdout, (run.stdout, run.stderr[-3000:])
-    plugins = install_dir / "ansible_collections" / "p2pvps" / "fleet" / "plugins"
+    plugins = plugins_of(install_dir)
     loaded = {line.split(" matches ", 1)[1].strip() for line in run.stderr.splitlines()
               if line.startswith("# ") and " matches " in line}
     used = {str(plugins / "modules" / "rental.py"), str(plugins / "module_utils" / "_api.py"),
@@ -98,10 +103,12 @@ def test_the_runtime_is_installed_once_and_follows_an_edited_source(collection, 
     files = installed(install_dir)
     assert sorted(files) == ["module_utils/" + name for name in utils] + ["modules/rental.py"]
     assert files["modules/rental.py"] == (ROOT / "plugins" / "modules" / "rental.py").read_text()
-    plugins = install_dir / "ansible_collections" / "p2pvps" / "fleet" / "plugins"
+    plugins = plugins_of(install_dir)
     for path in [plugins / "modules", *plugins.rglob("*.py")]:
         mode = 0o755 if path.is_dir() else 0o644
         assert (path.stat().st_uid, path.stat().st_mode & 0o7777) == (0, mode), path
+    # the stamp holds a digest of the sources, not the sources themselves
+    assert re.fullmatch(r"[0-9a-f]{64}", (install_dir / ".sources-rental.sha256").read_text())
     # the installed code runs from the byte code the role compiled (the units write none): the module
     # refuses an empty argument file
     assert_runs_from_byte_code(install_dir, tmp_path)
