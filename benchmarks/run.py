@@ -567,6 +567,16 @@ def postgres_cluster():
         subprocess.run(["bash", "scripts/postgres.sh", "stop", directory], cwd=ROOT, check=False, timeout=120)
 
 
+def load_options(args):
+    """(fleets, servers) of the load benchmark from --load-fleets and --load-servers."""
+    fleets = (tuple((int(count), int(count) / 120) for count in args.load_fleets.split(","))
+              if args.load_fleets else LOAD_FLEETS)
+    servers = (tuple((database, int(workers)) for database, workers in
+                     (server.split(":") for server in args.load_servers.split(",")))
+               if args.load_servers else LOAD_SERVERS)
+    return fleets, servers
+
+
 def bench_load(workdir, seconds, fleets=LOAD_FLEETS, servers=LOAD_SERVERS):
     """Check-ins of whole fleets at a 120 s interval, open loop, on SQLite and on PostgreSQL with one and
     two server processes; the server's CPU and PostgreSQL's apart from the load generator's."""
@@ -1067,6 +1077,11 @@ def main(argv=None):
     parser.add_argument("--inventory-sizes", default=None,
                         help="device counts of benchmark 4, e.g. 20000 (the other sizes' rows of the last "
                              "run are kept, each row saying when it was measured)")
+    parser.add_argument("--load-fleets", default=None,
+                        help="device counts of the check-in load benchmark, e.g. 10000 (default 10000,100000)")
+    parser.add_argument("--load-servers", default=None,
+                        help="database:processes of the check-in load benchmark, e.g. sqlite:1,postgresql:1 "
+                             "(default sqlite:1,postgresql:1,postgresql:2)")
     parser.add_argument("--curve-sizes", default=None,
                         help="fleet sizes of the converge curve (default 1,5,10,20,40; 1,5 with --quick)")
     args = parser.parse_args(argv)
@@ -1083,7 +1098,7 @@ def main(argv=None):
         workdir = Path(tmp)
         steps = [
             ("checkin", lambda: bench_checkin(workdir, 5 if args.quick else 10, 8)),
-            ("load", lambda: bench_load(workdir, 10 if args.quick else 20)),
+            ("load", lambda: bench_load(workdir, 10 if args.quick else 20, *load_options(args))),
             ("inventory", lambda: bench_inventory(workdir, inventory_sizes, reps)),
             ("noop", bench_noop),
             ("agent", lambda: bench_agent(workdir, reps)),

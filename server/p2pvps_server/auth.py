@@ -13,6 +13,7 @@ from p2pvps_server.db import Database, Device
 from p2pvps_server.errors import forbidden, unauthorized
 
 MAX_TOKEN_LEN = 512
+DEVICE_ONLY = "this call needs the token of this device"
 
 
 def new_device_token() -> str:
@@ -70,9 +71,24 @@ class Authenticator:
             return GATEWAY
         with self._database.reading() as session:
             device_id = session.scalar(select(Device.id).where(Device.token_hash == hash_token(token)))
-        if device_id is None:
-            raise unauthorized("invalid token")
-        return Caller("device", device_id)
+        return device_caller(device_id)
+
+    def device_token_hash(self, header: str | None) -> str:
+        """The stored hash of the device token in `header`, for a call that looks its device up in its own
+        transaction (the check-in, then `device_caller`); the operator's and the gateway's tokens are refused
+        here, as `require_device` refuses them."""
+        token = bearer_token(header)
+        given = token.encode("utf-8")
+        if hmac.compare_digest(given, self._operator_token) or hmac.compare_digest(given, self._gateway_token):
+            raise forbidden(DEVICE_ONLY)
+        return hash_token(token)
+
+
+def device_caller(device_id: str | None) -> Caller:
+    """The device a token was found for (401 when it names none)."""
+    if device_id is None:
+        raise unauthorized("invalid token")
+    return Caller("device", device_id)
 
 
 def require_operator(caller: Caller) -> None:
@@ -88,7 +104,7 @@ def require_gateway_or_operator(caller: Caller) -> None:
 def require_device(caller: Caller, device_id: str) -> None:
     """Only that device's own token."""
     if caller.device_id != device_id:
-        raise forbidden("this call needs the token of this device")
+        raise forbidden(DEVICE_ONLY)
 
 
 def require_operator_or_device(caller: Caller, device_id: str) -> None:

@@ -254,6 +254,13 @@ class Database:
             yield session
 
     @contextmanager
-    def writing(self) -> Iterator[Session]:
-        with self._write_lock, self._sessions.begin() as session:
-            yield session
+    def writing(self, exclusive: bool = True) -> Iterator[Session]:
+        """One transaction, committed at the end. `exclusive=False`: not serialised with this process's other
+        writes on PostgreSQL (its row locks suffice for a write that touches rows no other write of this
+        process inserts concurrently); SQLite's writes are always serialised."""
+        if exclusive or self.engine.dialect.name == "sqlite":
+            with self._write_lock, self._sessions.begin() as session:
+                yield session
+        else:
+            with self._sessions.begin() as session:
+                yield session

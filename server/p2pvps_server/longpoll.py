@@ -163,7 +163,7 @@ def seconds_to_expiry(answer: dict[str, Any]) -> float | None:
     return (expires_at - now).total_seconds()
 
 
-async def held_checkin(service: MarketplaceService, notifier: LeaseNotifier, device_id: str,
+async def held_checkin(service: MarketplaceService, notifier: LeaseNotifier, device_id: str, token_hash: str,
                        body: schemas.CheckinRequest | None, wait_s: int) -> dict[str, Any]:
     """The check-in answer, at once when the device's lease etag differs from the one it sent (or it sent
     none, or no wait), else when the lease changes, expires or `wait_s` (capped by the setting) passes.
@@ -171,10 +171,10 @@ async def held_checkin(service: MarketplaceService, notifier: LeaseNotifier, dev
     known = body.lease_etag if body is not None else None
     wait_s = min(wait_s, service.settings.max_checkin_wait_s)
     if not wait_s or known is None:
-        return await run_in_threadpool(service.checkin, device_id, body)
+        return await run_in_threadpool(service.checkin, device_id, token_hash, body)
     deadline = time.monotonic() + wait_s
     with notifier.watching(device_id) as waiter:
-        recorded = answer = await run_in_threadpool(service.checkin, device_id, body)
+        recorded = answer = await run_in_threadpool(service.checkin, device_id, token_hash, body)
         while answer["lease_etag"] == known:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -41,6 +41,12 @@ def caller(request: Request, authorization: Annotated[str | None, Header()] = No
     return request.app.state.authenticator.caller(authorization)
 
 
+async def device_token_hash(request: Request, authorization: Annotated[str | None, Header()] = None) -> str:
+    """A device token's hash, in the event loop (no database, no worker thread): the check-in looks its
+    device up in its own transaction."""
+    return request.app.state.authenticator.device_token_hash(authorization)
+
+
 def operator(who: Annotated[Caller, Depends(caller)]) -> Caller:
     require_operator(who)
     return who
@@ -53,6 +59,7 @@ def gateway_or_operator(who: Annotated[Caller, Depends(caller)]) -> Caller:
 
 Service = Annotated[MarketplaceService, Depends(service)]
 AnyCaller = Annotated[Caller, Depends(caller)]
+DeviceTokenHash = Annotated[str, Depends(device_token_hash)]
 Operator = Annotated[Caller, Depends(operator)]
 GatewayOrOperator = Annotated[Caller, Depends(gateway_or_operator)]
 
@@ -104,15 +111,14 @@ def register_device(device_id: DeviceId, body: schemas.RegisterRequest, svc: Ser
 
 @router.post("/devices/{device_id}/checkin", tags=["device side"], **answer(answers.CheckedIn))
 async def checkin(
-    device_id: DeviceId, request: Request, svc: Service, who: AnyCaller,
+    device_id: DeviceId, request: Request, svc: Service, token_hash: DeviceTokenHash,
     body: schemas.CheckinRequest | None = None,
     wait: Annotated[int, Query(ge=0, le=MAX_CHECKIN_WAIT_S, description=(
         "long-poll: with the body's lease_etag, hold the answer up to this many seconds (at most the server's "
         "--max-checkin-wait) while the device's lease keeps that etag"))] = 0,
 ) -> dict[str, Any]:
     """Heartbeat; answers the lease the device should run (or null), held with ?wait= until it changes."""
-    require_device(who, device_id)
-    return await held_checkin(svc, request.app.state.lease_notifier, device_id, body, wait)
+    return await held_checkin(svc, request.app.state.lease_notifier, device_id, token_hash, body, wait)
 
 
 @router.post("/rentals", status_code=201, tags=["rentals"], **answer(answers.Rental, 201))

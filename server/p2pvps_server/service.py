@@ -14,10 +14,10 @@ from typing import Any
 
 from sqlalchemy import Select, and_, exists, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from p2pvps_server import receipts, schemas
-from p2pvps_server.auth import hash_token, new_device_token
+from p2pvps_server.auth import device_caller, hash_token, new_device_token, require_device
 from p2pvps_server.db import Database, Device, ReleasedPort, Rental, WipeReceipt, utcnow
 from p2pvps_server.errors import ApiError, conflict, forbidden, not_found
 from p2pvps_server.settings import Settings
@@ -271,22 +271,40 @@ class MarketplaceService:
                            f"every {kind} port of {low}-{high} is assigned or quarantined after a device was deleted")
         return port
 
-    def checkin(self, device_id: str, body: schemas.CheckinRequest | None) -> dict[str, Any]:
-        """Record the heartbeat (and what the device observes); the check-in answer."""
+    def checkin(self, device_id: str, token_hash: str, body: schemas.CheckinRequest | None) -> dict[str, Any]:
+        """Record the heartbeat (and what the device observes) of the device whose token hashes to `token_hash`
+        (401 for no device, 403 for another one); the check-in answer.
+
+        One short transaction: the device and its active rental in one SELECT, then one UPDATE of the columns
+        that changed (the heartbeat always; observed and the keys only when they differ: the ORM compares).
+        Without receipts it is not serialised with this process's other writes on PostgreSQL (see
+        `Database.writing`): it writes its own device row, and its rental's host key.
+        """
         now = self.clock()
-        checked = self._check_receipts(device_id, body)
-        with self.db.writing() as session:
-            device = self._device(session, device_id)
+        checked = self._check_receipts(device_id, token_hash, body)
+        with self.db.writing(exclusive=bool(checked)) as session:
+            device, active = self._checking_in(session, device_id, token_hash, now)
             device.last_checkin = now
             if body is not None and body.observed is not None:
                 device.observed = body.observed
             if body is not None and body.receipt_public_key is not None:
                 device.receipt_public_key = body.receipt_public_key
             acknowledged, refused = self._store_receipts(session, device, checked, now)
-            active = self._active_rental(session, device.id, now)
             self._store_host_key(active, body)
             answer = checkin_view(active, self.settings, now)
         return dict(answer, receipts_acknowledged=acknowledged, receipts_refused=refused)
+
+    @staticmethod
+    def _checking_in(session: Session, device_id: str, token_hash: str,
+                     now: dt.datetime) -> tuple[Device, Rental | None]:
+        """The device of the token, with only the columns a check-in writes, and its active rental."""
+        query = (select(Device, Rental)
+                 .options(load_only(Device.id, Device.observed, Device.receipt_public_key, Device.last_checkin))
+                 .outerjoin(Rental, and_(Rental.device_id == Device.id, _active_condition(now)))
+                 .where(Device.token_hash == token_hash))
+        row = session.execute(query).first()
+        require_device(device_caller(None if row is None else row.Device.id), device_id)
+        return row.Device, row.Rental
 
     @staticmethod
     def _store_host_key(rental: Rental | None, body: schemas.CheckinRequest | None) -> None:
@@ -308,18 +326,20 @@ class MarketplaceService:
 
     # ------------------------------------------------------------------ wipe receipts
 
-    def _check_receipts(self, device_id: str, body: schemas.CheckinRequest | None) -> list[dict[str, Any]]:
-        """Parse and verify the reported receipts (outside the write lock: ssh-keygen runs for each).
+    def _check_receipts(self, device_id: str, token_hash: str,
+                        body: schemas.CheckinRequest | None) -> list[dict[str, Any]]:
+        """Parse and verify the reported receipts (outside the write lock: ssh-keygen runs for each), once the
+        token is the device's.
 
         Each is {lease_id, fields, item, error}: error None for a verified receipt of this device.
         A receipt ssh-keygen could not check is left out (neither acknowledged nor refused).
         """
         if body is None or not body.receipts:
             return []
-        key = body.receipt_public_key
-        if key is None:
-            with self.db.reading() as session:
-                key = self._device(session, device_id).receipt_public_key
+        with self.db.reading() as session:
+            device = session.scalars(select(Device).where(Device.token_hash == token_hash)).first()
+            require_device(device_caller(None if device is None else device.id), device_id)
+            key = device.receipt_public_key if body.receipt_public_key is None else body.receipt_public_key
         checked = []
         for item in body.receipts:
             entry: dict[str, Any] = {"lease_id": None, "fields": None, "item": item, "error": None}

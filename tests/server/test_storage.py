@@ -254,12 +254,14 @@ def test_the_database_refuses_a_second_open_rental_per_device(marketplace):
                         "expires_at FROM rentals WHERE id = :id", id=rental["id"])
 
 
-def test_a_repeated_checkin_writes_only_its_time(tmp_path, monkeypatch):
-    """In process, on the test database: the second identical check-in updates last_checkin alone."""
+def test_a_repeated_checkin_is_one_select_and_an_update_of_its_time(tmp_path, monkeypatch):
+    """In process, on the test database: a check-in is one transaction of two statements, the device (found
+    by its token) with its lease, then the UPDATE; the second identical one updates last_checkin alone."""
     monkeypatch.syspath_prepend(str(SERVER_DIR))
     from sqlalchemy import event
 
     from p2pvps_server import schemas
+    from p2pvps_server.auth import hash_token
     from p2pvps_server.db import Database
     from p2pvps_server.service import MarketplaceService
     from p2pvps_server.settings import Settings
@@ -267,22 +269,30 @@ def test_a_repeated_checkin_writes_only_its_time(tmp_path, monkeypatch):
     database = Database(new_database_url(tmp_path / "checkin.db"))
     database.upgrade_schema()
     service = MarketplaceService(database, Settings(data_dir=tmp_path))
-    device_id = service.create_device(schemas.DeviceCreate(name="pi"))["id"]
+    created = service.create_device(schemas.DeviceCreate(name="pi"))
+    device_id, token_hash = created["id"], hash_token(created["device_token"])
     registration = {"facts": DEFAULT_FACTS, "tunnel_public_key": ed25519_public_key()}
     service.register(device_id, schemas.RegisterRequest.model_validate_json(json.dumps(registration)))
     body = schemas.CheckinRequest.model_validate_json(json.dumps({"observed": {"lease_id": None, "state": "idle"}}))
-    writes = []
+    statements, transactions = [], []
 
     def record(_connection, _cursor, statement, _parameters, _context, _many):
-        if statement.lstrip().upper().startswith(("UPDATE", "INSERT", "DELETE")):
-            writes.append(" ".join(statement.split()))
+        statements.append(" ".join(statement.split()))
+
+    def begin(connection):
+        transactions.append(connection)
 
     try:
-        service.checkin(device_id, body)
+        service.checkin(device_id, token_hash, body)
         event.listen(database.engine, "before_cursor_execute", record)
-        service.checkin(device_id, body)
+        event.listen(database.engine, "begin", begin)
+        service.checkin(device_id, token_hash, body)
     finally:
         event.remove(database.engine, "before_cursor_execute", record)
+        event.remove(database.engine, "begin", begin)
         database.dispose()
-    assert len(writes) == 1 and writes[0].startswith("UPDATE devices SET "), writes
+    assert len(transactions) == 1 and len(statements) == 2, statements
+    assert statements[0].startswith("SELECT devices.id, ") and " JOIN rentals ON " in statements[0], statements
+    writes = statements[1:]
+    assert writes[0].startswith("UPDATE devices SET "), writes
     assert re.fullmatch(r"last_checkin=[^,]+", writes[0].split(" SET ")[1].split(" WHERE ")[0]), writes

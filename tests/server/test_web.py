@@ -274,6 +274,7 @@ def test_hostname_collision_is_retried(tmp_path, monkeypatch):
     """In process: a drawn hostname that exists already is drawn again (DB unique constraint + retry)."""
     monkeypatch.syspath_prepend(str(SERVER_DIR))
     from p2pvps_server import schemas
+    from p2pvps_server.auth import hash_token
     from p2pvps_server.db import Database
     from p2pvps_server.errors import ApiError
     from p2pvps_server.service import MarketplaceService
@@ -286,10 +287,11 @@ def test_hostname_collision_is_retried(tmp_path, monkeypatch):
                                  label_suffix=lambda: next(suffixes))
 
     def rent():
-        device_id = service.create_device(schemas.DeviceCreate(name="pi"))["id"]
+        created = service.create_device(schemas.DeviceCreate(name="pi"))
+        device_id = created["id"]
         registration = {"facts": DEFAULT_FACTS, "tunnel_public_key": ed25519_public_key()}
         service.register(device_id, schemas.RegisterRequest.model_validate_json(json.dumps(registration)))
-        service.checkin(device_id, None)
+        service.checkin(device_id, hash_token(created["device_token"]), None)
         body = schemas.RentalCreate(device_id=device_id, renter="alice", ssh_public_key=ed25519_public_key(),
                                     hours=1)
         return service.create_rental(body)
