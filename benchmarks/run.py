@@ -976,8 +976,10 @@ def _load_lines(load):
                      f"{row['achieved_per_s']:.0f} | {ms(row['p50_ms'])} | {ms(row['p99_ms'])} | {errors} | "
                      f"{row['unanswered']} | {row['server_cpu_core_share']:.2f} | {row['database_cpu_core_share']:.2f} | "
                      f"{1000 * spent / max(row['achieved_per_s'], 1e-9):.1f} | {row['generator_cpu_core_share']:.2f} |")
-    return lines + ["", "SQLite serves one process (uvicorn, one worker; check-ins are sync routes in its thread "
-                    "pool, their writes serialised by one lock, as SQLite allows one writer). PostgreSQL runs with "
+    return lines + ["", "SQLite serves one process (uvicorn, one worker; check-ins run in its thread pool, their "
+                    "writes serialised by one lock, as SQLite allows one writer; on PostgreSQL a check-in without "
+                    "wipe receipts is not serialised). A check-in is one transaction: a SELECT of the device (by "
+                    "its token's hash) with its lease, and an UPDATE of what changed. PostgreSQL runs with "
                     "fsync off (scripts/postgres.sh: a throw-away cluster), so its commits cost no disk flush; on a "
                     "real server with fsync on, each check-in's commit waits for one."]
 

@@ -15,11 +15,12 @@ from typing import Any
 from sqlalchemy import Select, and_, exists, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, load_only
+from sqlalchemy.orm.exc import StaleDataError
 
 from p2pvps_server import receipts, schemas
 from p2pvps_server.auth import device_caller, hash_token, new_device_token, require_device
 from p2pvps_server.db import Database, Device, ReleasedPort, Rental, WipeReceipt, utcnow
-from p2pvps_server.errors import ApiError, conflict, forbidden, not_found
+from p2pvps_server.errors import ApiError, conflict, forbidden, not_found, unauthorized
 from p2pvps_server.settings import Settings
 from p2pvps_server.validation import MAX_RENTAL_S
 from p2pvps_server.views import (REQUIRED_LIMITS, checkin_view, device_view, format_time, receipt_view, rental_view,
@@ -282,16 +283,19 @@ class MarketplaceService:
         """
         now = self.clock()
         checked = self._check_receipts(device_id, token_hash, body)
-        with self.db.writing(exclusive=bool(checked)) as session:
-            device, active = self._checking_in(session, device_id, token_hash, now)
-            device.last_checkin = now
-            if body is not None and body.observed is not None:
-                device.observed = body.observed
-            if body is not None and body.receipt_public_key is not None:
-                device.receipt_public_key = body.receipt_public_key
-            acknowledged, refused = self._store_receipts(session, device, checked, now)
-            self._store_host_key(active, body)
-            answer = checkin_view(active, self.settings, now)
+        try:
+            with self.db.writing(exclusive=bool(checked)) as session:
+                device, active = self._checking_in(session, device_id, token_hash, now)
+                device.last_checkin = now
+                if body is not None and body.observed is not None:
+                    device.observed = body.observed
+                if body is not None and body.receipt_public_key is not None:
+                    device.receipt_public_key = body.receipt_public_key
+                acknowledged, refused = self._store_receipts(session, device, checked, now)
+                self._store_host_key(active, body)
+                answer = checkin_view(active, self.settings, now)
+        except StaleDataError:   # the device was deleted between the SELECT and the UPDATE
+            raise unauthorized("invalid token") from None
         return dict(answer, receipts_acknowledged=acknowledged, receipts_refused=refused)
 
     @staticmethod

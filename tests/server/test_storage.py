@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tests.fixtures.common import free_port
 from tests.fixtures.server import (
-    DEFAULT_FACTS, PYTHON, ROOT, SERVER_DIR, Marketplace, ed25519_public_key, new_database_url)
+    DEFAULT_FACTS, PYTHON, ROOT, SERVER_DIR, Marketplace, database_engine, ed25519_public_key, new_database_url)
 
 # The schema as the server made it before web hosting (no devices.web_remote_port, no rentals.web_hostname).
 OLD_SCHEMA = """
@@ -296,3 +296,41 @@ def test_a_repeated_checkin_is_one_select_and_an_update_of_its_time(tmp_path, mo
     writes = statements[1:]
     assert writes[0].startswith("UPDATE devices SET "), writes
     assert re.fullmatch(r"last_checkin=[^,]+", writes[0].split(" SET ")[1].split(" WHERE ")[0]), writes
+
+
+@pytest.mark.skipif(database_engine() == "sqlite", reason="SQLite serialises a process's writes, check-ins too")
+def test_a_device_deleted_during_its_checkin_is_401(tmp_path, monkeypatch):
+    """In process, on PostgreSQL: a check-in is not serialised with the other writes, so the device can be
+    deleted between its SELECT and its UPDATE; the check-in is refused as one with an unknown token."""
+    monkeypatch.syspath_prepend(str(SERVER_DIR))
+    from sqlalchemy import create_engine, text
+
+    from p2pvps_server import schemas
+    from p2pvps_server.auth import hash_token
+    from p2pvps_server.db import Database
+    from p2pvps_server.errors import ApiError
+    from p2pvps_server.service import MarketplaceService
+    from p2pvps_server.settings import Settings
+
+    url = new_database_url(tmp_path / "unused.db")
+    database = Database(url)
+    database.upgrade_schema()
+    service = MarketplaceService(database, Settings(data_dir=tmp_path))
+    created = service.create_device(schemas.DeviceCreate(name="pi"))
+    checking_in = service._checking_in   # pylint: disable=protected-access
+
+    def then_deleted(*args):
+        found = checking_in(*args)
+        other = create_engine(url)
+        with other.begin() as connection:
+            connection.execute(text("DELETE FROM devices WHERE id = :id"), {"id": created["id"]})
+        other.dispose()
+        return found
+
+    monkeypatch.setattr(service, "_checking_in", then_deleted)
+    try:
+        with pytest.raises(ApiError) as refused:
+            service.checkin(created["id"], hash_token(created["device_token"]), None)
+    finally:
+        database.dispose()
+    assert refused.value.status == 401 and refused.value.error == "unauthorized"
