@@ -2,15 +2,23 @@
 # The slower, documented job for other architectures (docs/emulated-architectures.md):
 # build the simulated Pi device image and the renter image for ARCH with
 # `debootstrap --foreign` + the second stage under qemu-user-static.
+# Then run the checks (tests/emulated/arm_check.py): the device-side unit tests with the image's
+# ARM Python, and one real rental lifecycle with the rental module running as ARM code.
 # Not part of .ci/run (it takes longer than the CI budget allows).
-#   usage: scripts/emulated-arch.sh arm64|armhf
+#   usage: scripts/emulated-arch.sh arm64|armhf [--build-only]
 # Sets up a fresh Debian machine itself (scripts/bootstrap.sh + qemu-user-static).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 log() { printf '[emulated-arch %5ss] %s\n' "$SECONDS" "$*"; }
-usage() { sed -n '6s/^# //p' "$0" >&2; exit 2; }
+usage() { sed -n 's/^#   usage: /usage: /p' "$0" >&2; exit 2; }
 
 arch="${1:-}"
+build_only=false
+case "${2:-}" in
+    "") ;;
+    --build-only) build_only=true ;;
+    *) usage ;;
+esac
 case "$arch" in
     arm64) qemu=aarch64; platform=linux/arm64 ;;
     armhf) qemu=arm; platform=linux/arm/v7 ;;
@@ -61,9 +69,19 @@ recipe_packages() {
     cat "$recipe/packages.txt" ${extra:+"$extra"} | grep -v '^#' | xargs | tr ' ' ','
 }
 
+# The build directory of the image being built; removed when the build ends, fails or is stopped.
+build=""
+remove_build() {
+    [ -n "$build" ] || return 0
+    umount -R "$build/proc" "$build/sys" 2>/dev/null || true
+    rm -rf "$build" "$build.log"
+    build=""
+}
+trap remove_build EXIT
+
 build_image() {
     # build_image NAME RECIPE_DIR [EXTRA_PACKAGES_FILE] -> p2pvps/NAME-ARCH:<recipe hash>
-    local name="$1" recipe="$2" extra="${3:-}" tag hash build start
+    local name="$1" recipe="$2" extra="${3:-}" tag hash start
     hash="$({ echo "$suite $arch"; sed -n '/^build_image()/,/^}/p' "$0"; cat ${extra:+"$extra"};
               find "$recipe" -type f -print0 | sort -z | xargs -0 cat; } | sha256sum | cut -c1-16)"
     tag="p2pvps/${name}-${arch}:${hash}"
@@ -74,7 +92,6 @@ build_image() {
     fi
     start=$SECONDS
     build="$(mktemp -d "/var/tmp/p2pvps-${name}-${arch}-XXXXXX")"
-    trap 'umount -R "$build/proc" 2>/dev/null || true; rm -rf "$build"' RETURN
     log "debootstrap --foreign --arch=$arch $name (first stage, native)"
     debootstrap --foreign --arch="$arch" --variant=minbase \
         --include="$(recipe_packages "$recipe" "$extra")" "$suite" "$build" "$(debian_mirror)" \
@@ -95,6 +112,7 @@ build_image() {
     tar --numeric-owner -C "$build" -c . \
         | docker import --platform "$platform" "${changes[@]}" - "$tag" >/dev/null
     docker tag "$tag" "p2pvps/${name}-${arch}:latest"
+    remove_build
     log "image $tag built in $((SECONDS - start)) s"
 }
 
@@ -103,4 +121,8 @@ setup_host
 register_binfmt
 build_image device "$images/device" "$root/tests/emulated/device-packages.txt"
 build_image renter "$renter_recipe"
+if ! $build_only; then
+    log "checks under qemu-$qemu (tests/emulated/arm_check.py)"
+    "$root/.venv/bin/python" "$root/tests/emulated/arm_check.py" --arch "$arch"
+fi
 log "done"
