@@ -20,8 +20,8 @@ case "${2:-}" in
     *) usage ;;
 esac
 case "$arch" in
-    arm64) qemu=aarch64; platform=linux/arm64 ;;
-    armhf) qemu=arm; platform=linux/arm/v7 ;;
+    arm64) qemu=aarch64; platform=linux/arm64; docker_arch=arm64; variant=v8 ;;
+    armhf) qemu=arm; platform=linux/arm/v7; docker_arch=arm; variant=v7 ;;
     *) usage ;;
 esac
 suite="${P2PVPS_IMAGE_SUITE:-bookworm}"
@@ -79,6 +79,37 @@ remove_build() {
 }
 trap remove_build EXIT
 
+set_architecture() {
+    # docker import records the host's architecture (its --platform needs an experimental daemon):
+    # save the image, write the right one into its config, load it again under the same tag.
+    local tag="$1" dir
+    dir="$(mktemp -d /var/tmp/p2pvps-arch-XXXXXX)"
+    docker save "$tag" | tar -x -C "$dir"
+    python3 - "$dir" "$docker_arch" "$variant" <<'PY'
+import hashlib, json, os, sys
+where, architecture, variant = sys.argv[1:]
+with open(os.path.join(where, "manifest.json")) as handle:
+    manifest = json.load(handle)
+old = manifest[0]["Config"]
+with open(os.path.join(where, old)) as handle:
+    config = json.load(handle)
+config.update(architecture=architecture, variant=variant)
+data = json.dumps(config).encode()
+new = hashlib.sha256(data).hexdigest() + ".json"
+with open(os.path.join(where, new), "wb") as handle:
+    handle.write(data)
+if new != old:
+    os.remove(os.path.join(where, old))
+manifest[0]["Config"] = new
+with open(os.path.join(where, "manifest.json"), "w") as handle:
+    json.dump(manifest, handle)
+PY
+    docker rmi "$tag" >/dev/null
+    tar -C "$dir" -c . | docker load >/dev/null
+    rm -rf "$dir"
+    [ "$(docker image inspect -f '{{.Architecture}}/{{.Variant}}' "$tag")" = "$docker_arch/$variant" ]
+}
+
 build_image() {
     # build_image NAME RECIPE_DIR [EXTRA_PACKAGES_FILE] -> p2pvps/NAME-ARCH:<recipe hash>
     local name="$1" recipe="$2" extra="${3:-}" tag hash start
@@ -102,7 +133,9 @@ build_image() {
     rm -f "$build.log"
     [ "$(chroot "$build" dpkg --print-architecture)" = "$arch" ]
     install -m 0755 "$recipe/setup.sh" "$build/tmp/setup.sh"
-    [ -d "$recipe/files" ] && cp -a "$recipe/files/." "$build/"
+    for files in "$recipe/files" "$recipe/rootfs"; do   # the test images' files/, the renter recipe's rootfs/
+        if [ -d "$files" ]; then cp -a "$files/." "$build/"; fi
+    done
     chroot "$build" /bin/sh /tmp/setup.sh
     rm -rf "$build/tmp/"* "$build/var/lib/apt/lists/"* "$build/var/cache/apt/archives/"*.deb
     : > "$build/etc/resolv.conf"
@@ -110,7 +143,8 @@ build_image() {
     while IFS= read -r line; do [ -n "$line" ] && changes+=(--change "$line"); done \
         < "$recipe/import-changes"
     tar --numeric-owner -C "$build" -c . \
-        | docker import --platform "$platform" "${changes[@]}" - "$tag" >/dev/null
+        | docker import "${changes[@]}" - "$tag" >/dev/null
+    set_architecture "$tag"
     docker tag "$tag" "p2pvps/${name}-${arch}:latest"
     remove_build
     log "image $tag built in $((SECONDS - start)) s"

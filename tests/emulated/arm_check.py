@@ -33,6 +33,13 @@ MODULE = "ansible_collections.p2pvps.fleet.plugins.modules.rental"
 SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
             "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
 START = time.monotonic()
+# Unit tests that check what the kernel says of a process, which under qemu-user is qemu: the kernel
+# runs /usr/bin/qemu-ARCH-static for every emulated program (binfmt_misc), so /proc/PID/exe of any
+# ARM process is the qemu binary. On a Pi it is the program itself.
+EMULATION_ARTIFACTS = {
+    "tests/unit/plugins/module_utils/test__proc.py::test_program_is_the_path_and_file_of_the_executable":
+        "/proc/PID/exe of an emulated process is the qemu binary, not the program",
+}
 
 
 def log(message):
@@ -113,13 +120,14 @@ def step_machine(device, machine):
 
 def step_unit(device):
     start = time.monotonic()
+    deselect = [arg for test in EMULATION_ARTIFACTS for arg in ("--deselect", "/src/" + test)]
     proc = device.python("-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir=/src",
-                         "-c", "/src/pytest.ini", "/src/tests/unit/plugins", timeout=3600)
+                         "-c", "/src/pytest.ini", *deselect, "/src/tests/unit/plugins", timeout=3600)
     summary = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
     log(f"unit tests under emulation: {summary} ({time.monotonic() - start:.0f} s)")
     if proc.returncode != 0:
         raise RuntimeError(f"unit tests failed:\n{proc.stdout[-6000:]}{proc.stderr[-2000:]}")
-    return {"summary": summary, "seconds": round(time.monotonic() - start)}
+    return {"summary": summary, "seconds": round(time.monotonic() - start), "deselected": EMULATION_ARTIFACTS}
 
 
 def converge(device, args_file):
