@@ -102,12 +102,12 @@ class DeviceChroot:
         for target in reversed(self.mounts):
             run("umount", "-R", "-l", str(target), check=False)
 
-    def python(self, *args, env=None, timeout=900):
+    def python(self, *args, cwd="/", timeout=900):
         """Run the chroot's python3 (ARM code, through qemu-user-static) with the collection importable."""
         variables = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LANG": "C.UTF-8",
-                     "PYTHONPATH": "/tmp/collections", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}
-        return run("chroot", str(self.root), "/usr/bin/env", "-i", *[f"{k}={v}" for k, v in variables.items()],
-                   "python3", *args, check=False, timeout=timeout)
+                     "PYTHONPATH": "/tmp/collections", "PYTHONDONTWRITEBYTECODE": "1"}
+        return run("chroot", str(self.root), "/usr/bin/env", "-i", "-C", cwd,
+                   *[f"{k}={v}" for k, v in variables.items()], "python3", *args, check=False, timeout=timeout)
 
 
 def step_machine(device, machine):
@@ -120,9 +120,9 @@ def step_machine(device, machine):
 
 def step_unit(device):
     start = time.monotonic()
-    deselect = [arg for test in EMULATION_ARTIFACTS for arg in ("--deselect", "/src/" + test)]
-    proc = device.python("-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "--rootdir=/src",
-                         "-c", "/src/pytest.ini", *deselect, "/src/tests/unit/plugins", timeout=3600)
+    deselect = [arg for test in EMULATION_ARTIFACTS for arg in ("--deselect", test)]
+    proc = device.python("-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", *deselect,
+                         "tests/unit/plugins", cwd="/src", timeout=3600)
     summary = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
     log(f"unit tests under emulation: {summary} ({time.monotonic() - start:.0f} s)")
     if proc.returncode != 0:
