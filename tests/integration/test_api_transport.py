@@ -11,11 +11,11 @@ import select
 import socket
 import ssl
 import subprocess
-import threading
 
 import pytest
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import MarketplaceClient, MarketplaceUnreachable
+from tests.fixtures.sockets import LoopbackServer, read_request
 
 TOKEN = 'transport-test-token-Jd82_secret'
 DEVICE = {'id': 'd1', 'status': 'online'}
@@ -23,27 +23,7 @@ RENTAL = {'id': 'r1', 'device_id': 'd1', 'renter': 'alice'}
 PROXY_VARIABLES = ('http_proxy', 'https_proxy', 'all_proxy', 'no_proxy')
 
 
-def read_request(conn):
-    """(request line, headers dict) of the next request on `conn`, its body read; None at EOF."""
-    data = b''
-    while b'\r\n\r\n' not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        data += chunk
-    head, dummy, body = data.partition(b'\r\n\r\n')
-    lines = head.decode('latin-1').split('\r\n')
-    headers = {}
-    for line in lines[1:]:
-        name, dummy, value = line.partition(':')
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers.get('content-length') or 0)
-    while len(body) < length:
-        body += conn.recv(65536)
-    return lines[0], headers
-
-
-class Server:
+class Server(LoopbackServer):
     """An HTTP/1.1 server on loopback that keeps connections alive, optionally over TLS. With
     `close_when_idle`, it closes each connection right after an answer (without saying so), as a
     server whose keep-alive timeout has just passed."""
@@ -51,25 +31,13 @@ class Server:
     def __init__(self, tls=None, close_when_idle=False):
         self.tls = tls
         self.close_when_idle = close_when_idle
-        self.connections = 0
         self.requests = []
-        self.sock = socket.create_server(('127.0.0.1', 0))
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
     def url(self, host='127.0.0.1'):
         return '%s://%s:%d' % ('https' if self.tls else 'http', host, self.port)
 
-    def _accept(self):
-        while True:
-            try:
-                conn, dummy = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
+    def serve(self, conn):
         conn.settimeout(10)
         try:
             if self.tls:
@@ -78,7 +46,7 @@ class Server:
                 request = read_request(conn)
                 if request is None:
                     return
-                self.requests.append(request)
+                self.requests.append(request[:2])
                 body = json.dumps(RENTAL if request[0].startswith('POST') else DEVICE).encode()
                 conn.sendall(b'HTTP/1.1 %d OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s'
                              % (201 if request[0].startswith('POST') else 200, len(body), body))
@@ -89,35 +57,23 @@ class Server:
         finally:
             conn.close()
 
-    def close(self):
-        self.sock.close()
 
-
-class Proxy:
+class Proxy(LoopbackServer):
     """A forwarding proxy: CONNECT tunnels, and absolute-form requests (one per connection).
     Records each request line and its Proxy-Authorization header."""
 
     def __init__(self):
         self.seen = []
-        self.sock = socket.create_server(('127.0.0.1', 0))
-        self.url = 'http://127.0.0.1:%d' % self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
+        self.url = 'http://127.0.0.1:%d' % self.port
 
-    def _accept(self):
-        while True:
-            try:
-                conn, dummy = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, client):
+    def serve(self, client):
         client.settimeout(10)
         try:
             request = read_request(client)
             if request is None:
                 return
-            line, headers = request
+            line, headers, body = request
             self.seen.append((line, headers.get('proxy-authorization')))
             method, target, version = line.split(' ')
             if method == 'CONNECT':
@@ -131,7 +87,7 @@ class Proxy:
                 upstream = socket.create_connection((host, int(port)), timeout=10)
                 forwarded = ['%s /%s %s' % (method, path, version)] + [
                     '%s: %s' % item for item in headers.items() if item[0] != 'proxy-authorization']
-                upstream.sendall(('\r\n'.join(forwarded) + '\r\n\r\n').encode('latin-1'))
+                upstream.sendall(('\r\n'.join(forwarded) + '\r\n\r\n').encode('latin-1') + body)
             self._pipe(client, upstream)
         except OSError:
             pass
@@ -150,9 +106,6 @@ class Proxy:
                     if not data:
                         return
                     (other if sock is one else one).sendall(data)
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture
