@@ -335,41 +335,73 @@ def bench_noop():
 
 # ---------------------------------------------------------------- 3. device agent cost
 
-RUSAGE = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
-          "r = resource.getrusage(resource.RUSAGE_CHILDREN); print(r.ru_utime + r.ru_stime, r.ru_maxrss)")
+# One child's CPU (user + system s) and peak RSS, and whether the module reported a change.
+RUSAGE = ("import json, resource, subprocess, sys; out = subprocess.run(sys.argv[1:], capture_output=True).stdout; "
+          "r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+          "print(r.ru_utime + r.ru_stime, r.ru_maxrss, json.loads(out or '{}').get('changed'))")
+AGENT_INSTALL_DIR = "/usr/local/lib/p2pvps"
+BEFORE_INSTALL_DIR = "/usr/local/lib/p2pvps-before"
 
 
-def bench_agent(workdir, reps):
+def agent_command(install_dir):
+    """The rental module as p2pvps-rental-agent.service runs it: no byte code written at run time."""
+    return ["env", f"PYTHONPATH={install_dir}", "PYTHONDONTWRITEBYTECODE=1", "python3", "-m",
+            "ansible_collections.p2pvps.fleet.plugins.modules.rental", "/etc/p2pvps/rental-agent.json"]
+
+
+def install_before(pi, before):
+    """Another copy of the collection's plugins on the Pi, as module_runtime installed them before it
+    compiled them: sources only."""
+    target = f"{BEFORE_INSTALL_DIR}/ansible_collections/p2pvps/fleet"
+    pi.exec("mkdir", "-p", target)
+    pack = subprocess.Popen(["tar", "-C", str(Path(before) / "ansible_collections" / "p2pvps" / "fleet"),
+                             "--exclude=__pycache__", "-c", "plugins"], stdout=subprocess.PIPE)
+    subprocess.run(["docker", "exec", "-i", pi.container_id, "tar", "-x", "-C", target], stdin=pack.stdout,
+                   check=True, timeout=120)
+    if pack.wait() != 0:
+        raise RuntimeError(f"could not pack {before}")
+
+
+def bench_agent(workdir, reps, before=None):
+    """CPU of one agent run that changes nothing (long-poll off: one plain check-in), on a simulated Pi;
+    with `before`, that copy's runs alternate with ours, from the same config and state."""
     fleet = Fleet(1, workdir)
     pi = fleet.pis[0]
     try:
-        apply_agent(fleet, workdir, rental_agent_enabled=False)
-        # as the unit runs it (p2pvps-rental-agent.service): no byte code written at run time
-        module = ["env", "PYTHONPATH=/usr/local/lib/p2pvps", "PYTHONDONTWRITEBYTECODE=1", "python3", "-m",
-                  "ansible_collections.p2pvps.fleet.plugins.modules.rental", "/etc/p2pvps/rental-agent.json"]
-        bare = ["python3", "-c", "pass"]
+        apply_agent(fleet, workdir, rental_agent_enabled=False, rental_agent_longpoll=False)
+        commands = {"after": agent_command(AGENT_INSTALL_DIR), "bare": ["python3", "-c", "pass"]}
+        if before:
+            install_before(pi, before)
+            commands["before"] = agent_command(BEFORE_INSTALL_DIR)
 
-        def measure(cmd):
-            out = pi.exec("python3", "-c", RUSAGE, *cmd).stdout.split()
-            return float(out[0]), int(out[1])
+        def measure(who):
+            cpu, rss, changed = pi.exec("python3", "-c", RUSAGE, *commands[who]).stdout.split()
+            if who != "bare" and changed != "False":
+                raise RuntimeError(f"the {who} agent run was not a no-op (changed: {changed})")
+            return float(cpu), int(rss)
 
         fleet.rent([pi])
-        measure(module)   # creates the container
-        runs = {"agent_noop": [measure(module) for dummy in range(reps)],
-                "python_startup": [measure(bare) for dummy in range(reps)]}
-        cpu = stats([r[0] for r in runs["agent_noop"]])
-        rss = max(r[1] for r in runs["agent_noop"])
-        base_cpu = stats([r[0] for r in runs["python_startup"]])
+        pi.exec(*commands["after"])   # creates the container
+        runs = {who: [] for who in commands}
+        for dummy in range(reps):
+            for who in commands:
+                runs[who].append(measure(who))
+        cpu = stats([r[0] for r in runs["after"]])
+        base_cpu = stats([r[0] for r in runs["bare"]])
         interval = 120
         RESULTS["agent"] = {
-            "cpu_s": cpu, "peak_rss_kib": rss, "python_startup_cpu_s": base_cpu,
+            "cpu_s": cpu, "peak_rss_kib": max(r[1] for r in runs["after"]), "python_startup_cpu_s": base_cpu,
             "ratio_to_python_startup": cpu["median"] / base_cpu["median"],
             "core_fraction_at_120s": cpu["median"] / interval,
             # A Pi Zero 2 W (Cortex-A53, 1 GHz) runs Python roughly 8x slower than one core here.
             "core_fraction_pi_zero_2_estimate": cpu["median"] * 8 / interval,
+            "runs_cpu_s": {who: [round(r[0], 3) for r in values] for who, values in runs.items()},
         }
-        log(f"agent no-op run: {cpu['median']:.2f} CPU s, peak RSS {rss / 1024:.0f} MiB, "
-            f"x{RESULTS['agent']['ratio_to_python_startup']:.1f} a bare python3 start")
+        if before:
+            RESULTS["agent"]["before_cpu_s"] = stats([r[0] for r in runs["before"]])
+        compared = f"; before: {RESULTS['agent']['before_cpu_s']['median']:.3f} CPU s" if before else ""
+        log(f"agent no-op run: {cpu['median']:.3f} CPU s, x{RESULTS['agent']['ratio_to_python_startup']:.1f} a "
+            f"bare python3 start{compared}")
     finally:
         fleet.destroy()
 
@@ -878,13 +910,23 @@ def _noop_lines(noop):
 
 
 def _agent_lines(agent):
-    return ["", "## Device agent: one pull-mode run with a live lease (no change)", "",
-            "| CPU s (min / median) | peak RSS | bare `python3 -c pass` CPU s | ratio | share of a core at 120 s "
-            "| estimate on a Pi Zero 2 |", "| ---: | ---: | ---: | ---: | ---: | ---: |",
-            f"| {agent['cpu_s']['min']:.2f} / {agent['cpu_s']['median']:.2f} | "
-            f"{agent['peak_rss_kib'] / 1024:.0f} MiB | {agent['python_startup_cpu_s']['median']:.3f} | "
-            f"x{agent['ratio_to_python_startup']:.1f} | {100 * agent['core_fraction_at_120s']:.2f} % | "
-            f"{100 * agent['core_fraction_pi_zero_2_estimate']:.1f} % |"]
+    lines = ["", "## Device agent: one pull-mode run with a live lease (no change; long-poll off, one plain check-in; "
+             "as the unit runs it, PYTHONDONTWRITEBYTECODE=1)", "",
+             "| CPU s (min / median) | peak RSS | bare `python3 -c pass` CPU s | ratio | share of a core at 120 s "
+             "| estimate on a Pi Zero 2 |", "| ---: | ---: | ---: | ---: | ---: | ---: |",
+             f"| {agent['cpu_s']['min']:.3f} / {agent['cpu_s']['median']:.3f} | "
+             f"{agent['peak_rss_kib'] / 1024:.0f} MiB | {agent['python_startup_cpu_s']['median']:.3f} | "
+             f"x{agent['ratio_to_python_startup']:.1f} | {100 * agent['core_fraction_at_120s']:.2f} % | "
+             f"{100 * agent['core_fraction_pi_zero_2_estimate']:.1f} % |"]
+    if "before_cpu_s" in agent:
+        before = agent["before_cpu_s"]
+        lines += ["", "Alternating on the same Pi, config and lease, with the `--before` copy installed as "
+                  "module_runtime installed it then (sources only):", "",
+                  "| tree | CPU s per run | median |", "| --- | --- | ---: |"]
+        lines += [f"| {who} | {', '.join(f'{v:.3f}' for v in agent['runs_cpu_s'][who])} | "
+                  f"{stats(agent['runs_cpu_s'][who])['median']:.3f} |" for who in ("before", "after", "bare")]
+        lines += ["", f"after / before: x{agent['cpu_s']['median'] / before['median']:.2f}"]
+    return lines
 
 
 def _module_lines(module):
@@ -1072,7 +1114,7 @@ def main(argv=None):
     parser.add_argument("--sizes", default=None, help="fleet sizes of the converge benchmark, e.g. 5,20 "
                         "(default 5,10,20; 5 with --quick; the other sizes' rows of the last run are kept, "
                         "each row saying when it was measured)")
-    parser.add_argument("--before", default=None, help="module: a directory holding another copy of the "
+    parser.add_argument("--before", default=None, help="module and agent: a directory holding another copy of the "
                         "collection (ansible_collections/p2pvps/fleet) to compare with, e.g. from git archive")
     parser.add_argument("--no-extras", action="store_true", help="converge without the profile_tasks and "
                         "Mitogen runs")
@@ -1103,7 +1145,7 @@ def main(argv=None):
             ("load", lambda: bench_load(workdir, 10 if args.quick else 20, *load_options(args))),
             ("inventory", lambda: bench_inventory(workdir, inventory_sizes, reps)),
             ("noop", bench_noop),
-            ("agent", lambda: bench_agent(workdir, reps)),
+            ("agent", lambda: bench_agent(workdir, reps, args.before)),
             ("module", lambda: bench_module(max(reps, 5), args.before)),
             ("converge", lambda: bench_converge(workdir, sizes, reps, not args.no_extras)),
             ("latency", bench_latency),

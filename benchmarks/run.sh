@@ -9,5 +9,11 @@ cd "$root"
 bash scripts/bootstrap.sh
 # gnuplot draws the converge curve (benchmarks/converge-curve.png); from the configured apt sources
 command -v gnuplot >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gnuplot-nox
+# Every simulated Pi's systemd and dockerd hold inotify instances: with the kernel's default of
+# 128 per user, Pis after about the 22nd die at boot (docs/scale.md). The curve goes further.
+limit=/proc/sys/fs/inotify/max_user_instances
+if [ "$(cat "$limit")" -lt 1024 ]; then
+    echo 1024 > "$limit" || echo "could not raise $limit: fleets above about 22 Pis will not boot" >&2
+fi
 . scripts/env.sh
 exec flock /tmp/p2pvps-docker.lock python benchmarks/run.py "$@"

@@ -22,7 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 # pylint: disable=wrong-import-position
-from tests.fixtures.fleet import RENTER_IMAGE, Fleet, first_byte_seconds, wait_for  # noqa: E402
+from tests.fixtures.fleet import (  # noqa: E402
+    RENTER_IMAGE,
+    Fleet,
+    first_byte_seconds,
+    install_built_collection,
+    wait_for,
+)
 
 AGENT_INTERVAL_S = 15
 PI_COUNT = 3
@@ -125,7 +131,12 @@ def down(name):
 
 def up(name):
     workdir = workdir_of(name)
-    fleet = Fleet(name, workdir, pi_count=PI_COUNT, interval_s=AGENT_INTERVAL_S, report=step).up()
+    workdir.mkdir(parents=True, exist_ok=True)
+    tarball, collections = install_built_collection(workdir)
+    step(f"collection {tarball.name} built and installed into {collections}, as from Galaxy: "
+         "everything below runs that copy")
+    fleet = Fleet(name, workdir, pi_count=PI_COUNT, interval_s=AGENT_INTERVAL_S, report=step,
+                  collections_path=collections).up()
     apply_site(fleet)
     rent_and_return(fleet, fleet.pis[0])
     return fleet.inventory

@@ -48,7 +48,9 @@ options:
     type: str
   validate_certs:
     description:
-      - Whether to verify the marketplace's TLS certificate.
+      - Whether to verify the marketplace's TLS certificate, against the host's trusted CA
+        certificates. The environment variable E(SSL_CERT_FILE) (or E(REQUESTS_CA_BUNDLE)) names
+        another bundle, for example a private CA's.
       - Only set to V(false) for a test marketplace with a self-signed certificate.
     type: bool
     default: true
@@ -64,9 +66,12 @@ options:
         creates something is not, since the server may have done it.
     type: int
     default: 30
-requirements:
-  - requests (Python library on the managed host)
 notes:
+  - The client needs only Python's standard library. It keeps one connection open for the calls
+    of a task.
+  - The proxy of the environment is used as C(requests) would (E(https_proxy), E(http_proxy),
+    E(all_proxy), either case; E(no_proxy) lists hosts reached directly). It must be an
+    C(http://) proxy; https goes through it with CONNECT.
   - Redirects are never followed, so the token is never sent elsewhere; point O(marketplace_url)
     at the final URL.
   - Answers larger than 1 MiB, compressed answers and answers that are not JSON objects are refused.

@@ -94,7 +94,6 @@ options:
     type: bool
     default: true
 requirements:
-  - requests
   - jmespath (only when O(query) is used)
 """
 

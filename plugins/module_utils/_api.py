@@ -27,12 +27,14 @@ Robustness against a marketplace that misbehaves (docs/threat-model.md):
   (not JSON, NaN, wrong shape, too big). Tokens never appear in messages or reprs; URLs in
   messages carry neither credentials nor query strings.
 
+HTTP goes through _http.py (the standard library's http.client, one kept-alive connection).
 The client is not thread-safe: use one per thread.
 """
 
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import math
 import os
@@ -40,22 +42,11 @@ import re
 import stat
 import threading
 import time
-import traceback
-import warnings
-from http.client import RemoteDisconnected
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
-from ansible.module_utils.basic import env_fallback, missing_required_lib
+from ansible.module_utils.basic import env_fallback
 
-REQUESTS_IMPORT_ERROR = None
-try:
-    import requests
-    from urllib3.exceptions import InsecureRequestWarning, NewConnectionError, ProtocolError
-except ImportError:
-    REQUESTS_IMPORT_ERROR = traceback.format_exc()
-    HAS_REQUESTS = False
-else:
-    HAS_REQUESTS = True
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _http
 
 API_PREFIX = '/api/v1'
 USER_AGENT = 'p2pvps.fleet/0.1.0'
@@ -270,28 +261,21 @@ def time_left(deadline):
 
 
 def is_connect_error(exc):
-    """Whether a requests exception means that no connection was made, so the request was never
+    """Whether a transport error means that no connection was made, so the request was never
     sent and any call may be retried."""
-    return isinstance(getattr(_first_arg(exc), 'reason', None), NewConnectionError)
+    return exc.kind == _http.CONNECT
 
 
 def is_dropped_before_answer(exc):
-    """Whether a requests exception means that the server closed or reset the connection before
+    """Whether a transport error means that the server closed or reset the connection before
     any answer: the request may have been sent, so only an idempotent call may be retried."""
-    error = _first_arg(exc)
-    reason = error.args[1] if isinstance(error, ProtocolError) and len(error.args) > 1 else None
-    return isinstance(exc, requests.exceptions.ConnectionError) and isinstance(
-        reason, (RemoteDisconnected, ConnectionResetError))
-
-
-def _first_arg(exc):
-    return exc.args[0] if exc.args else None
+    return exc.kind == _http.DROPPED
 
 
 def _reason_text(exc):
-    """What went wrong, short and without object reprs (urllib3 wraps the reason in MaxRetryError)."""
-    reason = getattr(_first_arg(exc), 'reason', None) or exc
-    return truncate(_OBJECT_REPR_RE.sub('', str(reason)) or type(reason).__name__, 200)
+    """What went wrong, short and without object reprs."""
+    reason = getattr(exc, 'reason', None) or str(exc)
+    return truncate(_OBJECT_REPR_RE.sub('', reason) or type(exc).__name__, 200)
 
 
 def _content_length(headers):
@@ -333,31 +317,6 @@ def finish_before(deadline, function, *args):
     return outcome['result']
 
 
-class _BearerAuth(object):
-    """Sets the bearer token (as requests auth, so .netrc and URL credentials never replace it)."""
-
-    def __init__(self, token):
-        self._token = token
-
-    def __call__(self, request):
-        request.headers['Authorization'] = 'Bearer %s' % self._token
-        return request
-
-    def __repr__(self):
-        return '<bearer token>'
-
-
-def _new_session():
-    """A requests Session that never handles redirects (requests would even read the whole body
-    of a redirect it does not follow, with no size limit)."""
-
-    class _NoRedirectSession(requests.Session):
-        def get_redirect_target(self, resp):
-            return None
-
-    return _NoRedirectSession()
-
-
 # ---------------------------------------------------------------- the client
 
 class MarketplaceClient(object):
@@ -370,8 +329,6 @@ class MarketplaceClient(object):
 
     def __init__(self, base_url, token, validate_certs=True, timeout=30, retries=3, backoff=0.5,
                  max_body=MAX_BODY, max_retry_after=MAX_RETRY_AFTER, user_agent=USER_AGENT):
-        if not HAS_REQUESTS:
-            raise MarketplaceError('the Python library requests is required to talk to the marketplace')
         try:
             self.base_url = normalize_base_url(base_url)
         except ValueError as exc:
@@ -395,20 +352,23 @@ class MarketplaceClient(object):
         self.backoff = max(0.0, float(backoff))
         self.max_body = int(max_body)
         self.max_retry_after = float(max_retry_after)
-        self._session = _new_session()
-        self._session.auth = _BearerAuth(token)
-        self._session.verify = self.validate_certs
-        self._session.headers.update({
+        self._headers = {
             'Accept': 'application/json',
             'Accept-Encoding': 'identity',
             'User-Agent': user_agent,
-        })
+        }
+        try:
+            self._connection = _http.Connection(self.base_url, self.validate_certs)
+        except (_http.TransportError, ValueError, OSError) as exc:
+            # a proxy of the environment that cannot be used, or a certificate bundle that cannot be read
+            raise MarketplaceError('cannot set up the connection to %s: %s'
+                                   % (display_url(self.base_url), _reason_text(exc)))
 
     def __repr__(self):
         return '%s(%r)' % (type(self).__name__, display_url(self.base_url))
 
     def close(self):
-        self._session.close()
+        self._connection.close()
 
     def __enter__(self):
         return self
@@ -429,7 +389,7 @@ class MarketplaceClient(object):
         while True:
             try:
                 status, headers, body = self._attempt(method, url, params, data, deadline)
-            except requests.exceptions.RequestException as exc:
+            except _http.TransportError as exc:
                 wait = self._wait_after_error(exc, attempts, idempotent)
                 if not self._retry_fits(wait, attempts, deadline):
                     raise self._request_error(exc, method, url, attempts)
@@ -460,16 +420,16 @@ class MarketplaceClient(object):
 
     def _attempt(self, method, url, params, data, deadline):
         """(status, headers, body bytes) of one HTTP exchange that must end by `deadline`. Errors
-        before an answer come as requests exceptions (for the retry loop), others as MarketplaceError."""
+        before an answer come as transport errors (for the retry loop), others as MarketplaceError."""
         try:
             return finish_before(deadline, self._send, method, url, params, data, deadline)
         except _DeadlinePassed:
-            # The late attempt's connection is closed when its thread lets it go, never reused.
-            self._session.close()
+            # The late attempt's connection is closed, never reused.
+            self._connection.close()
             raise self._deadline_error(method, url)
-        except (requests.exceptions.RequestException, _ConnectionLost) as exc:
+        except (_http.TransportError, _ConnectionLost) as exc:
             # Each socket operation may take the time left: a timeout is the deadline.
-            if isinstance(exc, requests.exceptions.Timeout) or time.monotonic() >= deadline:
+            if getattr(exc, 'kind', None) == _http.TIMEOUT or time.monotonic() >= deadline:
                 raise self._deadline_error(method, url)
             if isinstance(exc, _ConnectionLost):
                 raise self._error(MarketplaceUnreachable, 'connection lost while reading the answer: %s' % exc,
@@ -479,21 +439,24 @@ class MarketplaceClient(object):
     def _send(self, method, url, params, data, deadline):
         """One HTTP exchange -> (status, headers, body bytes); _attempt runs it in its own thread."""
         left = time_left(deadline)
-        headers = {'Content-Type': 'application/json'} if data is not None else None
-        with warnings.catch_warnings():
-            if not self.validate_certs:
-                warnings.simplefilter('ignore', InsecureRequestWarning)
-            # A long-poll's deadline is later than `timeout`; connecting still gets `timeout` at most.
-            response = self._session.request(method, url, params=params, data=data, headers=headers,
-                                             timeout=(min(left, self.timeout), left), allow_redirects=False,
-                                             stream=True)
-        with response:
-            return response.status_code, response.headers, self._body(response, method, url, deadline)
+        headers = dict(self._headers, Authorization='Bearer %s' % self._token)
+        if data is not None:
+            headers['Content-Type'] = 'application/json'
+        target = urlsplit(url).path + ('?' + urlencode(params) if params else '')
+        # A long-poll's deadline is later than `timeout`; connecting still gets `timeout` at most.
+        response = self._connection.request(method, target, data, headers, min(left, self.timeout), left)
+        try:
+            body = self._body(response, method, url, deadline)
+        except BaseException:
+            self._connection.release(response, failed=True)
+            raise
+        self._connection.release(response)
+        return response.status, response.headers, body
 
     def _body(self, response, method, url, deadline):
         """The answer's body; empty for a redirect (never read) and for an error status with an
         unusable body (the status is what gets reported)."""
-        status = response.status_code
+        status = response.status
         if 300 <= status < 400:
             return b''
         try:
@@ -514,18 +477,21 @@ class MarketplaceClient(object):
             raise MarketplaceMalformed('compressed answer (Content-Encoding: %s) not accepted' % truncate(encoding, 40))
         chunks = []
         size = 0
-        try:
-            for chunk in response.iter_content(READ_CHUNK):
-                if time.monotonic() >= deadline:
-                    raise _DeadlinePassed()
-                size += len(chunk)
-                if size > self.max_body:
-                    raise MarketplaceMalformed('answer too big (more than %d bytes)' % self.max_body)
-                chunks.append(chunk)
-        except (requests.exceptions.RequestException, OSError) as exc:
-            raise _ConnectionLost(_reason_text(exc))
+        while True:
+            try:
+                chunk = response.read(READ_CHUNK)
+            except (http.client.HTTPException, OSError, ValueError) as exc:
+                raise _ConnectionLost(_reason_text(exc))
+            if not chunk:
+                break
+            if time.monotonic() >= deadline:
+                raise _DeadlinePassed()
+            size += len(chunk)
+            if size > self.max_body:
+                raise MarketplaceMalformed('answer too big (more than %d bytes)' % self.max_body)
+            chunks.append(chunk)
         if length is not None and size < length:
-            # urllib3 1.26 does not enforce Content-Length by default
+            # http.client returns what came before the server closed the connection
             raise _ConnectionLost('got %d of %d bytes' % (size, length))
         return b''.join(chunks)
 
@@ -535,10 +501,10 @@ class MarketplaceClient(object):
 
     def _request_error(self, exc, method, url, attempts=1):
         text = _reason_text(exc)
-        if isinstance(exc, requests.exceptions.SSLError):
+        if exc.kind == _http.TLS:
             return self._error(MarketplaceUnreachable, 'TLS error (certificate not trusted? see validate_certs): %s'
                                % text, method, url)
-        if isinstance(exc, requests.exceptions.ConnectionError):
+        if exc.kind in (_http.CONNECT, _http.DROPPED, _http.PROTOCOL):
             if attempts > 1:
                 text += ' (%d attempts)' % attempts
             return self._error(MarketplaceUnreachable, 'cannot connect or connection lost: %s' % text, method, url)
@@ -856,8 +822,6 @@ def _module_token(module, kind):
 
 def _module_client(module, kind, required, retries, backoff):
     """A MarketplaceClient from the module's CONNECTION_ARGS and its `kind` token, or module.fail_json()."""
-    if not HAS_REQUESTS:
-        module.fail_json(msg=missing_required_lib('requests'), exception=REQUESTS_IMPORT_ERROR)
     params = module.params
     for name, env in (('marketplace_url', 'P2PVPS_MARKETPLACE_URL'),) + required:
         if not params.get(name):

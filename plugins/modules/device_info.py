@@ -44,7 +44,6 @@ options:
     type: path
     default: /usr/local/sbin/p2pvps-docker-isolation
 requirements:
-  - requests
   - Docker SDK for Python (C(docker)), for RV(renter_container); without it that part is reported in RV(problems)
 seealso:
   - module: p2pvps.fleet.rental

@@ -98,7 +98,6 @@ options:
         C(docker_version) in O(facts).
     type: str
 requirements:
-  - requests
   - Docker SDK for Python (C(docker)) to ask the Docker Engine for its version; without it C(docker version) is run
 seealso:
   - module: p2pvps.fleet.rental

@@ -257,7 +257,6 @@ options:
     type: bool
 requirements:
   - Docker SDK for Python (C(docker)) 5.0 or newer; 7.1 or newer when C(requests) is 2.32 or newer
-  - requests
   - C(ssh-keygen) (OpenSSH client) on the device for the wipe receipts and the leases' host keys; without it leases are
     still wiped, with a warning that no receipt was signed
   - Root for the enforced per-lease disk (loop devices, C(mkfs.ext4), C(mount)), the bandwidth cap

@@ -98,7 +98,6 @@ options:
     type: path
     default: /var/lib/p2pvps-tunnel-keys
 requirements:
-  - requests (only to read the list from the marketplace)
   - journalctl (systemd's journal holds sshd's log)
 notes:
   - Run it often (the role's timer runs it every 15 seconds with the marketplace as the source) so

@@ -81,8 +81,6 @@ options:
     type: list
     elements: str
     default: [systemctl, reload, caddy.service]
-requirements:
-  - requests
 notes:
   - The gateway token may read the route list only; device tokens are refused (HTTP 403), the
     operator token works too.

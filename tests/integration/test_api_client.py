@@ -25,6 +25,7 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
     MarketplaceUnreachable,
 )
 from tests.fixtures.common import free_port
+from tests.fixtures.sockets import LoopbackServer, read_request
 
 TOKEN = 'raw-test-token-Ux7_secret'
 SLACK = 2.5     # seconds a call may take beyond its deadline on a busy 2-core CI machine
@@ -42,7 +43,7 @@ FACTS = {'memory_mb': 3793, 'disk_gb': 29.1, 'cpu_model': 'Cortex-A72 (Raspberry
 
 # ------------------------------------------------------------------ raw-socket fake server
 
-class RawServer:
+class RawServer(LoopbackServer):
     """Accepts connections on loopback; `handler(conn, request)` writes whatever bytes it likes.
 
     `requests` records (method, path, headers dict) of every request received.
@@ -51,46 +52,17 @@ class RawServer:
     def __init__(self, handler):
         self.handler = handler
         self.requests = []
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(('127.0.0.1', 0))
-        self.sock.listen(16)
-        self.port = self.sock.getsockname()[1]
+        super().__init__()
         self.url = 'http://127.0.0.1:%d' % self.port
-        self.closed = False
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
 
-    def _accept(self):
-        while not self.closed:
-            try:
-                conn, dummy = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
+    def serve(self, conn):
         conn.settimeout(30)
         try:
-            data = b''
-            while b'\r\n\r\n' not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, dummy, body = data.partition(b'\r\n\r\n')
-            lines = head.decode('latin-1').split('\r\n')
-            method, path, dummy = lines[0].split(' ', 2)
-            headers = {}
-            for line in lines[1:]:
-                name, dummy, value = line.partition(':')
-                headers[name.strip().lower()] = value.strip()
-            length = int(headers.get('content-length') or 0)
-            while len(body) < length:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    break
-                body += chunk
+            received = read_request(conn)
+            if received is None:
+                return
+            line, headers, body = received
+            method, path, dummy = line.split(' ', 2)
             request = {'method': method, 'path': path, 'headers': headers, 'body': body}
             self.requests.append(request)
             self.handler(conn, request)
@@ -101,10 +73,6 @@ class RawServer:
                 conn.close()
             except OSError:
                 pass
-
-    def close(self):
-        self.closed = True
-        self.sock.close()
 
 
 def answer(status, body=b'', headers=None, reason='X'):

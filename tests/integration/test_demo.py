@@ -20,7 +20,7 @@ import requests
 
 from tests.fixtures.common import ROOT, ansible_env, docker_available, require
 from tests.fixtures.devices import DEVICE_DOCKER_IMAGE, create_fleet
-from tests.fixtures.fleet import wait_for
+from tests.fixtures.fleet import fleet_ansible_env, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -43,9 +43,10 @@ class Demo:
         return self.info["pis"][index]
 
     def playbook(self, name, *args, check=True):
+        # The operator playbooks run from the collection the demo installed from its built tarball.
+        env = fleet_ansible_env(self.info["collections_path"], Path(self.info["collections_path"]).parent)
         proc = subprocess.run(["ansible-playbook", "-i", self.inventory, f"p2pvps.fleet.{name}", *args],
-                              cwd=ROOT, env=ansible_env(ANSIBLE_PIPELINING="True"), capture_output=True,
-                              text=True, timeout=900, check=False)
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, check=False)
         if check:
             assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-3000:]
         return proc
@@ -83,6 +84,10 @@ def demo():
 
 def test_demo_rents_a_pi_and_wipes_it(demo):
     out = demo.output
+    # What an operator installs from Galaxy, not the repository, ran the fleet.
+    assert re.search(r"collection p2pvps-fleet-[\d.]+\.tar\.gz built and installed into \S+, as from Galaxy", out), out
+    installed = Path(demo.info["collections_path"]) / "ansible_collections" / "p2pvps" / "fleet"
+    assert (installed / "MANIFEST.json").is_file() and not (installed / "tests").exists()
     # The renter's `uname -a; id` ran inside the rented container, reached through the tunnel.
     assert re.search(r"^\s+Linux \S+ .*GNU/Linux$", out, re.M), out
     assert re.search(r"^\s+uid=\d+\(alice\)", out, re.M), out

@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import ssl
 import time
-from http.client import RemoteDisconnected
 
 import pytest
-import requests
-from urllib3.exceptions import MaxRetryError, NewConnectionError, ProtocolError
 
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _api as api
+from ansible_collections.p2pvps.fleet.plugins.module_utils import _http
 
 TOKEN = 'tok-Zq81_secret-value'
 
@@ -118,8 +117,8 @@ def make_client(retries=3, backoff=0.5, max_retry_after=10.0):
 
 
 def _connect_error():
-    """What requests raises when nothing listens (urllib3 wraps the reason in MaxRetryError)."""
-    return requests.exceptions.ConnectionError(MaxRetryError(None, '/x', NewConnectionError(None, 'refused')))
+    """What the transport raises when nothing listens."""
+    return _http.TransportError(_http.CONNECT, '[Errno 111] Connection refused (ConnectionRefusedError)')
 
 
 @pytest.mark.parametrize('header, expected', [
@@ -155,16 +154,14 @@ def test_backoff_grows_and_is_capped():
 def test_only_connection_errors_and_busy_statuses_are_retried():
     client = make_client()
     assert api.is_connect_error(_connect_error())
-    for sent in (requests.exceptions.ReadTimeout(), requests.exceptions.SSLError('bad certificate'),
-                 requests.exceptions.ConnectionError(ProtocolError('Connection aborted.'))):
+    for sent in (_http.TransportError(_http.TIMEOUT, 'timed out'), _http.TransportError(_http.TLS, 'bad certificate'),
+                 _http.TransportError(_http.PROTOCOL, 'BadStatusLine')):
         assert not api.is_connect_error(sent) and not api.is_dropped_before_answer(sent)
         assert client._wait_after_error(sent, 1, True) is None and client._wait_after_error(sent, 1, False) is None
 
 
-@pytest.mark.parametrize('reason', [RemoteDisconnected('Remote end closed connection without response'),
-                                    ConnectionResetError(104, 'Connection reset by peer')])
-def test_a_connection_dropped_before_the_answer_is_retried_only_when_idempotent(reason):
-    dropped = requests.exceptions.ConnectionError(ProtocolError('Connection aborted.', reason))
+def test_a_connection_dropped_before_the_answer_is_retried_only_when_idempotent():
+    dropped = _http.TransportError(_http.DROPPED, 'Remote end closed connection without response')
     assert api.is_dropped_before_answer(dropped) and not api.is_connect_error(dropped)
     client = make_client()
     assert client._wait_after_error(dropped, 1, True) == 0.0
@@ -226,7 +223,7 @@ def test_finish_before():
 def test_client_never_shows_the_token():
     client = api.MarketplaceClient('https://market.example.org/', TOKEN)
     assert TOKEN not in repr(client)
-    assert TOKEN not in repr(client._session.auth)
+    assert TOKEN not in repr(vars(client._connection)) and TOKEN not in repr(client._headers)
     assert client.base_url == 'https://market.example.org'
     assert TOKEN not in repr(api.DeviceClient(client, 'dev-1'))
     client.close()
@@ -312,7 +309,8 @@ def test_client_from_module_with_token():
     device = api.client_from_module(FakeModule(device_token=TOKEN, timeout=7, validate_certs=False))
     assert isinstance(device, api.DeviceClient) and device.device_id == 'dev-1'
     assert device.client.timeout == 7 and device.client.validate_certs is False
-    assert device.client._session.verify is False
+    context = device.client._connection._context
+    assert context.verify_mode == ssl.CERT_NONE and context.check_hostname is False
 
 
 def test_client_from_module_token_file_wins(tmp_path):
@@ -321,7 +319,7 @@ def test_client_from_module_token_file_wins(tmp_path):
     os.chmod(path, 0o600)
     module = FakeModule(device_token='env-token-ignored', device_token_file=str(path))
     device = api.client_from_module(module)
-    assert device.client._session.auth._token == TOKEN
+    assert device.client._token == TOKEN
     assert TOKEN in module.no_log_values
     assert module.warnings == []
     os.chmod(path, 0o644)
@@ -370,26 +368,21 @@ def test_client_from_module_fails_clearly(params, words):
     assert TOKEN not in str(exc.value)
 
 
-def test_missing_requests_is_reported_with_missing_required_lib(tmp_path):
-    """Without requests the file still imports, and modules fail with missing_required_lib."""
+def test_the_client_does_not_import_requests(tmp_path):
+    """The device agent imports the client at every run: requests is neither needed nor loaded."""
     script = r'''
 import sys
 sys.modules['requests'] = None
+sys.modules['urllib3'] = None
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _api
-assert _api.HAS_REQUESTS is False
-assert 'requests' in _api.REQUESTS_IMPORT_ERROR
-class M:
-    params = {}
-    def fail_json(self, msg, **kw):
-        print('FAILED', msg, 'exception' in kw)
-        raise SystemExit(0)
-_api.client_from_module(M())
+client = _api.MarketplaceClient('https://market.example.org', 'tok')
+assert 'urllib.request' not in sys.modules, 'urllib.request is loaded only when a proxy is configured'
+print('OK')
 '''
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith('_proxy')}
+    env['PYTHONPATH'] = os.pathsep.join(p for p in sys.path if p)
     proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, env=env, check=False)
-    assert proc.returncode == 0, proc.stderr
-    assert 'FAILED' in proc.stdout and 'Failed to import the required Python library (requests)' in proc.stdout
-    assert 'True' in proc.stdout
+    assert proc.returncode == 0 and 'OK' in proc.stdout, proc.stderr
 
 
 # ---------------------------------------------------------------- gateway_client_from_module
@@ -414,7 +407,7 @@ def test_gateway_args():
 def test_gateway_client_from_module_with_token():
     client = api.gateway_client_from_module(FakeGatewayModule(gateway_token=TOKEN, timeout=9))
     assert isinstance(client, api.MarketplaceClient) and client.timeout == 9
-    assert client._session.auth._token == TOKEN
+    assert client._token == TOKEN
 
 
 def test_gateway_client_from_module_token_file_wins(tmp_path):
@@ -423,7 +416,7 @@ def test_gateway_client_from_module_token_file_wins(tmp_path):
     os.chmod(path, 0o644)
     module = FakeGatewayModule(gateway_token='ignored', gateway_token_file=str(path))
     client = api.gateway_client_from_module(module)
-    assert client._session.auth._token == TOKEN and TOKEN in module.no_log_values
+    assert client._token == TOKEN and TOKEN in module.no_log_values
     assert 'gateway token file' in module.warnings[0] and TOKEN not in module.warnings[0]
 
 
@@ -496,24 +489,24 @@ def test_a_long_poll_connects_within_the_plain_timeout(monkeypatch):
     seen = {}
 
     class Answer:
-        status_code = 200
+        status = 200
         headers = {}
+        will_close = False
+        chunks = [b'{"lease": null}', b'']
 
-        def __enter__(self):
-            return self
+        def read(self, size):
+            return self.chunks.pop(0)
 
-        def __exit__(self, *exc_info):
-            return False
+        def isclosed(self):
+            return not self.chunks
 
-        def iter_content(self, size):
-            return iter([b'{"lease": null}'])
-
-    def request(method, url, **kwargs):
-        seen.update(kwargs)
+    def request(method, target, body, headers, connect_timeout, read_timeout):
+        seen.update(target=target, timeout=(connect_timeout, read_timeout))
         return Answer()
 
-    monkeypatch.setattr(client._session, 'request', request)
+    monkeypatch.setattr(client._connection, 'request', request)
     client.checkin('d1', {}, lease_etag='0f3c', wait_s=100)
+    assert seen['target'] == '/api/v1/devices/d1/checkin?wait=100'
     connect, read = seen['timeout']
     assert connect <= client.timeout and 100 + client.timeout - 1 < read <= 100 + client.timeout
 
