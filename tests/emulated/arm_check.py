@@ -147,7 +147,7 @@ def ssh(port, user, key, command):
                stdin=subprocess.DEVNULL, timeout=120)
 
 
-def wait_login(port, user, key, machine, timeout=300):
+def wait_login(port, user, key, timeout=300):
     deadline = time.monotonic() + timeout
     while True:
         proc = ssh(port, user, key, "id -un; uname -m")
@@ -177,6 +177,7 @@ def lease_leftovers(lease_id):
 def step_rental(device, market, arch, machine, work):
     renter_image = f"p2pvps/renter-{arch}:latest"
     image_arch = run("docker", "image", "inspect", "-f", "{{.Architecture}}", renter_image).stdout.strip()
+    assert image_arch == device.platform.split("/")[1], f"{renter_image} is recorded as {image_arch}"
     key = work / "renter_key"
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "renter@arm-check", "-f", str(key))
     record = {"renter_image_architecture": image_arch}
@@ -206,7 +207,7 @@ def step_rental(device, market, arch, machine, work):
         record["lease_disk"] = lease_disk(device, created["lease_id"])
         log(f"lease disk made by the ARM mkfs.ext4 and mounted from the chroot, seen by the host: "
             f"{record['lease_disk']}")
-        who, where = wait_login(port, user, key, machine)
+        who, where = wait_login(port, user, key)
         assert (who, where) == (user, machine), (who, where)
         record["renter_login"] = f"{who} on {where}"
         log(f"renter SSH login through the ARM sshd: id -un = {who}, uname -m = {where}")
