@@ -919,26 +919,29 @@ def _agent_lines(agent):
              f"x{agent['ratio_to_python_startup']:.1f} | {100 * agent['core_fraction_at_120s']:.2f} % | "
              f"{100 * agent['core_fraction_pi_zero_2_estimate']:.1f} % |"]
     if "before_cpu_s" in agent:
-        before = agent["before_cpu_s"]
+        runs = agent["runs_cpu_s"]
         lines += ["", "Alternating on the same Pi, config and lease, with the `--before` copy installed as "
-                  "module_runtime installed it then (sources only):", "",
-                  "| tree | CPU s per run | median |", "| --- | --- | ---: |"]
-        lines += [f"| {who} | {', '.join(f'{v:.3f}' for v in agent['runs_cpu_s'][who])} | "
-                  f"{stats(agent['runs_cpu_s'][who])['median']:.3f} |" for who in ("before", "after", "bare")]
-        lines += ["", f"after / before: x{agent['cpu_s']['median'] / before['median']:.2f}"]
+                  "module_runtime installed it then (sources only):", ""]
+        lines += _trees_table({"before": (runs["before"], agent["before_cpu_s"]["median"]),
+                               "after": (runs["after"], agent["cpu_s"]["median"]),
+                               "bare": (runs["bare"], agent["python_startup_cpu_s"]["median"])})
+    return lines
+
+
+def _trees_table(trees):
+    """CPU seconds per run of each tree ({name: (runs, median)}, in order) and, with a `before`, after / before."""
+    lines = ["| tree | runs | median |", "| --- | --- | ---: |"]
+    lines += [f"| {who} | {', '.join(f'{v:.3f}' for v in runs)} | {median:.3f} |" for who, (runs, median) in trees.items()]
+    if "before" in trees:
+        lines += ["", f"after / before: x{trees['after'][1] / trees['before'][1]:.2f}"]
     return lines
 
 
 def _module_lines(module):
     lines = ["", "## The rental module on the host: CPU per no-op run (python -m ... args.json, as the rental_agent "
-             "runs it; user + system CPU s)", "",
-             "| tree | runs | median |", "| --- | --- | ---: |"]
-    for who in ("before", "after"):
-        if who in module:
-            lines.append(f"| {who} | {', '.join(f'{v:.3f}' for v in module[who]['cpu_s'])} | "
-                         f"{module[who]['median']:.3f} |")
-    if "before" in module:
-        lines += ["", f"after / before: x{module['after']['median'] / module['before']['median']:.2f}"]
+             "runs it; user + system CPU s)", ""]
+    lines += _trees_table({who: (module[who]["cpu_s"], module[who]["median"]) for who in ("before", "after")
+                           if who in module})
     lines += ["", "## Where one converge's time goes (P2PVPS_RENTAL_PHASES=1, host Docker Engine; ms)", "",
               "| phase | " + " | ".join(f"{case} wall | {case} CPU" for case in module["phases"]) + " |",
               "| --- |" + " ---: | ---: |" * len(module["phases"])]

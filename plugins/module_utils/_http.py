@@ -53,8 +53,7 @@ class TransportError(Exception):
 
 
 def _reason(exc):
-    text = str(exc) or type(exc).__name__
-    return text if isinstance(exc, TransportError) else '%s (%s)' % (text, type(exc).__name__)
+    return '%s (%s)' % (str(exc) or type(exc).__name__, type(exc).__name__)
 
 
 def ca_bundle():
@@ -139,7 +138,6 @@ class Connection(object):
         self.scheme = parts.scheme
         self.host = parts.hostname
         self.port = parts.port or (443 if self.scheme == 'https' else 80)
-        self.validate_certs = validate_certs
         self._context = tls_context(validate_certs) if self.scheme == 'https' else None
         proxy = proxy_for(self.scheme, self.host)
         self.proxy = Proxy(proxy) if proxy else None
@@ -159,17 +157,21 @@ class Connection(object):
             conn = http.client.HTTPConnection(*target, timeout=timeout)
         try:
             conn.connect()
-        except ssl.SSLError as exc:
+        except BaseException as exc:
             conn.close()
-            raise TransportError(TLS, _reason(exc))
-        except (socket.timeout, TimeoutError) as exc:
-            conn.close()
-            raise TransportError(TIMEOUT, 'connecting: %s' % _reason(exc))
-        except OSError as exc:
-            conn.close()
-            # A proxy that refuses the tunnel raises OSError('Tunnel connection failed: 403 ...').
-            raise TransportError(CONNECT, _reason(exc))
+            raise self._connecting_error(exc)
         return conn
+
+    @staticmethod
+    def _connecting_error(exc):
+        if isinstance(exc, ssl.SSLError):
+            return TransportError(TLS, _reason(exc))
+        if isinstance(exc, (socket.timeout, TimeoutError)):
+            return TransportError(TIMEOUT, 'connecting: %s' % _reason(exc))
+        if isinstance(exc, OSError):
+            # also a proxy that refuses the tunnel: OSError('Tunnel connection failed: 403 ...')
+            return TransportError(CONNECT, _reason(exc))
+        return exc
 
     def request(self, method, target, body, headers, connect_timeout, read_timeout):
         """Send one request (`target`: path and query) and read the answer's head: an

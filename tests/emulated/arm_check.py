@@ -26,12 +26,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fixtures.server import Marketplace  # noqa: E402  pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+from tests.fixtures.fleet import SSH_OPTS  # noqa: E402
+from tests.fixtures.server import Marketplace  # noqa: E402
 
 MACHINES = {"arm64": ("linux/arm64", "aarch64"), "armhf": ("linux/arm/v7", "armv7l")}
 MODULE = "ansible_collections.p2pvps.fleet.plugins.modules.rental"
-SSH_OPTS = ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=10",
-            "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes"]
 START = time.monotonic()
 # Unit tests that check what the kernel says of a process, which under qemu-user is qemu: the kernel
 # runs /usr/bin/qemu-ARCH-static for every emulated program (binfmt_misc), so /proc/PID/exe of any
