@@ -820,12 +820,24 @@ def _module_token(module, kind):
     return token
 
 
+DEVICE_REQUIRED = (('device_id', 'P2PVPS_DEVICE_ID'),)
+
+
+def missing_connection_option(params, required=()):
+    """The message for the first of marketplace_url and `required` ((option, environment variable) pairs)
+    that `params` lacks, else None."""
+    for name, env in (('marketplace_url', 'P2PVPS_MARKETPLACE_URL'),) + tuple(required):
+        if not params.get(name):
+            return '%s is required (the option or the environment variable %s)' % (name, env)
+    return None
+
+
 def _module_client(module, kind, required, retries, backoff):
     """A MarketplaceClient from the module's CONNECTION_ARGS and its `kind` token, or module.fail_json()."""
     params = module.params
-    for name, env in (('marketplace_url', 'P2PVPS_MARKETPLACE_URL'),) + required:
-        if not params.get(name):
-            module.fail_json(msg='%s is required (the option or the environment variable %s)' % (name, env))
+    missing = missing_connection_option(params, required)
+    if missing:
+        module.fail_json(msg=missing)
     token = _module_token(module, kind)
     try:
         return MarketplaceClient(params['marketplace_url'], token, validate_certs=params['validate_certs'],
@@ -836,7 +848,7 @@ def _module_client(module, kind, required, retries, backoff):
 
 def client_from_module(module, retries=3, backoff=0.5):
     """A DeviceClient from the module's MARKETPLACE_COMMON_ARGS (the device token), or module.fail_json()."""
-    client = _module_client(module, 'device', (('device_id', 'P2PVPS_DEVICE_ID'),), retries, backoff)
+    client = _module_client(module, 'device', DEVICE_REQUIRED, retries, backoff)
     return DeviceClient(client, module.params['device_id'])
 
 

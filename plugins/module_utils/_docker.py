@@ -241,7 +241,8 @@ class EngineReader(object):
         started = time.perf_counter()
         try:
             status, body = self._exchange(method, target)
-        except http.client.HTTPException as exc:
+        except (http.client.HTTPException, OSError) as exc:
+            # For example no Engine at the socket: "GET /containers/json: [Errno 2] No such file or directory".
             raise DockerException('%s %s: %s' % (method, path, exc)) from exc
         finally:
             _log_call(method + ' ' + '/'.join('{id}' if len(part) > 24 else part for part in path.split('/')),

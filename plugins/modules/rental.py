@@ -590,9 +590,11 @@ from ansible_collections.p2pvps.fleet.plugins.module_utils import (
     _clock, _docker, _facts, _lease, _receipts, _rental, _renter_login, _sandbox,
 )
 from ansible_collections.p2pvps.fleet.plugins.module_utils._api import (
+    DEVICE_REQUIRED,
     MARKETPLACE_COMMON_ARGS,
     MarketplaceError,
     client_from_module,
+    missing_connection_option,
 )
 from ansible_collections.p2pvps.fleet.plugins.module_utils._docker import (
     DOCKER_HOST_ARGS,
@@ -1272,7 +1274,11 @@ IMAGE_ID_RE = re.compile(r'^sha256:[a-f0-9]{64}$')
 
 
 def option_problem(params):
-    """(message, None) for an option out of range, else None."""
+    """(message, None) for an option missing or out of range, else None."""
+    # state=absent (decommissioning) works from the local lease alone; present needs the marketplace.
+    missing = params['state'] == 'present' and missing_connection_option(params, DEVICE_REQUIRED)
+    if missing:
+        return (missing + ' with state=present', None)
     for name, low in (('local_port', 1), ('web_local_port', 0)):
         if not low <= params[name] <= 65535:
             return ('%s must be between %d and 65535' % (name, low), None)

@@ -160,6 +160,12 @@ def test_renter_docker_reads_without_the_sdk(fake_reads, monkeypatch):
     docker.reader.close()
 
 
+def test_a_missing_engine_is_a_docker_error_naming_the_call(tmp_path):
+    reader = _docker.EngineReader(str(tmp_path / 'docker.sock'), timeout=5)
+    with pytest.raises(_docker.DockerException, match=r'^GET /containers/json: .*No such file or directory'):
+        reader.containers(all=True)
+
+
 def test_other_engines_are_read_through_the_sdk():
     assert _docker.EngineReader.for_host('tcp://127.0.0.1:2376') is None
     assert _docker.EngineReader.for_host('ssh://pi@kitchen') is None

@@ -37,14 +37,20 @@ def test_a_pace_that_has_passed_does_not_sleep():
     assert pace.hold() == 0
 
 
-def test_wait_s_is_checked():
+def test_options_are_checked():
     params = {'local_port': 2222, 'web_local_port': 2280, 'disk_reserve_mb': 0, 'memory_reserve_mb': 0,
               'bandwidth_mbit': 0, 'write_bps': 0, 'write_iops': 0, 'renter_bridge': 'p2pvps0',
-              'allowed_images': [], 'wait_s': 0, 'grace_s': 86400}
+              'allowed_images': [], 'wait_s': 0, 'grace_s': 86400, 'state': 'present',
+              'marketplace_url': 'https://market.example.org', 'device_id': 'dev-1'}
     assert rental.option_problem(params) is None
     assert rental.option_problem(dict(params, wait_s=600)) is None
     for bad in (-1, 601):
         assert 'wait_s' in rental.option_problem(dict(params, wait_s=bad))[0]
+    # The marketplace and the device are named before anything is done; decommissioning needs neither.
+    for name, env in (('marketplace_url', 'P2PVPS_MARKETPLACE_URL'), ('device_id', 'P2PVPS_DEVICE_ID')):
+        assert rental.option_problem(dict(params, **{name: None})) == (
+            '%s is required (the option or the environment variable %s) with state=present' % (name, env), None)
+        assert rental.option_problem(dict(params, state='absent', **{name: None})) is None
 
 
 def test_the_lease_etag_file(tmp_path):
