@@ -76,7 +76,10 @@ def playbook(inventory, name, limit=None, env=None):
     proc = subprocess.run(cmd, cwd=ROOT, env=env or bench_env(), capture_output=True, text=True,
                           timeout=1800, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"{name} failed:\n{proc.stdout[-5000:]}\n{proc.stderr[-2000:]}")
+        # With many hosts the recap alone fills the tail: each failed host's first line comes first.
+        failures = "\n".join(line[:1500] for line in proc.stdout.splitlines()
+                             if line.startswith(("fatal:", "failed:")))
+        raise RuntimeError(f"{name} failed:\n{failures}\n...\n{proc.stdout[-5000:]}\n{proc.stderr[-2000:]}")
     return proc.stdout
 
 
@@ -147,9 +150,10 @@ class Fleet:
 FLOOR_PB = str(ROOT / "benchmarks" / "baseline" / "floor.yml")
 
 
-def converge_cycle(fleet, pis, playbook_name, label, floor=None):
+def converge_cycle(fleet, pis, playbook_name, label, floor=None, after_create=None):
     """create -> no-op -> expiry on `pis`; seconds of each. With `floor` (a dict of lists), the floor
-    playbook (one ping per host) is timed right after each step, on the same hosts and state."""
+    playbook (one ping per host) is timed right after each step, on the same hosts and state;
+    `after_create` is called once the renter containers run."""
     limit = ",".join(pi.name for pi in pis)
 
     def step(case):
@@ -164,6 +168,8 @@ def converge_cycle(fleet, pis, playbook_name, label, floor=None):
     create = step("create")
     if not all(fleet.renter_containers(pi) for pi in pis):
         raise RuntimeError(f"{label}: not every Pi runs a renter container after the create converge")
+    if after_create is not None:
+        after_create()
     noop = step("noop")
     fleet.end(rentals)
     expiry = step("expiry")
@@ -227,21 +233,32 @@ CURVE_PNG = ROOT / "benchmarks" / "converge-curve.png"
 def bench_curve(workdir, sizes, reps):
     """Our converge (create, no-op, expiry) and the floor against the fleet size, up to the largest fleet
     of simulated Pis this machine holds; a PNG of seconds against hosts next to the table."""
+    free_at_start = docker_disk_free_gb()
     fleet = Fleet(max(sizes), workdir)
     table = {}
     try:
         converge_cycle(fleet, fleet.pis, "p2pvps.fleet.converge", "warm-up ours")
         for size in sorted(sizes):
-            floor, runs = {}, []
+            floor, runs, free = {}, [], []
             for dummy in range(reps):
-                runs.append(converge_cycle(fleet, fleet.pis[:size], "p2pvps.fleet.converge", "curve", floor))
+                runs.append(converge_cycle(fleet, fleet.pis[:size], "p2pvps.fleet.converge", "curve", floor,
+                                           after_create=lambda: free.append(docker_disk_free_gb())))
             table[str(size)] = {case: {"ours": statistics.median(run[case] for run in runs),
                                        "floor": statistics.median(floor[case]),
                                        "values": [round(run[case], 2) for run in runs]}
                                 for case in ("create", "noop", "expiry")}
+            table[str(size)]["disk_used_gb"] = round(free_at_start - min(free), 1)
     finally:
         fleet.destroy()
-    RESULTS["curve"] = {"sizes": table, "forks": FORKS, "reps": reps, "png": plot_curve(table)}
+    RESULTS["curve"] = {"sizes": table, "forks": FORKS, "reps": reps, "png": plot_curve(table),
+                        "disk_free_at_start_gb": round(free_at_start, 1)}
+
+
+def docker_disk_free_gb():
+    """Free space of the file system holding the host's Docker root (the simulated Pis and what they store)."""
+    root = subprocess.run(["docker", "info", "-f", "{{.DockerRootDir}}"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    return shutil.disk_usage(root).free / 1e9
 
 
 def plot_curve(table):
@@ -1079,13 +1096,21 @@ def _hosting_lines(hosting):
 def _curve_lines(curve):
     lines = ["", f"## Converge against the fleet size (p2pvps.fleet.converge, {curve['forks']} forks, median of "
              f"{curve['reps']} run(s), seconds; the floor is one ansible.builtin.ping per host right after each step)", "",
-             "| hosts | create | no-op | expiry | floor after create | floor after no-op | floor after expiry |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| hosts | create | no-op | expiry | floor after create | floor after no-op | floor after expiry "
+             "| host disk used after create, GB |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for size, row in sorted(curve["sizes"].items(), key=lambda item: int(item[0])):
+        disk = row.get("disk_used_gb")
         lines.append(f"| {size} | " + " | ".join(f"{row[case]['ours']:.1f}" for case in ("create", "noop", "expiry"))
-                     + " | " + " | ".join(f"{row[case]['floor']:.1f}" for case in ("create", "noop", "expiry")) + " |")
+                     + " | " + " | ".join(f"{row[case]['floor']:.1f}" for case in ("create", "noop", "expiry"))
+                     + f" | {'not measured' if disk is None else disk} |")
     png = curve["png"]
-    return lines + ["", f"![converge time against hosts]({Path(png).name})" if png.endswith(".png") else png]
+    lines += ["", f"![converge time against hosts]({Path(png).name})" if png.endswith(".png") else png]
+    if "disk_free_at_start_gb" in curve:
+        lines += ["", f"The disk column counts from before the fleet was made ({curve['disk_free_at_start_gb']} GB free): "
+                      "the Pis' nested Engines (vfs), the renter image in each and every lease's disk share the "
+                      "host's file system ([docs/scale.md](../docs/scale.md))."]
+    return lines
 
 
 SECTIONS = (("converge", _converge_lines), ("noop", _noop_lines), ("agent", _agent_lines), ("module", _module_lines),
@@ -1130,7 +1155,7 @@ def main(argv=None):
                         help="database:processes of the check-in load benchmark, e.g. sqlite:1,postgresql:1 "
                              "(default sqlite:1,postgresql:1,postgresql:2)")
     parser.add_argument("--curve-sizes", default=None,
-                        help="fleet sizes of the converge curve (default 1,5,10,20,40; 1,5 with --quick)")
+                        help="fleet sizes of the converge curve (default 1,5,10,20,24; 1,5 with --quick)")
     args = parser.parse_args(argv)
     only = set(args.only.split(","))
     reps = args.reps or (2 if args.quick else 3)
@@ -1138,7 +1163,7 @@ def main(argv=None):
     RESULTS["machine"] = machine()
     RESULTS["started"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     curve_sizes = ([int(size) for size in args.curve_sizes.split(",")] if args.curve_sizes
-                   else [1, 5] if args.quick else [1, 5, 10, 20, 40])
+                   else [1, 5] if args.quick else [1, 5, 10, 20, 24])
     inventory_sizes = ([int(size) for size in args.inventory_sizes.split(",")] if args.inventory_sizes
                        else [1000] if args.quick else [1000, 5000, 20000])
     with tempfile.TemporaryDirectory(prefix="p2pvps-bench-") as tmp:
