@@ -189,14 +189,55 @@ def test_server_filters_and_query(fleet_market, tmp_path):
     assert set(query["_meta"]["hostvars"]) == {"arm-1"}
 
 
-def test_api_strings_are_unsafe(fleet_market, tmp_path):
+def unwrap_unsafe(value):
+    """A host variable as ansible-inventory prints it, without its {"__ansible_unsafe": ...} marks."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {key: unwrap_unsafe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unwrap_unsafe(item) for item in value]
+    return value
+
+
+def test_host_variables_are_the_device_data(fleet_market, tmp_path):
     market, forwarder = fleet_market
-    config = write_config(tmp_path, forwarder, market, cache=False, status="new", query="name == 'evil-1'")
+    listed = requests.get(f"{market.url}/api/v1/devices", params={"status": "online", "limit": "10"}, timeout=30,
+                          headers={"Authorization": f"Bearer {market.operator_token}"}).json()["items"]
+    device = next(item for item in listed if item["name"] == "rented-1")
+    data, dummy = inventory(write_config(tmp_path, forwarder, market, cache=False, status="online"))
+    host_vars = {name: unwrap_unsafe(value) for name, value in data["_meta"]["hostvars"]["rented-1"].items()
+                 if name.startswith("p2pvps_")}
+    assert host_vars == {
+        "p2pvps_device": device, "p2pvps_device_id": device["id"], "p2pvps_status": "online",
+        "p2pvps_online": True, "p2pvps_rented": True, "p2pvps_lease": device["lease"],
+        "p2pvps_architecture": "arm64", "p2pvps_owner": device["owner"],
+        "p2pvps_tunnel_remote_port": device["tunnel"]["remote_port"]}
+    assert device["lease"]["renter"] == "alice"
+
+
+def assert_description_stays_text(config):
+    """evil-1's description, a Jinja2 expression from the API, printed by a task: as text, never run."""
     proc = subprocess.run(["ansible", "-i", str(config), "evil-1", "-c", "local", "-m", "ansible.builtin.debug",
                            "-a", "msg={{ p2pvps_device.description }}"], env=ansible_env(), capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "lookup('ansible.builtin.pipe'" in proc.stdout and "INJECTED\"" not in proc.stdout, proc.stdout
+
+
+def test_api_strings_are_unsafe(fleet_market, tmp_path):
+    market, forwarder = fleet_market
+    assert_description_stays_text(write_config(tmp_path, forwarder, market, cache=False, status="new",
+                                               query="name == 'evil-1'"))
+
+
+def test_cached_strings_stay_unsafe(fleet_market, tmp_path):
+    market, forwarder = fleet_market
+    config = write_config(tmp_path, forwarder, market, status="new", query="name == 'evil-1'")
+    for dummy in range(2):   # the first run fills the cache, the second reads it
+        forwarder.reset()
+        assert_description_stays_text(config)
+    assert listing_calls(forwarder) == 0
 
 
 def test_bad_token_is_a_clear_error_without_the_token(fleet_market, tmp_path):
