@@ -117,6 +117,7 @@ cache_connection: ~/.cache/p2pvps-inventory
 cache_timeout: 300
 """
 
+import json
 import os
 
 from ansible.errors import AnsibleError
@@ -147,18 +148,30 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         cache_key = self.get_cache_key(path)
-        use_cache = cache and self.get_option("cache")
-        devices = None
-        if use_cache:
-            try:
-                devices = self._cache[cache_key]
-            except KeyError:
-                devices = None
+        devices = self._cached_devices(cache_key) if cache and self.get_option("cache") else None
         if devices is None:
             devices = self._fetch_devices()
             if self.get_option("cache"):
-                self._cache[cache_key] = devices
+                self._cache[cache_key] = json.dumps(devices)
         self._populate(self._select(devices))
+
+    def _cached_devices(self, cache_key):
+        """The cached listing, or None to fetch it again.
+
+        The cache holds the listing as JSON text, parsed here: whatever the cache plugin gives back
+        (ansible-core 2.19 restores trust marks from its cache files), the strings are plain. An entry
+        of another shape, such as the device list of earlier versions, counts as none.
+        """
+        try:
+            cached = self._cache[cache_key]
+        except KeyError:
+            return None
+        if not isinstance(cached, str):
+            return None
+        try:
+            return json.loads(cached)
+        except ValueError:
+            return None
 
     def _client(self):
         token = self.get_option("token")

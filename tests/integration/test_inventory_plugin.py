@@ -240,6 +240,25 @@ def test_cached_strings_stay_unsafe(fleet_market, tmp_path):
     assert listing_calls(forwarder) == 0
 
 
+def test_cache_entry_with_trusted_strings_is_fetched_again(fleet_market, tmp_path):
+    # A cache entry holding a device list whose strings are marked trusted, as ansible-core 2.19
+    # writes tagged values into its cache files (a list is what earlier versions of the plugin
+    # cached), must not make the description a template: the plugin fetches the listing again.
+    cache_persistence = pytest.importorskip("ansible._internal._json._profiles._cache_persistence")
+    trust_as_template = pytest.importorskip("ansible.template").trust_as_template
+    market, forwarder = fleet_market
+    config = write_config(tmp_path, forwarder, market, status="new", query="name == 'evil-1'")
+    assert_description_stays_text(config)
+    cache_file, = (tmp_path / "cache").iterdir()
+    entry = json.loads(cache_file.read_text())
+    planted = [{"name": "evil-1", "description": trust_as_template(INJECTION), "status": "new", "lease": None}]
+    entry["__payload__"] = json.dumps(planted, cls=cache_persistence.Encoder)
+    cache_file.write_text(json.dumps(entry))
+    forwarder.reset()
+    assert_description_stays_text(config)
+    assert listing_calls(forwarder) == DEVICES // PAGE
+
+
 def test_bad_token_is_a_clear_error_without_the_token(fleet_market, tmp_path):
     market, forwarder = fleet_market
     config = write_config(tmp_path, forwarder, market, cache=False)
