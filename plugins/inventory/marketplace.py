@@ -137,6 +137,10 @@ try:
 except ImportError:
     HAS_JMESPATH = False
 
+# ansible-core 2.19 and later (data tagging, which added trusted_by_default) template only strings
+# marked trusted, and parsing JSON marks none; earlier versions template every str not wrapped.
+API_STRINGS_NEED_WRAPPING = not hasattr(BaseInventoryPlugin, "trusted_by_default")
+
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "p2pvps.fleet.marketplace"
@@ -220,8 +224,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _populate(self, devices):
         # Per-host work is what bounds a big fleet: options are read once, each built-in group is
-        # made once, and the host's combined variables (a copy of all of them) are only built when
-        # compose, groups or keyed_groups need them.
+        # made once, the device's values are neither copied nor wrapped (see _set_host_variables),
+        # and the host's combined variables (a copy of all of them) are only built when compose,
+        # groups or keyed_groups need them.
         prefix = self.get_option("host_vars_prefix")
         strict = self.get_option("strict")
         hostname = self.get_option("hostname")
@@ -232,11 +237,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         constructed = bool(compose or groups or keyed_groups)
         group_names = {}
         for device in devices:
-            device = wrap_var(device)
+            if API_STRINGS_NEED_WRAPPING:
+                device = wrap_var(device)
             host = self.inventory.add_host(str(device[hostname]))
             host_vars = self._host_vars(device)
-            for name, value in host_vars.items():
-                self.inventory.set_variable(host, prefix + name, value)
+            self._set_host_variables(host, prefix, host_vars)
             if builtin_groups:
                 for group in self._builtin_group_names(host_vars):
                     name = group_names.get(group)
@@ -248,6 +253,16 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self._set_composite_vars(compose, combined, host, strict=strict)
                 self._add_host_to_composed_groups(groups, combined, host, strict=strict)
                 self._add_host_to_keyed_groups(keyed_groups, combined, host, strict=strict)
+
+    def _set_host_variables(self, host, prefix, host_vars):
+        # Onto the Host itself. The inventory's own set_variable (ansible-core 2.19) copies every value
+        # and tags each copy with its origin, to isolate what a plugin hands over and to apply trust
+        # for plugins that cannot: with the wrapping, most of the parse of a big fleet
+        # (benchmarks/results-notes.md). These values are JSON (types every version accepts), made
+        # by this parse, and their strings are untrusted already (plain on 2.19, wrapped before).
+        set_variable = self.inventory.get_host(host).set_variable
+        for name, value in host_vars.items():
+            set_variable(prefix + name, value)
 
     @staticmethod
     def _builtin_group_names(host_vars):
