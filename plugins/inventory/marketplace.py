@@ -151,7 +151,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
-        cache_key = self.get_cache_key(path)
+        # Its own key: earlier versions cached the device list under get_cache_key's, and they would
+        # misread this entry after a downgrade.
+        cache_key = self.get_cache_key(path) + "_json"
         devices = self._cached_devices(cache_key) if cache and self.get_option("cache") else None
         if devices is None:
             devices = self._fetch_devices()
@@ -164,7 +166,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
         The cache holds the listing as JSON text, parsed here: whatever the cache plugin gives back
         (ansible-core 2.19 restores trust marks from its cache files), the strings are plain. An entry
-        of another shape, such as the device list of earlier versions, counts as none.
+        of another shape counts as none.
         """
         try:
             cached = self._cache[cache_key]

@@ -243,8 +243,8 @@ def test_cached_strings_stay_unsafe(fleet_market, tmp_path):
 
 def test_cache_entry_with_trusted_strings_is_fetched_again(fleet_market, tmp_path):
     # A cache entry holding a device list whose strings are marked trusted, as ansible-core 2.19
-    # writes tagged values into its cache files (a list is what earlier versions of the plugin
-    # cached), must not make the description a template: the plugin fetches the listing again.
+    # writes tagged values into its cache files, must not make the description a template: the
+    # plugin fetches the listing again.
     cache_persistence = pytest.importorskip("ansible._internal._json._profiles._cache_persistence")
     trust_as_template = pytest.importorskip("ansible.template").trust_as_template
     market, forwarder = fleet_market
