@@ -175,9 +175,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         if not isinstance(cached, str):
             return None
         try:
-            return json.loads(cached)
+            devices = json.loads(cached)
         except ValueError:
             return None
+        return devices if isinstance(devices, list) else None
 
     def _client(self):
         token = self.get_option("token")
