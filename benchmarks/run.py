@@ -460,7 +460,91 @@ def create_devices(market, count):
 TEMPLATED_MAX = 5000
 
 
-def bench_inventory(workdir, sizes, reps):
+def inventory_configs(workdir, size, url, token_file, name=""):
+    """Our plugin's configuration (cache in a directory of its own), the same groups by keyed_groups,
+    and a static YAML inventory of the same host names: {kind: path}."""
+    stem = workdir / f"inv-{size}{name}"
+    common = {"plugin": "p2pvps.fleet.marketplace", "url": url, "token_file": str(token_file),
+              "page_size": 500, "cache": True, "cache_plugin": "ansible.builtin.jsonfile",
+              "cache_connection": f"{stem}-cache", "cache_timeout": 3600}
+    paths = {"ours": Path(f"{stem}.marketplace.yml"), "templated": Path(f"{stem}-templated.marketplace.yml"),
+             "static": Path(f"{stem}.static.yml")}
+    paths["ours"].write_text(json.dumps(common))
+    # The same groups from Jinja2 expressions, as before the built-in groups existed.
+    paths["templated"].write_text(json.dumps({**common, "builtin_groups": False,
+                                              "groups": {"p2pvps_devices": "true"},
+                                              "keyed_groups": [
+                                                  {"key": "p2pvps_status", "prefix": "p2pvps_status"},
+                                                  {"key": "p2pvps_architecture | default('unknown', true)",
+                                                   "prefix": "p2pvps_arch"},
+                                                  {"key": "p2pvps_rented | ternary('rented', 'free')",
+                                                   "prefix": "p2pvps", "separator": "_"}]}))
+    paths["static"].write_text(json.dumps({"all": {"children": {"status_new": {"hosts": {
+        f"inv-{i:05d}": {"p2pvps_status": "new"} for i in range(size)}}}}}))
+    return paths
+
+
+def collections_env(collections=None):
+    """ansible_env() with `collections` (a directory holding ansible_collections/p2pvps/fleet) instead of ours."""
+    return ansible_env(**({"ANSIBLE_COLLECTIONS_PATH": str(collections)} if collections else {}))
+
+
+def list_inventory(path, flush=False, collections=None):
+    """ansible-inventory --list: (seconds, hosts in its _meta)."""
+    cmd = ["ansible-inventory", "-i", str(path), "--list"] + (["--flush-cache"] if flush else [])
+    elapsed, proc = timed(subprocess.run, cmd, env=collections_env(collections), capture_output=True, text=True,
+                          timeout=900, check=True)
+    return elapsed, len(json.loads(proc.stdout)["_meta"]["hostvars"])
+
+
+def parse_inventory(path, flush=False, collections=None):
+    """The inventory's parse alone, what a playbook waits for before its first task:
+    ansible all --list-hosts (no host variables printed) -> (seconds, hosts listed)."""
+    cmd = ["ansible", "all", "-i", str(path), "--list-hosts"] + (["--flush-cache"] if flush else [])
+    elapsed, proc = timed(subprocess.run, cmd, env=collections_env(collections), capture_output=True, text=True,
+                          timeout=900, check=True)
+    listed = re.search(r"hosts \((\d+)\):", proc.stdout)
+    return elapsed, int(listed.group(1)) if listed else 0
+
+
+def inventory_round(proxy, paths, size, collections=None):
+    """One repetition of our plugin (or the copy in `collections`): --list cold (cache flushed) and
+    cached, the parse cold and cached -> {measure: seconds}, and the API calls of the cold --list."""
+    times = {}
+    proxy.reset()
+    times["cold"], hosts = list_inventory(paths["ours"], flush=True, collections=collections)
+    calls = len(proxy.calls())
+    assert hosts == size, (hosts, size)
+    proxy.reset()
+    times["cached"], hosts = list_inventory(paths["ours"], collections=collections)
+    assert hosts == size and not proxy.calls(), "a cached run must not call the API"
+    times["parse_cold"], hosts = parse_inventory(paths["ours"], flush=True, collections=collections)
+    assert hosts == size, (hosts, size)
+    proxy.reset()
+    times["parse_cached"], hosts = parse_inventory(paths["ours"], collections=collections)
+    assert hosts == size and not proxy.calls(), "a cached parse must not call the API"
+    return times, calls
+
+
+def inventory_row(runs, calls, size):
+    """The table row of one size from its runs ({measure: [seconds]})."""
+    median = {name: statistics.median(values) for name, values in runs.items()}
+    row = {name: stats(values) for name, values in runs.items() if name not in ("static", "parse_static", "keyed")}
+    row.update(static_baseline=stats(runs["static"]), parse_static=stats(runs["parse_static"]),
+               api_calls_cold=max(calls), pages_expected=math.ceil(size / 500),
+               cold_over_static=median["cold"] / median["static"],
+               cached_over_static=median["cached"] / median["static"],
+               parse_cold_over_static=median["parse_cold"] / median["parse_static"],
+               parse_cached_over_static=median["parse_cached"] / median["parse_static"])
+    if "keyed" in runs:
+        row.update(cached_templated_groups=stats(runs["keyed"]),
+                   templated_over_builtin=median["keyed"] / median["cached"])
+    return row
+
+
+def bench_inventory(workdir, sizes, reps, before=None):
+    """Benchmark 4; with `before` (another copy of the collection), its plugin's runs alternate with ours,
+    each from a configuration and cache of its own."""
     table = {}
     for size in sizes:
         market = Marketplace(workdir / f"inv-{size}").start()
@@ -474,54 +558,29 @@ def bench_inventory(workdir, sizes, reps):
             proxy = RecordingForwarder(int(market.url.rsplit(":", 1)[1]))
             token_file = workdir / f"inv-{size}.token"
             token_file.write_text(market.operator_token)
-            cache_dir = workdir / f"inv-cache-{size}"
-            config = workdir / f"inv-{size}.marketplace.yml"
-            common = {"plugin": "p2pvps.fleet.marketplace", "url": proxy.url, "token_file": str(token_file),
-                      "page_size": 500, "cache": True, "cache_plugin": "ansible.builtin.jsonfile",
-                      "cache_connection": str(cache_dir), "cache_timeout": 3600}
-            config.write_text(json.dumps(common))
-            # The same groups from Jinja2 expressions, as before the built-in groups existed.
-            templated = workdir / f"inv-{size}-templated.marketplace.yml"
-            templated.write_text(json.dumps({**common, "builtin_groups": False,
-                                             "groups": {"p2pvps_devices": "true"},
-                                             "keyed_groups": [
-                                                 {"key": "p2pvps_status", "prefix": "p2pvps_status"},
-                                                 {"key": "p2pvps_architecture | default('unknown', true)",
-                                                  "prefix": "p2pvps_arch"},
-                                                 {"key": "p2pvps_rented | ternary('rented', 'free')",
-                                                  "prefix": "p2pvps", "separator": "_"}]}))
-            static = workdir / f"inv-{size}.static.yml"
-            static.write_text(json.dumps({"all": {"children": {"status_new": {"hosts": {
-                f"inv-{i:05d}": {"p2pvps_status": "new"} for i in range(size)}}}}}))
-
-            def run(path, flush=False):
-                cmd = ["ansible-inventory", "-i", str(path), "--list"] + (["--flush-cache"] if flush else [])
-                elapsed, proc = timed(subprocess.run, cmd, env=ansible_env(), capture_output=True, text=True,
-                                      timeout=600, check=True)
-                return elapsed, len(json.loads(proc.stdout)["_meta"]["hostvars"])
-
-            cold, cached, base, calls, keyed = [], [], [], [], []
+            paths = inventory_configs(workdir, size, proxy.url, token_file)
+            before_paths = inventory_configs(workdir, size, proxy.url, token_file, "-before") if before else None
+            runs, before_runs, calls = {}, {}, []
             for dummy in range(reps):
-                proxy.reset()
-                elapsed, hosts = run(config, flush=True)
-                cold.append(elapsed)
-                calls.append(len(proxy.calls()))
-                assert hosts == size, (hosts, size)
-                proxy.reset()
-                cached.append(run(config)[0])
-                assert not proxy.calls(), "a cached run must not call the API"
-                base.append(run(static)[0])
+                times, cold_calls = inventory_round(proxy, paths, size)
+                calls.append(cold_calls)
+                for name, seconds in times.items():
+                    runs.setdefault(name, []).append(seconds)
+                if before:
+                    for name, seconds in inventory_round(proxy, before_paths, size, before)[0].items():
+                        before_runs.setdefault(name, []).append(seconds)
+                runs.setdefault("static", []).append(list_inventory(paths["static"])[0])
+                runs.setdefault("parse_static", []).append(parse_inventory(paths["static"])[0])
                 if size <= TEMPLATED_MAX:
-                    keyed.append(run(templated)[0])
-            table[size] = {"cold": stats(cold), "cached": stats(cached), "static_baseline": stats(base),
-                           "api_calls_cold": max(calls), "pages_expected": math.ceil(size / 500),
-                           "cold_over_static": statistics.median(cold) / statistics.median(base),
-                           "cached_over_static": statistics.median(cached) / statistics.median(base)}
-            if keyed:
-                table[size].update(cached_templated_groups=stats(keyed),
-                                   templated_over_builtin=statistics.median(keyed) / statistics.median(cached))
-            log(f"inventory {size}: cold {statistics.median(cold):.2f}s ({max(calls)} API calls), cached "
-                f"{statistics.median(cached):.2f}s, static YAML {statistics.median(base):.2f}s")
+                    runs.setdefault("keyed", []).append(list_inventory(paths["templated"])[0])
+            table[size] = inventory_row(runs, calls, size)
+            if before:
+                table[size]["before"] = {name: stats(values) for name, values in before_runs.items()}
+            row = table[size]
+            log(f"inventory {size}: --list cold {row['cold']['median']:.2f}s ({max(calls)} API calls), cached "
+                f"{row['cached']['median']:.2f}s, static YAML {row['static_baseline']['median']:.2f}s; parse cold "
+                f"{row['parse_cold']['median']:.2f}s, cached {row['parse_cached']['median']:.2f}s, static YAML "
+                f"{row['parse_static']['median']:.2f}s")
             proxy.close()
         finally:
             market.stop()
@@ -982,24 +1041,61 @@ def _module_lines(module):
     return lines
 
 
+def _seconds(row, name):
+    return f"{row[name]['median']:.2f}" if name in row else "not run"
+
+
+def _ratio(row, name):
+    return f"x{row[name]:.2f}" if name in row else "-"
+
+
 def _inventory_lines(inventory):
-    lines = ["", "## Inventory plugin (ansible-inventory --list, seconds, median)", "",
+    lines = ["", "## Inventory plugin (seconds, median: ansible-inventory --list, and the parse alone, ansible all "
+             "--list-hosts)", "",
              "| devices | cold | API calls | cached | cached, same groups by keyed_groups | static YAML of "
-             "the same hosts | cold / static | cached / static |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "the same hosts | cold / static | cached / static | parse: cold | parse: cached | parse: static YAML "
+             "| parse: cold / static | parse: cached / static |",
+             "| ---: |" + " ---: |" * 12]
     for size, row in inventory.items():
-        keyed = row.get("cached_templated_groups")
         when = f" (measured {row['measured']})" if row.get("measured") else ""
         lines.append(f"| {size}{when} | {row['cold']['median']:.2f} | {row['api_calls_cold']} "
                      f"(pages: {row['pages_expected']}) | {row['cached']['median']:.2f} | "
-                     f"{'%.2f' % keyed['median'] if keyed else 'not run'} | "
-                     f"{row['static_baseline']['median']:.2f} | x{row['cold_over_static']:.2f} | "
-                     f"x{row['cached_over_static']:.2f} |")
-    return lines + ["", f"keyed_groups are not run above {TEMPLATED_MAX:,} devices (minutes, for a ratio already "
-                    "known). The static YAML column is ansible-inventory's own cost for the same host names: "
-                    f"the floor of any inventory plugin. Above {TEMPLATED_MAX:,} the devices are written straight into the "
-                    "server's database (registered, online, with facts: a little more data per host than the new devices "
-                    "created through the API below it)."]
+                     f"{_seconds(row, 'cached_templated_groups')} | {row['static_baseline']['median']:.2f} | "
+                     f"x{row['cold_over_static']:.2f} | x{row['cached_over_static']:.2f} | "
+                     f"{_seconds(row, 'parse_cold')} | {_seconds(row, 'parse_cached')} | "
+                     f"{_seconds(row, 'parse_static')} | {_ratio(row, 'parse_cold_over_static')} | "
+                     f"{_ratio(row, 'parse_cached_over_static')} |")
+    lines += ["", f"keyed_groups are not run above {TEMPLATED_MAX:,} devices (minutes, for a ratio already "
+              "known). The static YAML columns are ansible-core's own cost for the same host names: the floor of "
+              "any inventory plugin. --list also prints every host's variables (ours: the device's data, nine "
+              "variables); the parse builds the inventory and lists the host names, what a playbook waits for "
+              "before its first task. Cold runs flush the cache (--flush-cache) and fetch the devices, 500 per "
+              f"call. Above {TEMPLATED_MAX:,} the devices are written straight into the server's database "
+              "(registered, online, with facts: a little more data per host than the new devices created through "
+              "the API below it)."]
+    return lines + _inventory_before_lines(inventory)
+
+
+INVENTORY_BEFORE_COLUMNS = (("cold", "--list cold"), ("cached", "--list cached"), ("parse_cold", "parse cold"),
+                            ("parse_cached", "parse cached"))
+
+
+def _inventory_before_lines(inventory):
+    """Before / after, when the run alternated another copy of the plugin (--before) with ours."""
+    compared = {size: row for size, row in inventory.items() if "before" in row}
+    if not compared:
+        return []
+    lines = ["", "Before / after: the `--before` copy of the collection's plugin, alternating with ours in the same "
+             "run, each from a configuration and cache of its own (seconds, median; after / before):", "",
+             "| devices | " + " | ".join(title for dummy, title in INVENTORY_BEFORE_COLUMNS) + " |",
+             "| ---: |" + " --- |" * len(INVENTORY_BEFORE_COLUMNS)]
+    for size, row in compared.items():
+        cells = []
+        for name, dummy in INVENTORY_BEFORE_COLUMNS:
+            before, after = row["before"][name]["median"], row[name]["median"]
+            cells.append(f"{before:.2f} -> {after:.2f} = x{after / before:.2f}")
+        lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _checkin_lines(checkin):
@@ -1142,8 +1238,9 @@ def main(argv=None):
     parser.add_argument("--sizes", default=None, help="fleet sizes of the converge benchmark, e.g. 5,20 "
                         "(default 5,10,20; 5 with --quick; the other sizes' rows of the last run are kept, "
                         "each row saying when it was measured)")
-    parser.add_argument("--before", default=None, help="module and agent: a directory holding another copy of the "
-                        "collection (ansible_collections/p2pvps/fleet) to compare with, e.g. from git archive")
+    parser.add_argument("--before", default=None, help="module, agent and inventory: a directory holding another "
+                        "copy of the collection (ansible_collections/p2pvps/fleet) to compare with, e.g. from git "
+                        "archive")
     parser.add_argument("--no-extras", action="store_true", help="converge without the profile_tasks and "
                         "Mitogen runs")
     parser.add_argument("--inventory-sizes", default=None,
@@ -1171,7 +1268,7 @@ def main(argv=None):
         steps = [
             ("checkin", lambda: bench_checkin(workdir, 5 if args.quick else 10, 8)),
             ("load", lambda: bench_load(workdir, 10 if args.quick else 20, *load_options(args))),
-            ("inventory", lambda: bench_inventory(workdir, inventory_sizes, reps)),
+            ("inventory", lambda: bench_inventory(workdir, inventory_sizes, reps, args.before)),
             ("noop", bench_noop),
             ("agent", lambda: bench_agent(workdir, reps, args.before)),
             ("module", lambda: bench_module(max(reps, 5), args.before)),

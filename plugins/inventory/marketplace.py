@@ -117,6 +117,7 @@ cache_connection: ~/.cache/p2pvps-inventory
 cache_timeout: 300
 """
 
+import json
 import os
 
 from ansible.errors import AnsibleError
@@ -136,6 +137,10 @@ try:
 except ImportError:
     HAS_JMESPATH = False
 
+# ansible-core 2.19 and later (data tagging, which added trusted_by_default) template only strings
+# marked trusted, and parsing JSON marks none; earlier versions template every str not wrapped.
+API_STRINGS_NEED_WRAPPING = not hasattr(BaseInventoryPlugin, "trusted_by_default")
+
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "p2pvps.fleet.marketplace"
@@ -146,19 +151,34 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     def parse(self, inventory, loader, path, cache=True):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
-        cache_key = self.get_cache_key(path)
-        use_cache = cache and self.get_option("cache")
-        devices = None
-        if use_cache:
-            try:
-                devices = self._cache[cache_key]
-            except KeyError:
-                devices = None
+        # Its own key: earlier versions cached the device list under get_cache_key's, and they would
+        # misread this entry after a downgrade.
+        cache_key = self.get_cache_key(path) + "_json"
+        devices = self._cached_devices(cache_key) if cache and self.get_option("cache") else None
         if devices is None:
             devices = self._fetch_devices()
             if self.get_option("cache"):
-                self._cache[cache_key] = devices
+                self._cache[cache_key] = json.dumps(devices)
         self._populate(self._select(devices))
+
+    def _cached_devices(self, cache_key):
+        """The cached listing, or None to fetch it again.
+
+        The cache holds the listing as JSON text, parsed here: whatever the cache plugin gives back
+        (ansible-core 2.19 restores trust marks from its cache files), the strings are plain. An entry
+        of another shape counts as none.
+        """
+        try:
+            cached = self._cache[cache_key]
+        except KeyError:
+            return None
+        if not isinstance(cached, str):
+            return None
+        try:
+            devices = json.loads(cached)
+        except ValueError:
+            return None
+        return devices if isinstance(devices, list) else None
 
     def _client(self):
         token = self.get_option("token")
@@ -207,8 +227,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _populate(self, devices):
         # Per-host work is what bounds a big fleet: options are read once, each built-in group is
-        # made once, and the host's combined variables (a copy of all of them) are only built when
-        # compose, groups or keyed_groups need them.
+        # made once, the device's values are neither copied nor wrapped (see _set_host_variables),
+        # and the host's combined variables (a copy of all of them) are only built when compose,
+        # groups or keyed_groups need them.
         prefix = self.get_option("host_vars_prefix")
         strict = self.get_option("strict")
         hostname = self.get_option("hostname")
@@ -219,11 +240,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         constructed = bool(compose or groups or keyed_groups)
         group_names = {}
         for device in devices:
-            device = wrap_var(device)
+            if API_STRINGS_NEED_WRAPPING:
+                device = wrap_var(device)
             host = self.inventory.add_host(str(device[hostname]))
             host_vars = self._host_vars(device)
-            for name, value in host_vars.items():
-                self.inventory.set_variable(host, prefix + name, value)
+            self._set_host_variables(host, prefix, host_vars)
             if builtin_groups:
                 for group in self._builtin_group_names(host_vars):
                     name = group_names.get(group)
@@ -235,6 +256,16 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 self._set_composite_vars(compose, combined, host, strict=strict)
                 self._add_host_to_composed_groups(groups, combined, host, strict=strict)
                 self._add_host_to_keyed_groups(keyed_groups, combined, host, strict=strict)
+
+    def _set_host_variables(self, host, prefix, host_vars):
+        # Onto the Host itself. The inventory's own set_variable (ansible-core 2.19) copies every value
+        # and tags each copy with its origin, to isolate what a plugin hands over and to apply trust
+        # for plugins that cannot: with the wrapping, most of the parse of a big fleet
+        # (benchmarks/results-notes.md). These values are JSON (types every version accepts), made
+        # by this parse, and their strings are untrusted already (plain on 2.19, wrapped before).
+        set_variable = self.inventory.get_host(host).set_variable
+        for name, value in host_vars.items():
+            set_variable(prefix + name, value)
 
     @staticmethod
     def _builtin_group_names(host_vars):

@@ -5,6 +5,7 @@ A recording forwarder between `ansible-inventory` and the server counts the list
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 
@@ -189,14 +190,116 @@ def test_server_filters_and_query(fleet_market, tmp_path):
     assert set(query["_meta"]["hostvars"]) == {"arm-1"}
 
 
-def test_api_strings_are_unsafe(fleet_market, tmp_path):
+def unwrap_unsafe(value):
+    """A host variable as ansible-inventory prints it, without its {"__ansible_unsafe": ...} marks."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {key: unwrap_unsafe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unwrap_unsafe(item) for item in value]
+    return value
+
+
+def test_host_variables_are_the_device_data(fleet_market, tmp_path):
     market, forwarder = fleet_market
-    config = write_config(tmp_path, forwarder, market, cache=False, status="new", query="name == 'evil-1'")
+    listed = requests.get(f"{market.url}/api/v1/devices", params={"status": "online", "limit": "10"}, timeout=30,
+                          headers={"Authorization": f"Bearer {market.operator_token}"}).json()["items"]
+    device = next(item for item in listed if item["name"] == "rented-1")
+    data, dummy = inventory(write_config(tmp_path, forwarder, market, cache=False, status="online"))
+    host_vars = {name: unwrap_unsafe(value) for name, value in data["_meta"]["hostvars"]["rented-1"].items()
+                 if name.startswith("p2pvps_")}
+    assert host_vars == {
+        "p2pvps_device": device, "p2pvps_device_id": device["id"], "p2pvps_status": "online",
+        "p2pvps_online": True, "p2pvps_rented": True, "p2pvps_lease": device["lease"],
+        "p2pvps_architecture": "arm64", "p2pvps_owner": device["owner"],
+        "p2pvps_tunnel_remote_port": device["tunnel"]["remote_port"]}
+    assert device["lease"]["renter"] == "alice"
+
+
+def assert_description_stays_text(config):
+    """evil-1's description, a Jinja2 expression from the API, printed by a task: as text, never run."""
     proc = subprocess.run(["ansible", "-i", str(config), "evil-1", "-c", "local", "-m", "ansible.builtin.debug",
                            "-a", "msg={{ p2pvps_device.description }}"], env=ansible_env(), capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "lookup('ansible.builtin.pipe'" in proc.stdout and "INJECTED\"" not in proc.stdout, proc.stdout
+
+
+def test_api_strings_are_unsafe(fleet_market, tmp_path):
+    market, forwarder = fleet_market
+    assert_description_stays_text(write_config(tmp_path, forwarder, market, cache=False, status="new",
+                                               query="name == 'evil-1'"))
+
+
+def test_cached_strings_stay_unsafe(fleet_market, tmp_path):
+    market, forwarder = fleet_market
+    config = write_config(tmp_path, forwarder, market, status="new", query="name == 'evil-1'")
+    for dummy in range(2):   # the first run fills the cache, the second reads it
+        forwarder.reset()
+        assert_description_stays_text(config)
+    assert listing_calls(forwarder) == 0
+
+
+def test_cache_entry_with_trusted_strings_is_fetched_again(fleet_market, tmp_path):
+    # A cache entry holding a device list whose strings are marked trusted, as ansible-core 2.19
+    # writes tagged values into its cache files, must not make the description a template: the
+    # plugin fetches the listing again.
+    cache_persistence = pytest.importorskip("ansible._internal._json._profiles._cache_persistence")
+    trust_as_template = pytest.importorskip("ansible.template").trust_as_template
+    market, forwarder = fleet_market
+    config = write_config(tmp_path, forwarder, market, status="new", query="name == 'evil-1'")
+    assert_description_stays_text(config)
+    cache_file, = (tmp_path / "cache").iterdir()
+    entry = json.loads(cache_file.read_text())
+    planted = [{"name": "evil-1", "description": trust_as_template(INJECTION), "status": "new", "lease": None}]
+    entry["__payload__"] = json.dumps(planted, cls=cache_persistence.Encoder)
+    cache_file.write_text(json.dumps(entry))
+    forwarder.reset()
+    assert_description_stays_text(config)
+    assert listing_calls(forwarder) == DEVICES // PAGE
+
+
+# ansible-inventory --graph in a Python that counts the calls copying or wrapping a variable's values:
+# ansible-core 2.19's variable visitor (a call per value) and wrap_var's step for each dict.
+COUNT_VALUE_COPIES = """
+import sys
+from ansible._internal import _json
+from ansible.utils import unsafe_proxy
+
+copies = [0]
+
+
+def counted(function):
+    def wrapper(*args, **kwargs):
+        copies[0] += 1
+        return function(*args, **kwargs)
+    return wrapper
+
+
+_json.AnsibleVariableVisitor._visit = counted(_json.AnsibleVariableVisitor._visit)
+unsafe_proxy._wrap_dict = counted(unsafe_proxy._wrap_dict)
+from ansible.cli.inventory import main
+sys.argv = ["ansible-inventory", "-i", sys.argv[1], "--graph"]
+try:
+    main()
+finally:
+    print("VALUE_COPIES=%d" % copies[0], file=sys.stderr)
+"""
+
+
+def test_device_values_are_not_copied_per_host(fleet_market, tmp_path):
+    pytest.importorskip("ansible._internal._json")
+    market, forwarder = fleet_market
+    config = write_config(tmp_path, forwarder, market, cache=False, groups={}, keyed_groups=[], compose={})
+    proc = subprocess.run([sys.executable, "-c", COUNT_VALUE_COPIES, str(config)], env=ansible_env(),
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "|--pi-0007" in proc.stdout
+    copies = int(proc.stderr.rsplit("VALUE_COPIES=", 1)[1].split()[0])
+    # Reading the configuration file visits a few dozen values; before, each device's values were
+    # wrapped, then copied one by one (26,078 calls for these 1,000 devices).
+    assert copies < DEVICES, copies
 
 
 def test_bad_token_is_a_clear_error_without_the_token(fleet_market, tmp_path):
