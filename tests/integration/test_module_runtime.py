@@ -7,7 +7,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -36,6 +35,14 @@ def collection(tmp_path):
     return target
 
 
+def controller_tmp(collection):
+    """The controller's temporary directory for these runs: the test's own, so that another test
+    running the role at the same time (the module_runtime scenario) cannot put archives in it."""
+    path = collection.parent.parent.parent / "controller-tmp"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def converge(collection, install_dir, check=False):
     """One run of the role; its task results per name (the json callback)."""
     playbook = collection.parent.parent.parent / "runtime.yml"
@@ -45,7 +52,8 @@ def converge(collection, install_dir, check=False):
         "vars": {"module_runtime_modules": ["rental"], "module_runtime_install_dir": str(install_dir),
                  "module_runtime_install_ansible": False, "module_runtime_packages": [],
                  "module_runtime_python": sys.executable}}]))
-    env = ansible_env(ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1")
+    env = ansible_env(ANSIBLE_STDOUT_CALLBACK="json", ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+                      TMPDIR=str(controller_tmp(collection)))
     # this copy first, the project's other collections (ansible.posix's json callback) after it
     env["ANSIBLE_COLLECTIONS_PATH"] = "%s:%s" % (collection.parent.parent.parent, env["ANSIBLE_COLLECTIONS_PATH"])
     cmd = ["ansible-playbook", "-i", "localhost,", "-c", "local", str(playbook),
@@ -84,14 +92,14 @@ def assert_runs_from_byte_code(install_dir, tmp_path):
     assert "# code object from '%s'" % (plugins / "modules" / "rental.py") not in run.stderr
 
 
-def controller_archives():
-    return set(Path(tempfile.gettempdir()).glob("ansible*.tar"))
+def controller_archives(collection):
+    return set(controller_tmp(collection).glob("ansible*.tar"))
 
 
 def test_the_runtime_is_installed_once_and_follows_an_edited_source(collection, tmp_path):
     install_dir = tmp_path / "runtime"
     utils = sorted(path.name for path in (collection / "plugins" / "module_utils").glob("*.py"))
-    archives_before = controller_archives()
+    archives_before = controller_archives(collection)
 
     dry = converge(collection, install_dir, check=True)
     assert dry["Create the install directory"].get("changed") and dry[INSTALL].get("skipped"), dry
@@ -100,6 +108,8 @@ def test_the_runtime_is_installed_once_and_follows_an_edited_source(collection, 
 
     first = converge(collection, install_dir)
     assert first[INSTALL].get("changed"), first
+    archive = Path(first["Make a temporary archive on the controller"]["path"])
+    assert archive.parent == controller_tmp(collection), archive
     files = installed(install_dir)
     assert sorted(files) == ["module_utils/" + name for name in utils] + ["modules/rental.py"]
     assert files["modules/rental.py"] == (ROOT / "plugins" / "modules" / "rental.py").read_text()
@@ -129,4 +139,4 @@ def test_the_runtime_is_installed_once_and_follows_an_edited_source(collection, 
     assert_runs_from_byte_code(install_dir, tmp_path)   # compiled again, the edited file too
     assert converge(collection, install_dir)[INSTALL].get("skipped")
     # the controller's temporary archives are removed, check mode's too
-    assert controller_archives() <= archives_before
+    assert not archives_before and not controller_archives(collection)
