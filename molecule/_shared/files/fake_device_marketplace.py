@@ -6,15 +6,17 @@ Answers, per docs/api.md, with the bearer token in TOKEN_FILE (401 without it):
   POST /api/v1/devices/DEVICE_ID/checkin   no lease (held up to ?wait= seconds when the device
                                            sends back the lease_etag, as a long-poll is)
 and appends one JSON line per request to RECORD_FILE (method, path, query, body, whether the
-token was right; never the token). Listens on 127.0.0.1 only.
+token was right; never the token). Listens on 127.0.0.1 only. Needs stand_in_http.py beside it.
 """
 import datetime
 import json
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from stand_in_http import JsonHandler
 
 PORT, TOKEN_FILE, DEVICE_ID, RECORD_FILE = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 PREFIX = '/api/v1/devices/' + DEVICE_ID
@@ -31,17 +33,8 @@ def now():
     return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def answer(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header('Content-Type', 'application/json')
-        self.send_header('Content-Length', str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+class Handler(JsonHandler):
+    token_file = TOKEN_FILE
 
     def request_body(self):
         length = int(self.headers.get('Content-Length') or 0)
@@ -53,9 +46,7 @@ class Handler(BaseHTTPRequestHandler):
     def handle_call(self, method):
         url = urlsplit(self.path)
         body = self.request_body() if method == 'POST' else None
-        with open(TOKEN_FILE) as handle:
-            token = handle.read().strip()
-        authorized = self.headers.get('Authorization') == 'Bearer %s' % token
+        authorized = self.bears_the_token()
         with LOCK, open(RECORD_FILE, 'a') as record:
             record.write(json.dumps({'method': method, 'path': url.path, 'query': parse_qs(url.query),
                                      'body': body, 'authorized': authorized, 'at': now()}) + '\n')

@@ -2,33 +2,24 @@
 
 Answers GET /api/v1/routes?limit=N&cursor=I from the JSON list in ROUTES_FILE (read on every
 call, so a test can change it), in pages of `limit`, with the bearer token in TOKEN_FILE
-(401 without it). Listens on 127.0.0.1 only.
+(401 without it). Listens on 127.0.0.1 only. Needs stand_in_http.py (molecule/_shared/files) beside it.
 """
 import json
 import sys
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from stand_in_http import JsonHandler
 
 PORT, TOKEN_FILE, ROUTES_FILE = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 
 
-class Handler(BaseHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def answer(self, status, body):
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header('Content-Type', 'application/json')
-        self.send_header('Content-Length', str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+class Handler(JsonHandler):
+    token_file = TOKEN_FILE
 
     def do_GET(self):
         url = urlsplit(self.path)
-        with open(TOKEN_FILE) as handle:
-            token = handle.read().strip()
-        if self.headers.get('Authorization') != 'Bearer %s' % token:
+        if not self.bears_the_token():
             return self.answer(401, {'error': 'unauthorized', 'detail': 'bad token'})
         if url.path != '/api/v1/routes':
             return self.answer(404, {'error': 'not_found', 'detail': url.path})

@@ -17,18 +17,15 @@ import pytest
 from ansible_collections.p2pvps.fleet.plugins.module_utils import _docker
 
 
-class FakeEngine(BaseHTTPRequestHandler):
-    """GET /version and GET /info of a Docker Engine (asked unversioned, as docker version does)."""
-    answer = {'Version': '26.1.4', 'ApiVersion': '1.45'}
-    info = {'CgroupVersion': '2', 'MemoryLimit': True, 'PidsLimit': True, 'Driver': 'overlay2'}
-    paths = []
+class FakeSocketAnswers(BaseHTTPRequestHandler):
+    """JSON answers on a Unix socket, as a Docker Engine gives them."""
 
-    def do_GET(self):
-        FakeEngine.paths.append(self.path)
-        known = {'/version': self.answer, '/info': self.info}
-        body = json.dumps(known[self.path]).encode() if self.path in known else b'{}'
-        self.send_response(200 if self.path in known else 404)
+    def send_json(self, status, answer, headers=()):
+        body = json.dumps(answer).encode()
+        self.send_response(status)
         self.send_header('Content-Type', 'application/json')
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header('Content-Length', str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -40,15 +37,35 @@ class FakeEngine(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def fake_engine(tmp_path):
-    path = str(tmp_path / 'docker.sock')
-    server = socketserver.ThreadingUnixStreamServer(path, FakeEngine)
+def serve_on_socket(path, handler):
+    """Serves `handler` on the Unix socket `path` until the generator is closed; yields its URL."""
+    server = socketserver.ThreadingUnixStreamServer(path, handler)
+    server.daemon_threads = True   # a kept-alive connection does not hold the shutdown
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield 'unix://' + path
     server.shutdown()
     server.server_close()
+
+
+class FakeEngine(FakeSocketAnswers):
+    """GET /version and GET /info of a Docker Engine (asked unversioned, as docker version does)."""
+    answer = {'Version': '26.1.4', 'ApiVersion': '1.45'}
+    info = {'CgroupVersion': '2', 'MemoryLimit': True, 'PidsLimit': True, 'Driver': 'overlay2'}
+    paths = []
+
+    def do_GET(self):
+        FakeEngine.paths.append(self.path)
+        known = {'/version': self.answer, '/info': self.info}
+        if self.path in known:
+            self.send_json(200, known[self.path])
+        else:
+            self.send_json(404, {})
+
+
+@pytest.fixture
+def fake_engine(tmp_path):
+    yield from serve_on_socket(str(tmp_path / 'docker.sock'), FakeEngine)
 
 
 def test_engine_version_through_the_sdk(fake_engine):
@@ -79,7 +96,7 @@ def test_engine_version_without_the_sdk(fake_engine, monkeypatch):
     assert _docker.engine_version(fake_engine) is None
 
 
-class FakeReads(BaseHTTPRequestHandler):
+class FakeReads(FakeSocketAnswers):
     """The reads of a no-op converge, as a Docker Engine 20.10 answers them (unversioned paths)."""
     protocol_version = 'HTTP/1.1'   # keep-alive, as dockerd
     paths = []
@@ -98,32 +115,13 @@ class FakeReads(BaseHTTPRequestHandler):
         }
         path = self.path.split('?')[0]
         status, answer = (200, answers[path]) if path in answers else (404, {'message': 'No such thing: x'})
-        body = json.dumps(answer).encode()
-        self.send_response(status)
-        self.send_header('Content-Type', 'application/json')
-        self.send_header('Api-Version', '1.41')
-        self.send_header('Content-Length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def address_string(self):
-        return 'docker.sock'
-
-    def log_message(self, *args):
-        pass
+        self.send_json(status, answer, headers=[('Api-Version', '1.41')])
 
 
 @pytest.fixture
 def fake_reads(tmp_path):
-    path = str(tmp_path / 'reads.sock')
-    server = socketserver.ThreadingUnixStreamServer(path, FakeReads)
-    server.daemon_threads = True   # a kept-alive connection does not hold the shutdown
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     FakeReads.paths, FakeReads.connections = [], set()
-    yield 'unix://' + path
-    server.shutdown()
-    server.server_close()
+    yield from serve_on_socket(str(tmp_path / 'reads.sock'), FakeReads)
 
 
 def test_the_reader_asks_unversioned_paths_on_one_connection(fake_reads):
