@@ -6,9 +6,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-bash scripts/bootstrap.sh
-# gnuplot draws the converge curve (benchmarks/converge-curve.png); from the configured apt sources
-command -v gnuplot >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gnuplot-nox
+# gnuplot draws the converge curve (benchmarks/converge-curve.png); bootstrap installs it from the
+# configured apt sources with the tests' packages (refreshing the package index first)
+P2PVPS_EXTRA_PACKAGES="${P2PVPS_EXTRA_PACKAGES:-} gnuplot-nox" bash scripts/bootstrap.sh
 # Every simulated Pi's systemd and dockerd hold inotify instances: with the kernel's default of
 # 128 per user, Pis after about the 22nd die at boot (docs/scale.md). The curve goes further.
 limit=/proc/sys/fs/inotify/max_user_instances
