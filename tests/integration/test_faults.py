@@ -369,8 +369,10 @@ def test_marketplace_down_across_an_expiry_wipes_the_lease_on_the_pi(rig):
     lease_id = rig.rental["id"]
     expires = calendar.timegm(time.strptime(rig.rental["expires_at"], "%Y-%m-%dT%H:%M:%SZ"))
     if expires < time.time() + EXPIRY_S:   # a slow create: the renter extends the lease
+        # in whole seconds (the API's precision) and later than the lease's expiry, as the API requires
+        wanted = max(int(time.time()) + EXPIRY_S + 1, expires + 1)
         extended = rig.marketplace.extend_rental(
-            lease_id, rig.rental["renter"], dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=EXPIRY_S))
+            lease_id, rig.rental["renter"], dt.datetime.fromtimestamp(wanted, dt.timezone.utc))
         expires = calendar.timegm(time.strptime(extended["expires_at"], "%Y-%m-%dT%H:%M:%SZ"))
     assert assert_ok(rig.converge())["lease_id"] == lease_id   # the Pi learns the lease's expiry
     rig.marketplace.stop()
