@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README; .ci/run calls exactly this). Sets up a fresh machine
 # first, then runs: changelog lint, collection build + ansible-doc, ansible-lint and
-# ansible-test sanity (side by side), the pytest suite (unit, server, integration, molecule), and the
-# server suite again on PostgreSQL (a throw-away cluster: scripts/postgres.sh).
+# ansible-test sanity (side by side), then the pytest suite (unit, server, integration, molecule) with
+# the server suite again on PostgreSQL beside it (a throw-away cluster: scripts/postgres.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -34,19 +34,40 @@ for log in "$checks"/*.rc; do
 done
 rm -rf "$checks"
 [ "$failed" = 0 ] || { echo "a static check failed (above)" >&2; exit 1; }
+# The server suite on PostgreSQL runs beside the main suite, one worker (a throw-away cluster:
+# scripts/postgres.sh): much of it is waiting (held check-ins, expiries), which the main suite's
+# workers fill; run after it, it was a tail of about 3 minutes.
+pg_pid=""
+if [ "$#" -eq 0 ]; then
+    pg_dir="$(mktemp -d /var/tmp/p2pvps-pg-XXXXXX)"
+    trap 'bash scripts/postgres.sh stop "$pg_dir"' EXIT
+    pg_port="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    pg_url="$(bash scripts/postgres.sh start "$pg_dir" "$pg_port")"
+    step "server suite on PostgreSQL started beside pytest (its output follows pytest's)"
+    (
+        rc=0
+        P2PVPS_TEST_POSTGRES="$pg_url" python -m pytest -n 1 --basetemp "$pg_dir/pytest" -p no:cacheprovider \
+            --durations=10 tests/server > "$pg_dir/pytest.log" 2>&1 || rc=$?
+        echo "$rc" > "$pg_dir/pytest.rc"
+    ) &
+    pg_pid=$!
+fi
+
 step "pytest"
 # Three workers on CI's two cores, a test file each at a time (--dist loadfile): much of an
 # integration test is waiting (device timers, tunnels, the devices' own work), so a third worker
 # fills that time. The demo fleet, the molecule scenarios and the host's renter containers
 # (test_rental_module.py) each stay on one worker. Files are handed out in the order
 # tests/conftest.py sorts them (the longest first), not by their number of tests.
-python -m pytest -n "${P2PVPS_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder --durations=40 "$@"
+rc=0
+python -m pytest -n "${P2PVPS_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder --durations=40 "$@" || rc=$?
 
-if [ "$#" -eq 0 ]; then
-    step "server suite on PostgreSQL"
-    pg_dir="$(mktemp -d /var/tmp/p2pvps-pg-XXXXXX)"
-    trap 'bash scripts/postgres.sh stop "$pg_dir"' EXIT
-    pg_port="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-    P2PVPS_TEST_POSTGRES="$(bash scripts/postgres.sh start "$pg_dir" "$pg_port")" \
-        python -m pytest -n 2 --durations=10 tests/server
+if [ -n "$pg_pid" ]; then
+    wait "$pg_pid" || true
+    step "server suite on PostgreSQL (ran beside pytest)"
+    cat "$pg_dir/pytest.log"
+    pg_rc="$(cat "$pg_dir/pytest.rc" 2>/dev/null || echo 1)"
+    echo "PostgreSQL server suite: exit $pg_rc"
+    [ "$pg_rc" = 0 ] || rc=1
 fi
+exit "$rc"

@@ -14,13 +14,16 @@ from tests.fixtures.devices import DEVICE_DOCKER_IMAGE
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 # Long: without long-poll a rental would wait up to this long for the device.
 INTERVAL_S = 60
-# The held check-in is answered within this long of a change of the lease (plus the module's start-up).
-ANSWER_S = 3
-# What the device may take from a rental's end to its container wiped (answer and converge) on a loaded
-# 2-core machine. A new lease's converge takes longer on these simulated Pis (their nested Docker uses
-# vfs; the container's first start fills the lease disk with the image's system directories), so the
-# creation is checked by when the check-in was answered, and its converge is printed.
-PROMPT_S = 10
+# The held check-in is answered within this long of a change of the lease (plus the module's start-up,
+# up to a few seconds on a loaded machine; 0.5 s in CI).
+ANSWER_S = 5
+# What the device may take from a rental's end to its container wiped (answer and converge): half the
+# interval. The converge is load-dependent on these simulated Pis (3-5 s idle, 12 s once in CI beside
+# other tests: their nested Docker uses vfs), so promptness is checked by when the held check-in was
+# answered (ANSWER_S), which fails whenever the device waited for its next timer run; the converge is
+# printed. A new lease's likewise (its first start fills the lease disk with the image's system
+# directories).
+PROMPT_S = INTERVAL_S / 2
 
 
 def renter_containers(device, lease_id=None):
