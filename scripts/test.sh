@@ -44,12 +44,8 @@ if [ "$#" -eq 0 ]; then
     pg_port="$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
     pg_url="$(bash scripts/postgres.sh start "$pg_dir" "$pg_port")"
     step "server suite on PostgreSQL started beside pytest (its output follows pytest's)"
-    (
-        rc=0
-        P2PVPS_TEST_POSTGRES="$pg_url" python -m pytest -n 1 --basetemp "$pg_dir/pytest" -p no:cacheprovider \
-            --durations=10 tests/server > "$pg_dir/pytest.log" 2>&1 || rc=$?
-        echo "$rc" > "$pg_dir/pytest.rc"
-    ) &
+    P2PVPS_TEST_POSTGRES="$pg_url" python -m pytest -n 1 --basetemp "$pg_dir/pytest" -p no:cacheprovider \
+        --durations=10 tests/server > "$pg_dir/pytest.log" 2>&1 &
     pg_pid=$!
 fi
 
@@ -63,10 +59,10 @@ rc=0
 python -m pytest -n "${P2PVPS_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder --durations=40 "$@" || rc=$?
 
 if [ -n "$pg_pid" ]; then
-    wait "$pg_pid" || true
+    pg_rc=0
+    wait "$pg_pid" || pg_rc=$?
     step "server suite on PostgreSQL (ran beside pytest)"
     cat "$pg_dir/pytest.log"
-    pg_rc="$(cat "$pg_dir/pytest.rc" 2>/dev/null || echo 1)"
     echo "PostgreSQL server suite: exit $pg_rc"
     [ "$pg_rc" = 0 ] || rc=1
 fi
